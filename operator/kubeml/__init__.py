@@ -1,0 +1,3 @@
+"""KubeML: the MLOps lifecycle as Kubernetes resources."""
+
+__version__ = "0.1.0"
