@@ -1,0 +1,343 @@
+"""TrainingRun: train, tune and measure a model in a Job, then pass or fail its gates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from .base import (
+    FieldError,
+    KubeModel,
+    LabelName,
+    ObjectName,
+    ObservedStatus,
+    ResourceRequirements,
+    Sha256,
+    cel,
+    validations,
+)
+from .estimators import (
+    DEFAULT_METRICS,
+    ESTIMATORS,
+    METRICS,
+    EstimatorName,
+    MetricName,
+    metrics_rule,
+    params_rule,
+)
+from .resource import AGE, CrdInfo, PrinterColumn, Resource, condition_column
+
+# A model name becomes part of ModelVersion names (`<model>-v<N>`) and of
+# labels, so it is a DNS label short enough to leave room for the suffix.
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=50, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+FREE_FORM: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+class DatasetRef(KubeModel):
+    """The Dataset to train on, optionally pinned to one of its versions."""
+
+    name: ObjectName
+    """Dataset name (same namespace)."""
+    version: Sha256 | None = None
+    """Pin to this content version; the Dataset's current version when omitted."""
+
+
+class Estimator(
+    KubeModel,
+    json_schema_extra=validations(
+        cel(params_rule(), "params must be parameters of the named estimator", field_path=".params")
+    ),
+):
+    """A scikit-learn estimator from the allowlist, with its parameters."""
+
+    name: EstimatorName
+    """Short name from the allowlist, e.g. random-forest-classifier."""
+    params: (
+        Annotated[dict[ParamName, Any], Field(max_length=32, json_schema_extra=FREE_FORM)] | None
+    ) = None
+    """Constructor parameters, validated against the estimator's own parameters."""
+
+    @model_validator(mode="after")
+    def _known_params(self) -> Self:
+        allowed = ESTIMATORS[self.name].params
+        unknown = sorted(set(self.params or {}) - set(allowed))
+        if unknown:
+            raise FieldError(
+                "params",
+                f"{unknown} are not parameters of {self.name}; allowed: {list(allowed)}",
+            )
+        return self
+
+
+class Search(
+    KubeModel,
+    json_schema_extra=validations(
+        cel(
+            "self.strategy != 'random' || has(self.trials)",
+            "trials is required for a random search",
+            field_path=".trials",
+        ),
+    ),
+):
+    """Hyper-parameter search: seeded grid or random, scored by cross-validation."""
+
+    strategy: Literal["grid", "random"] = "grid"
+    """grid tries every combination; random samples `trials` of them."""
+    space: Annotated[
+        dict[ParamName, Annotated[list[Any], Field(min_length=1, max_length=100)]],
+        Field(min_length=1, max_length=16),
+    ]
+    """Candidate values per estimator parameter."""
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+    """Cross-validation folds."""
+    trials: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Number of sampled candidates (random search)."""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    """Seed for fold assignment and sampling."""
+    scoring: MetricName | None = None
+    """Metric to optimise; the first of spec.metrics when omitted."""
+
+    @model_validator(mode="after")
+    def _trials(self) -> Self:
+        if self.strategy == "random" and self.trials is None:
+            raise FieldError("trials", "trials is required for a random search")
+        return self
+
+
+class Threshold(
+    KubeModel,
+    json_schema_extra=validations(
+        cel("has(self.min) || has(self.max)", "at least one of min or max must be set")
+    ),
+):
+    """A bound a metric on the test split must meet."""
+
+    metric: MetricName
+    """Metric name; must be listed in spec.metrics."""
+    min: float | None = None
+    """Smallest acceptable value (inclusive)."""
+    max: float | None = None
+    """Largest acceptable value (inclusive)."""
+
+    @model_validator(mode="after")
+    def _bound(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError("at least one of min or max must be set")
+        return self
+
+
+class BeatAlias(KubeModel):
+    """Require beating the version that holds an alias, on the same test split."""
+
+    alias: LabelName = "champion"
+    """Alias whose holder must be beaten; passes when no version holds it."""
+    metric: MetricName
+    """Metric compared (its direction is known: e.g. higher accuracy, lower rmse)."""
+    min_improvement: Annotated[float, Field(ge=0)] = 0.0
+    """Smallest improvement over the holder's value."""
+
+
+class Gates(KubeModel):
+    """Quality gates: a ModelVersion exists only if every gate passes."""
+
+    thresholds: Annotated[list[Threshold], Field(max_length=32)] | None = None
+    """Metric bounds on the test split."""
+    beat: BeatAlias | None = None
+    """Must beat the current holder of an alias."""
+
+
+class TrainingRunSpec(KubeModel):
+    """What to train, how to tune it and which gates it must pass."""
+
+    dataset_ref: DatasetRef
+    """The data."""
+    model: ModelName
+    """Registered model name; a passing run produces a version of it."""
+    estimator: Estimator
+    """The estimator and its parameters."""
+    search: Search | None = None
+    """Optional hyper-parameter search."""
+    metrics: Annotated[list[MetricName], Field(min_length=1, max_length=16)] | None = None
+    """Metrics to compute on validation and test; defaults per task (accuracy and f1_macro,
+    or r2 and rmse). The first is the run's key metric."""
+    gates: Gates | None = None
+    """Quality gates."""
+    resources: ResourceRequirements | None = None
+    """Resources of the training Job's pod; CPU bounds search parallelism."""
+    backoff_limit: Annotated[int, Field(ge=0, le=10)] | None = None
+    """Retries of the training Job (default 1)."""
+    active_deadline_seconds: Annotated[int, Field(ge=1, le=604800)] | None = None
+    """Deadline of the training Job (default 3600); past it the run fails with
+    DeadlineExceeded."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        task = ESTIMATORS[self.estimator.name].task
+        wrong = [m for m in self.metrics or () if m not in METRICS[task]]
+        if wrong:
+            raise FieldError(
+                "metrics", f"{wrong} do not apply to {task} (estimator {self.estimator.name})"
+            )
+        listed = list(self.metrics or DEFAULT_METRICS[task])
+        gated = [t.metric for t in (self.gates.thresholds or [])] if self.gates else []
+        if self.gates and self.gates.beat:
+            gated.append(self.gates.beat.metric)
+        missing = [m for m in gated if m not in listed]
+        if missing:
+            raise FieldError("gates", f"gates use metrics {missing} that are not listed in metrics")
+        if self.search:
+            allowed = ESTIMATORS[self.estimator.name].params
+            unknown = sorted(set(self.search.space) - set(allowed))
+            if unknown:
+                raise FieldError(
+                    "search.space",
+                    f"{unknown} are not parameters of {self.estimator.name}",
+                )
+            if self.search.scoring and self.search.scoring not in METRICS[task]:
+                raise FieldError(
+                    "search.scoring", f"{self.search.scoring} does not apply to {task}"
+                )
+        return self
+
+
+def _gate_metrics_rule() -> str:
+    gated = (
+        "(has(self.gates.thresholds) ? self.gates.thresholds.map(t, t.metric) : [])"
+        " + (has(self.gates.beat) ? [self.gates.beat.metric] : [])"
+    )
+    classifiers = (
+        "["
+        + ", ".join(f"'{n}'" for n, e in sorted(ESTIMATORS.items()) if e.task == "classification")
+        + "]"
+    )
+    defaults = (
+        f"(self.estimator.name in {classifiers} ? "
+        + "["
+        + ", ".join(f"'{m}'" for m in DEFAULT_METRICS["classification"])
+        + "] : "
+        + "["
+        + ", ".join(f"'{m}'" for m in DEFAULT_METRICS["regression"])
+        + "])"
+    )
+    listed = f"(has(self.metrics) ? self.metrics : {defaults})"
+    return f"!has(self.gates) || ({gated}).all(m, m in {listed})"
+
+
+def _search_space_rule() -> str:
+    table = ", ".join(
+        f"'{n}': [" + ", ".join(f"'{p}'" for p in e.params) + "]"
+        for n, e in sorted(ESTIMATORS.items())
+    )
+    return (
+        "!has(self.search) || self.search.space.all(k, k in {" + table + "}[self.estimator.name])"
+    )
+
+
+def _scoring_rule() -> str:
+    classifiers = (
+        "["
+        + ", ".join(f"'{n}'" for n, e in sorted(ESTIMATORS.items()) if e.task == "classification")
+        + "]"
+    )
+    cls_metrics = "[" + ", ".join(f"'{m}'" for m in METRICS["classification"]) + "]"
+    reg_metrics = "[" + ", ".join(f"'{m}'" for m in METRICS["regression"]) + "]"
+    return (
+        "!has(self.search) || !has(self.search.scoring) || "
+        f"(self.estimator.name in {classifiers} ? self.search.scoring in {cls_metrics}"
+        f" : self.search.scoring in {reg_metrics})"
+    )
+
+
+TRAININGRUN_SPEC_RULES = validations(
+    cel("self == oldSelf", "spec is immutable: create a new TrainingRun instead"),
+    cel(metrics_rule(), "metrics must apply to the estimator's task", field_path=".metrics"),
+    cel(
+        _gate_metrics_rule(),
+        "gates use metrics that are not listed in metrics",
+        field_path=".gates",
+    ),
+    cel(
+        _search_space_rule(),
+        "search.space names parameters the estimator does not have",
+        field_path=".search.space",
+    ),
+    cel(
+        _scoring_rule(),
+        "search.scoring does not apply to the estimator's task",
+        field_path=".search.scoring",
+    ),
+)
+
+
+class TrainingRunStatus(ObservedStatus):
+    """Progress and results; the summary condition is Succeeded."""
+
+    job_name: ObjectName | None = None
+    """The training Job."""
+    dataset_version: Sha256 | None = None
+    """The dataset content version trained on."""
+    start_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the Job was created."""
+    completion_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the run finished (succeeded or failed)."""
+    metrics: Annotated[dict[MetricName, float], Field(max_length=32)] | None = None
+    """Metrics on the test split."""
+    validation_metrics: Annotated[dict[MetricName, float], Field(max_length=32)] | None = None
+    """Metrics on the validation split."""
+    key_metric: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The first metric and its test value, e.g. accuracy=0.9667, for display."""
+    best_params: (
+        Annotated[dict[ParamName, Any], Field(max_length=64, json_schema_extra=FREE_FORM)] | None
+    ) = None
+    """Parameters of the fitted model (the search's winner)."""
+    gates: Annotated[list[GateResult], Field(max_length=33)] | None = None
+    """Each gate's verdict."""
+    model_version: ObjectName | None = None
+    """The ModelVersion this run produced."""
+    result_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    """s3:// location of the run's result manifest."""
+
+
+class GateResult(KubeModel):
+    """One gate's verdict."""
+
+    gate: Annotated[str, StringConstraints(max_length=256)]
+    """What was checked, e.g. accuracy >= 0.9."""
+    passed: bool
+    value: float | None = None
+    """The measured value."""
+
+
+TrainingRunStatus.model_rebuild()
+
+
+class TrainingRun(Resource):
+    """Trains, tunes and measures a model; a pass produces a ModelVersion."""
+
+    crd = CrdInfo(
+        kind="TrainingRun",
+        plural="trainingruns",
+        singular="trainingrun",
+        short_names=("trun", "kmltr"),
+        summary_condition="Succeeded",
+        printer_columns=(
+            PrinterColumn("Model", ".spec.model"),
+            PrinterColumn("Dataset", ".spec.datasetRef.name"),
+            PrinterColumn("Data-Version", ".status.datasetVersion", priority=1),
+            PrinterColumn("Metric", ".status.keyMetric", description="Key metric on test"),
+            condition_column("Succeeded", "Succeeded"),
+            condition_column("Reason", "Succeeded", "reason"),
+            PrinterColumn("Version", ".status.modelVersion", description="ModelVersion produced"),
+            AGE,
+        ),
+    )
+
+    kind: Literal["TrainingRun"] = "TrainingRun"
+    spec: Annotated[TrainingRunSpec, Field(json_schema_extra=TRAININGRUN_SPEC_RULES)]
+    """Desired run; immutable once created."""
+    status: TrainingRunStatus | None = None
+    """Observed state, written by the operator."""
