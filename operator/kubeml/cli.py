@@ -65,6 +65,22 @@ def validate(files: tuple[Path, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/reference.md"),
+    show_default=True,
+)
+def docs(out: Path) -> None:
+    """Generate the resource reference from the API models."""
+    from . import refdoc
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(refdoc.render())
+    click.echo(f"wrote {out}")
+
+
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 

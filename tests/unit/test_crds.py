@@ -163,3 +163,10 @@ def test_cel_rules_guard_what_pydantic_guards() -> None:
     assert "self == oldSelf" in text["kubeml.io_modelversions.yaml"]
     assert "self == oldSelf" in text["kubeml.io_trainingruns.yaml"]
     assert "validation + test fractions" in text["kubeml.io_datasets.yaml"]
+
+
+def test_reference_doc_is_up_to_date() -> None:
+    from kubeml import refdoc
+
+    committed = (ROOT / "docs" / "reference.md").read_text()
+    assert committed == refdoc.render(), "run `kubeml docs`"
