@@ -1,0 +1,1 @@
+"""Kubernetes I/O: clients, server-side apply, status writes. No decisions here."""

@@ -1,0 +1,23 @@
+"""Label and annotation keys: lineage readable with `kubectl get -l`."""
+
+PREFIX = "kubeml.io"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "kubeml"
+PART_OF = "app.kubernetes.io/part-of"
+COMPONENT = "app.kubernetes.io/component"
+
+DATASET = f"{PREFIX}/dataset"
+DATASET_VERSION = f"{PREFIX}/dataset-version"
+TRAINING_RUN = f"{PREFIX}/training-run"
+MODEL = f"{PREFIX}/model"
+VERSION = f"{PREFIX}/version"
+DEPLOYMENT = f"{PREFIX}/deployment"
+OWNER_KIND = f"{PREFIX}/owner-kind"
+OWNER_NAME = f"{PREFIX}/owner-name"
+
+FIELD_MANAGER = "kubeml-operator"
+
+
+def short(value: str, n: int = 12) -> str:
+    """Label values are at most 63 characters; hashes are shortened for them."""
+    return value[:n]

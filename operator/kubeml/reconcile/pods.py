@@ -1,0 +1,110 @@
+"""Pod-spec pieces shared by every workload the operator creates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.base import ResourceRequirements
+from ..settings import Settings
+
+# Pod Security "restricted": non-root, no privilege escalation, every
+# capability dropped, the runtime's default seccomp profile.
+RUN_AS_USER = 65532
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def s3_env(settings: Settings) -> list[dict[str, Any]]:
+    """Where the artifact store is, and credentials by secretKeyRef only."""
+    env: list[dict[str, Any]] = [
+        {"name": "KUBEML_BUCKET", "value": settings.bucket},
+        {"name": "AWS_REGION", "value": settings.s3_region},
+        {"name": "KUBEML_S3_VERIFY", "value": "true" if settings.s3_verify else "false"},
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.append(
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": settings.s3_secret, "key": key}}}
+        )
+    return env
+
+
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+def resources(spec: ResourceRequirements | None) -> dict[str, Any]:
+    if spec is None:
+        return {k: dict(v) for k, v in DEFAULT_RESOURCES.items()}
+    out: dict[str, Any] = {}
+    if spec.requests:
+        out["requests"] = {k: str(v) for k, v in spec.requests.items()}
+    if spec.limits:
+        out["limits"] = {k: str(v) for k, v in spec.limits.items()}
+    return out
+
+
+_UNITS = {
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+    "Pi": 1024**5,
+    "Ei": 1024**6,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "m": 1e-3,
+}
+
+
+def quantity_bytes(value: str | int) -> int:
+    """Bytes in a memory quantity such as 512Mi or 1G."""
+    text = str(value).strip()
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * _UNITS[suffix])
+    return int(float(text))
+
+
+def memory_limit(res: dict[str, Any]) -> str | None:
+    limit = (res.get("limits") or {}).get("memory")
+    return str(limit) if limit is not None else None
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        # blockOwnerDeletion needs delete permission on the owner; foreground
+        # deletion is not something we rely on.
+        "blockOwnerDeletion": False,
+    }

@@ -1,0 +1,46 @@
+"""Operator settings, fixed at startup from the environment.
+
+The operator never reads Secrets: S3 credentials reach the operator and every
+pod it creates through `secretKeyRef`, so only the Secret's *name* is a setting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the controllers need to know about the installation."""
+
+    bucket: str = "kubeml"
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_verify: bool = True
+    # Secret (in each workload namespace) holding AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY for the pods the operator creates.
+    s3_secret: str = "kubeml-s3"
+    runtime_image: str = "ghcr.io/kubeml/runtime:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    # Empty: every namespace (cluster-wide install).
+    namespaces: tuple[str, ...] = ()
+    health_port: int = 8080
+    metrics_port: int = 8081
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        namespaces = tuple(n for n in e.get("KUBEML_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            bucket=e.get("KUBEML_BUCKET", cls.bucket),
+            s3_endpoint=e.get("AWS_ENDPOINT_URL") or None,
+            s3_region=e.get("AWS_REGION", cls.s3_region),
+            s3_verify=e.get("KUBEML_S3_VERIFY", "true").lower() not in ("0", "false", "no"),
+            s3_secret=e.get("KUBEML_S3_SECRET", cls.s3_secret),
+            runtime_image=e.get("KUBEML_RUNTIME_IMAGE", cls.runtime_image),
+            image_pull_policy=e.get("KUBEML_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            namespaces=tuple(n.strip() for n in namespaces),
+            health_port=int(e.get("KUBEML_HEALTH_PORT", cls.health_port)),
+            metrics_port=int(e.get("KUBEML_METRICS_PORT", cls.metrics_port)),
+        )
