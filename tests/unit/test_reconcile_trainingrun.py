@@ -1,0 +1,238 @@
+"""TrainingRun decisions: waiting, one Job, sticky outcomes, gates, registration."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubeml.conditions import find
+from kubeml.reconcile import trainingrun as tr
+from kubeml.settings import Settings
+from tests.support.cases import ROOT, load_yaml
+
+S = Settings(bucket="kubeml")
+NOW, LATER = "2026-11-26T12:00:00Z", "2026-11-26T12:05:00Z"
+DV = "d" * 64
+
+
+def run() -> dict[str, Any]:
+    doc = load_yaml(ROOT / "examples" / "iris" / "trainingrun.yaml")
+    doc["metadata"].update(namespace="ml", uid="run-uid", generation=1)
+    return doc
+
+
+def dataset(ready: bool = True) -> dict[str, Any]:
+    cond = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "Prepared" if ready else "ValidationFailed",
+        "message": "col x bad",
+        "lastTransitionTime": NOW,
+    }
+    return {"metadata": {"name": "iris"}, "status": {"version": DV, "conditions": [cond]}}
+
+
+def done(name: str = "iris-rf-train") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": LATER}]
+        },
+    }
+
+
+def result(accuracy: float = 0.97) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "metrics": {
+            "test": {"accuracy": accuracy, "f1_macro": accuracy},
+            "validation": {"accuracy": 0.95, "f1_macro": 0.95},
+        },
+        "bestParams": {"n_estimators": 50, "max_depth": 3},
+        "artifact": {
+            "uri": "s3://kubeml/models/iris-classifier/" + "e" * 64 + ".skops",
+            "sha256": "e" * 64,
+            "size": 1234,
+            "format": "skops",
+        },
+        "signature": {
+            "task": "classification",
+            "inputs": [{"name": "a", "dtype": "number"}],
+            "outputs": [{"name": "predict", "dtype": "integer"}],
+            "classes": ["0", "1", "2"],
+        },
+    }
+
+
+def decide(body: dict[str, Any], **kw: Any) -> tr.Decision:
+    args: dict[str, Any] = {
+        "dataset": dataset(),
+        "job": None,
+        "result": None,
+        "result_error": None,
+        "champion": None,
+        "versions": [],
+        "settings": S,
+        "now": NOW,
+    }
+    args.update(kw)
+    return tr.decide(body, **args)
+
+
+def started() -> dict[str, Any]:
+    b = run()
+    b["status"] = decide(b).status
+    return b
+
+
+def cond(d: tr.Decision, type_: str = "Succeeded") -> dict[str, Any]:
+    c = find(d.status["conditions"], type_)
+    assert c is not None
+    return dict(c)
+
+
+def test_waits_for_a_missing_or_unready_dataset() -> None:
+    d = decide(run(), dataset=None)
+    assert d.job is None and cond(d)["reason"] == "DatasetNotFound"
+    assert cond(d)["status"] == "Unknown" and cond(d, "Ready")["status"] == "False"
+    d = decide(run(), dataset=dataset(ready=False))
+    assert d.job is None and cond(d)["reason"] == "DatasetNotReady"
+    assert "col x bad" in cond(d)["message"]
+
+
+def test_ready_dataset_starts_one_job_pinned_to_its_version() -> None:
+    d = decide(run())
+    assert d.job is not None and d.job["metadata"]["name"] == "iris-rf-train"
+    assert d.status["datasetVersion"] == DV
+    assert cond(d)["reason"] == "Running"
+    env = {
+        e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert f"s3://kubeml/datasets/{DV}/" in env["KUBEML_TRAININGRUN"]
+    assert d.job["spec"]["template"]["spec"]["containers"][0]["command"] == ["kubeml", "train"]
+
+
+def test_running_job_is_left_alone() -> None:
+    b = started()
+    d = decide(b, job={"metadata": {"name": "iris-rf-train"}, "status": {"active": 1}})
+    assert d.job is None and cond(d)["reason"] == "Running"
+
+
+def test_passing_run_registers_the_first_version_as_champion() -> None:
+    d = decide(started(), job=done(), result=result())
+    assert cond(d)["status"] == "True" and cond(d, "Ready")["status"] == "True"
+    mv = d.model_version
+    assert mv is not None and mv["metadata"]["name"] == "iris-classifier-v1"
+    assert mv["spec"]["aliases"] == ["champion"]
+    assert mv["spec"]["metrics"] == {"accuracy": 0.97, "f1_macro": 0.97}
+    assert mv["spec"]["lineage"] == {
+        "trainingRun": "iris-rf",
+        "dataset": "iris",
+        "datasetVersion": DV,
+    }
+    assert mv["metadata"]["labels"]["kubeml.io/dataset-version"] == DV[:12]
+    assert d.status["modelVersion"] == "iris-classifier-v1"
+    assert d.status["keyMetric"] == "accuracy=0.9700"
+
+
+def test_later_versions_get_the_next_number_and_no_alias() -> None:
+    existing = [
+        {
+            "metadata": {"name": "iris-classifier-v3", "annotations": {}},
+            "spec": {"version": 3, "aliases": ["champion"]},
+            "status": {},
+        }
+    ]
+    d = decide(started(), job=done(), result=result(), versions=existing)
+    assert d.model_version is not None
+    assert d.model_version["spec"]["version"] == 4
+    assert "aliases" not in d.model_version["spec"]
+
+
+def test_registration_is_idempotent_after_a_crash() -> None:
+    first = decide(started(), job=done(), result=result())
+    assert first.model_version is not None
+    created = copy.deepcopy(first.model_version)
+    # The operator died after creating the version but before writing status.
+    d = decide(started(), job=done(), result=result(), versions=[created])
+    assert d.model_version is None
+    assert d.status["modelVersion"] == "iris-classifier-v1"
+
+
+def test_failed_gate_registers_nothing() -> None:
+    d = decide(started(), job=done(), result=result(accuracy=0.5))
+    assert d.model_version is None
+    assert (cond(d)["status"], cond(d)["reason"]) == ("False", "GateFailed")
+    assert "accuracy >= 0.85 (got 0.5)" in cond(d)["message"]
+
+
+def test_outcomes_are_sticky() -> None:
+    b = started()
+    b["status"] = decide(b, job=done(), result=result(accuracy=0.5)).status
+    d = decide(b, job=None)
+    assert d.job is None and d.model_version is None
+    assert d.status == b["status"]
+
+
+def test_runtime_failure_reason_is_kept() -> None:
+    d = decide(
+        started(),
+        job={
+            "metadata": {"name": "iris-rf-train"},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "PodFailurePolicy",
+                        "message": "exit code 2",
+                        "lastTransitionTime": LATER,
+                    }
+                ]
+            },
+        },
+        result={
+            "ok": False,
+            "reason": "TargetMismatch",
+            "message": "target column target is continuous",
+        },
+    )
+    assert (cond(d)["reason"], cond(d)["status"]) == ("TargetMismatch", "False")
+    assert "continuous" in cond(d)["message"]
+
+
+def test_deadline_and_oom_without_result() -> None:
+    failed = {
+        "metadata": {"name": "iris-rf-train"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                    "lastTransitionTime": LATER,
+                }
+            ]
+        },
+    }
+    d = decide(started(), job=failed, result_error="no such key")
+    assert cond(d)["reason"] == "DeadlineExceeded" and "900" in cond(d)["message"]
+
+
+def test_champion_is_passed_to_the_job() -> None:
+    champ = {
+        "metadata": {"name": "iris-classifier-v2"},
+        "spec": {
+            "version": 2,
+            "artifact": {"uri": "s3://kubeml/x", "sha256": "f" * 64, "size": 1, "format": "skops"},
+            "lineage": {"datasetVersion": DV},
+            "metrics": {"accuracy": 0.9},
+        },
+    }
+    d = decide(run(), champion=champ)
+    assert d.job is not None
+    env = {
+        e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert '"name": "iris-classifier-v2"' in env["KUBEML_TRAININGRUN"]
