@@ -125,6 +125,8 @@ class ModelVersionStatus(ObservedStatus):
     """Digest the operator measured in S3."""
     verified_time: Timestamp | None = None
     """When the artifact was last verified."""
+    verified_etag: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """The object's ETag when it was hashed; a changed ETag triggers a re-hash."""
     aliases: Annotated[list[AliasHolding], Field(max_length=16)] | None = None
     """Aliases held now."""
     alias_list: Annotated[str, StringConstraints(max_length=1024)] | None = None
