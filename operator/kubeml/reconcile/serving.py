@@ -1,0 +1,310 @@
+"""Manifests for serving a ModelVersion: server Deployments, Service, HPA, monitoring."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import labels
+from ..api.deployment import Alerts, DeploymentSpec, ServerOptions
+from ..settings import Settings
+from . import pods
+
+PORT = 8080
+CONTAINER = "server"
+
+
+def app_name(name: str, track: str) -> str:
+    return f"{name[:50]}-{track}"
+
+
+def selector(name: str) -> dict[str, str]:
+    return {labels.DEPLOYMENT: name, labels.COMPONENT: "server"}
+
+
+def _server_env(
+    mv: dict[str, Any], opts: ServerOptions, settings: Settings, profile_uri: str | None
+) -> list[dict[str, Any]]:
+    spec = mv["spec"]
+    env: list[dict[str, Any]] = [
+        {"name": "KUBEML_MODEL", "value": spec["model"]},
+        {"name": "KUBEML_MODEL_VERSION", "value": str(spec["version"])},
+        {"name": "KUBEML_MODELVERSION", "value": mv["metadata"]["name"]},
+        {"name": "KUBEML_ARTIFACT_URI", "value": spec["artifact"]["uri"]},
+        {"name": "KUBEML_ARTIFACT_SHA256", "value": spec["artifact"]["sha256"]},
+        {"name": "KUBEML_SIGNATURE", "value": json.dumps(spec["signature"], sort_keys=True)},
+        {"name": "KUBEML_MAX_BATCH_SIZE", "value": str(opts.max_batch_size)},
+        {"name": "KUBEML_MAX_BATCH_DELAY_MS", "value": str(opts.max_batch_delay_ms)},
+        {"name": "KUBEML_MAX_REQUEST_BYTES", "value": str(opts.max_request_bytes)},
+        {"name": "KUBEML_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "KUBEML_PORT", "value": str(PORT)},
+        {"name": "TMPDIR", "value": "/tmp"},
+        # Predict is batched across requests; BLAS threads would only contend.
+        {"name": "OMP_NUM_THREADS", "value": "1"},
+        {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
+        *pods.s3_env(settings),
+    ]
+    if profile_uri:
+        env.append({"name": "KUBEML_PROFILE_URI", "value": profile_uri})
+    return env
+
+
+def server_deployment(
+    owner: dict[str, Any],
+    track: str,
+    mv: dict[str, Any],
+    replicas: int | None,
+    spec: DeploymentSpec,
+    settings: Settings,
+    profile_uri: str | None,
+) -> dict[str, Any]:
+    meta = owner["metadata"]
+    name = meta["name"]
+    mv_spec = mv["spec"]
+    pod_labels = {
+        **selector(name),
+        labels.MANAGED_BY: labels.MANAGER,
+        labels.PART_OF: "kubeml",
+        "kubeml.io/track": track,
+        labels.MODEL: mv_spec["model"],
+        labels.VERSION: str(mv_spec["version"]),
+    }
+    monitoring = spec.monitoring
+    annotations = {}
+    if monitoring is None or monitoring.enabled:
+        annotations = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        }
+    probe_common = {
+        "httpGet": {"path": "/v2/health/ready", "port": "http"},
+        "periodSeconds": 2,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": app_name(name, track),
+            "namespace": meta["namespace"],
+            "labels": {**pod_labels},
+            "ownerReferences": [pods.owner_reference(owner)],
+        },
+        "spec": {
+            "selector": {"matchLabels": {**selector(name), "kubeml.io/track": track}},
+            # Zero downtime: a new pod must be Ready (model loaded and verified)
+            # before an old one goes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "minReadySeconds": 0,
+            "progressDeadlineSeconds": 300,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pods.pod_security_context(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [
+                        {
+                            "name": CONTAINER,
+                            "image": settings.runtime_image,
+                            "imagePullPolicy": settings.image_pull_policy,
+                            "command": ["kubeml", "serve"],
+                            "env": _server_env(
+                                mv, spec.server or ServerOptions(), settings, profile_uri
+                            ),
+                            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                            "readinessProbe": probe_common,
+                            "livenessProbe": {
+                                "httpGet": {"path": "/v2/health/live", "port": "http"},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 2,
+                                "failureThreshold": 3,
+                            },
+                            "resources": pods.resources(spec.resources)
+                            if spec.resources
+                            else {
+                                "requests": {"cpu": "100m", "memory": "256Mi"},
+                                "limits": {"memory": "1Gi"},
+                            },
+                            "securityContext": pods.container_security_context(),
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    return body
+
+
+def service(owner: dict[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
+            "ownerReferences": [pods.owner_reference(owner)],
+        },
+        "spec": {
+            # Both tracks behind one Service: traffic splits by ready replica count.
+            "selector": selector(meta["name"]),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
+    meta = owner["metadata"]
+    auto = spec.autoscaling
+    assert auto is not None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
+            "ownerReferences": [pods.owner_reference(owner)],
+        },
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": app_name(meta["name"], "stable"),
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": auto.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def split_replicas(total: int, percent: int) -> tuple[int, int]:
+    """(stable, canary) replicas whose ratio best matches the canary percent.
+
+    Traffic through one Service divides by ready endpoints, so the replica
+    ratio is the traffic split; a non-zero percent always gets one canary pod.
+    """
+    if percent <= 0:
+        return total, 0
+    if percent >= 100:
+        return 0, max(total, 1)
+    canary = max(1, round(total * percent / 100))
+    stable = max(1, total - canary)
+    return stable, canary
+
+
+def service_monitor(owner: dict[str, Any], interval: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
+            "ownerReferences": [pods.owner_reference(owner)],
+        },
+        "spec": {
+            "selector": {"matchLabels": selector(meta["name"])},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": interval}],
+        },
+    }
+
+
+def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[dict[str, Any]]:
+    """Prometheus alerting rules for one served model (PrometheusRule or rule file)."""
+    sel = f'namespace="{namespace}",model="{model}"'
+    job = f'namespace="{namespace}",job="{name}"'
+    return [
+        {
+            "alert": "KubeMLHighErrorRate",
+            "expr": (
+                f'sum(rate(kubeml_requests_total{{{sel},outcome="error"}}[5m]))'
+                f" / clamp_min(sum(rate(kubeml_requests_total{{{sel}}}[5m])), 1e-9)"
+                f" > {alerts.error_rate}"
+            ),
+            "for": "5m",
+            "labels": {"severity": "warning", "model": model},
+            "annotations": {
+                "summary": f"{model}: more than {alerts.error_rate:.1%} of "
+                f"requests fail ({name} in {namespace})"
+            },
+        },
+        {
+            "alert": "KubeMLHighLatency",
+            "expr": (
+                "histogram_quantile(0.99, sum by (le) "
+                f"(rate(kubeml_request_duration_seconds_bucket{{{sel}}}[5m])))"
+                f" > {alerts.latency_p99_seconds}"
+            ),
+            "for": "5m",
+            "labels": {"severity": "warning", "model": model},
+            "annotations": {
+                "summary": f"{model}: p99 latency above {alerts.latency_p99_seconds}s ({name})"
+            },
+        },
+        {
+            "alert": "KubeMLFeatureDrift",
+            "expr": f"max by (feature) (kubeml_feature_drift_psi{{{sel}}}) > {alerts.drift_psi}",
+            "for": "10m",
+            "labels": {"severity": "warning", "model": model},
+            "annotations": {
+                "summary": f"{model}: feature {{{{ $labels.feature }}}} drifted "
+                f"(PSI above {alerts.drift_psi})"
+            },
+        },
+        {
+            "alert": "KubeMLServerDown",
+            "expr": f"sum(up{{{job}}}) == 0 or absent(up{{{job}}})",
+            "for": "5m",
+            "labels": {"severity": "critical", "model": model},
+            "annotations": {"summary": f"no {name} server in {namespace} is being scraped"},
+        },
+    ]
+
+
+def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
+            "ownerReferences": [pods.owner_reference(owner)],
+        },
+        "spec": {
+            "groups": [
+                {
+                    "name": f"kubeml-{meta['name']}",
+                    "rules": alert_rules(meta["name"], meta["namespace"], model, alerts),
+                }
+            ]
+        },
+    }
