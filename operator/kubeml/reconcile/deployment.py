@@ -263,9 +263,10 @@ def decide(
         msg = f"serving {spec.model} {version_label} on {s_ready} replica(s)"
         if canary_mv is not None:
             msg += f"; canary v{canary_mv['spec']['version']} at {percent}% ({c_ready} ready)"
-        if old.get("version") != stable["version"] and old.get("version"):
+        was = ((body.get("status") or {}).get("previous") or {}).get("version")
+        if was is not None:
             decision.events.append(
-                ("Normal", "RolledOut", f"now serving {version_label} (was v{old['version']})")
+                ("Normal", "RolledOut", f"now serving {version_label} (was v{was})")
             )
         cond(READY, "True", "Serving", msg)
     elif problem is not None and s_ready == 0:
