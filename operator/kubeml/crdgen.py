@@ -114,8 +114,10 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     if not out.get("type") and not (
         out.get("x-kubernetes-preserve-unknown-fields") or out.get("x-kubernetes-int-or-string")
     ):
-        # `Any`: free-form by design (estimator params, search candidates).
+        # `Any`: free-form by design (estimator params, search candidates);
+        # null is a meaningful value there (max_depth: null).
         out["x-kubernetes-preserve-unknown-fields"] = True
+        out["nullable"] = True
     if out.get("required") == []:
         out.pop("required")
     return _ordered(out)

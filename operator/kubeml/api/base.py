@@ -128,12 +128,25 @@ class S3Credentials(KubeModel):
     """Key in the Secret holding the secret access key."""
 
 
+# int-or-string values carry no pattern in a structural schema; the Kubernetes
+# CEL quantity library checks them instead.
+_QUANTITIES = validations(
+    cel("self.all(k, isQuantity(string(self[k])))", "values must be quantities such as 500m or 1Gi")
+)
+
+
 class ResourceRequirements(KubeModel):
     """Compute resources for the pods the operator creates (as in core/v1)."""
 
-    requests: Annotated[dict[Identifier, Quantity], Field(max_length=8)] | None = None
+    requests: (
+        Annotated[dict[Identifier, Quantity], Field(max_length=8, json_schema_extra=_QUANTITIES)]
+        | None
+    ) = None
     """Minimum resources, e.g. {cpu: 500m, memory: 512Mi}."""
-    limits: Annotated[dict[Identifier, Quantity], Field(max_length=8)] | None = None
+    limits: (
+        Annotated[dict[Identifier, Quantity], Field(max_length=8, json_schema_extra=_QUANTITIES)]
+        | None
+    ) = None
     """Maximum resources; a pod over its memory limit is OOM-killed."""
 
 

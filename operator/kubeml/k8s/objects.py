@@ -35,7 +35,7 @@ def path(api_version: str, kind: str, namespace: str, name: str | None = None) -
     return f"{out}/{name}" if name else out
 
 
-def _call(
+def request(
     api: ApiClient,
     method: str,
     url: str,
@@ -44,21 +44,26 @@ def _call(
     query: list[tuple[str, str]] | None = None,
     content_type: str | None = None,
 ) -> Any:
+    """One REST call returning the decoded JSON body (raises ApiException)."""
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
-    data = api.call_api(
+    elif body is not None:
+        headers["Content-Type"] = "application/json"
+    return api.call_api(
         url,
         method,
         query_params=query or [],
         header_params=headers,
         body=body,
-        response_type="object",
+        response_types_map={200: "object", 201: "object", 202: "object"},
         auth_settings=["BearerToken"],
         _return_http_data_only=True,
         _preload_content=True,
     )
-    return data
+
+
+_call = request
 
 
 def get(
@@ -125,3 +130,21 @@ def delete(api: ApiClient, api_version: str, kind: str, namespace: str, name: st
     except ApiException as err:
         if err.status != 404:
             raise
+
+
+def create(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Create, failing with 409 if the name is taken (used to claim version numbers)."""
+    meta = obj["metadata"]
+    result: dict[str, Any] = _call(
+        api, "POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj
+    )
+    return result
+
+
+def merge_patch(api: ApiClient, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    result: dict[str, Any] = _call(
+        api, "PATCH", url, body=patch, content_type="application/merge-patch+json"
+    )
+    return result
