@@ -81,17 +81,98 @@ def docs(out: Path) -> None:
     click.echo(f"wrote {out}")
 
 
+@main.group()
+def operator() -> None:
+    """The KubeML operator."""
+
+
+@operator.command("run")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (repeatable); all when omitted.",
+)
+def operator_run(namespaces: tuple[str, ...]) -> None:
+    """Run the operator (settings from KUBEML_* and AWS_* environment variables)."""
+    import dataclasses
+    import logging
+
+    from . import manager
+    from .settings import Settings
+
+    # kopf installs its own log handler; its per-handler success lines are noise.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    if namespaces:
+        settings = dataclasses.replace(settings, namespaces=namespaces)
+    manager.run(settings)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def prepare(args: tuple[str, ...]) -> None:
+    """Prepare a dataset version (runs inside the preparation Job)."""
+    from .runtime.prepare import main as prepare_main
+
+    sys.exit(prepare_main(list(args)))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args: tuple[str, ...]) -> None:
+    """Train, tune and measure a model (runs inside the training Job)."""
+    from .runtime.train import main as train_main
+
+    sys.exit(train_main(list(args)))
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--alias", default="champion", show_default=True, help="Alias to move.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+def promote(model: str, version: int, alias: str, namespace: str) -> None:
+    """Point ALIAS at VERSION of MODEL (the operator moves it from the old holder)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from .k8s import client
+
+    api = client.custom()
+    items = api.list_namespaced_custom_object("kubeml.io", "v1alpha1", namespace, "modelversions")[
+        "items"
+    ]
+    target = next(
+        (
+            i
+            for i in items
+            if i["spec"].get("model") == model and i["spec"].get("version") == version
+        ),
+        None,
+    )
+    if target is None:
+        raise click.ClickException(f"no version {version} of model {model} in {namespace}")
+    aliases = list(target["spec"].get("aliases") or [])
+    if alias not in aliases:
+        aliases.append(alias)
+    try:
+        api.patch_namespaced_custom_object(
+            "kubeml.io",
+            "v1alpha1",
+            namespace,
+            "modelversions",
+            target["metadata"]["name"],
+            {"spec": {"aliases": aliases}},
+        )
+    except ApiException as err:
+        raise click.ClickException(f"patching {target['metadata']['name']}: {err.reason}") from err
+    click.echo(f"{alias} -> {target['metadata']['name']}")
+
+
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def _register_optional_groups() -> None:
-    """Command groups that live in their own packages."""
-    try:
-        from .local.cli import local
-    except ImportError:
-        return
-    main.add_command(local)
+from .local.cli import local  # noqa: E402  (a group defined in its own package)
 
-
-_register_optional_groups()
+main.add_command(local)

@@ -290,3 +290,13 @@ def test_memory_limit_reaches_the_program() -> None:
         e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["KUBEML_MEMORY_LIMIT_BYTES"] == str(512 * 1024 * 1024)
+
+
+def test_seeing_the_finished_job_again_changes_nothing() -> None:
+    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    assert first.job is not None
+    name = first.job["metadata"]["name"]
+    done = ds.decide(body(status=first.status), complete(name), ok_result(), SETTINGS, now=NOW)
+    again = ds.decide(body(status=done.status), complete(name), ok_result(), SETTINGS, now=LATER)
+    assert again.status == done.status
+    assert again.events == []

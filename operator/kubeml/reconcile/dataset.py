@@ -197,8 +197,9 @@ def decide(
     # Older Jobs of this Dataset go once the current one has an outcome.
     decision.stale_jobs = [j for j in other_jobs if j != name]
 
-    if state is None and finished_before:
-        # Terminal states are sticky: never re-run a finished preparation.
+    if finished_before:
+        # Terminal states are sticky: a finished preparation is never re-run
+        # nor re-published, whether or not its Job still exists.
         status["conditions"] = conds
         return decision
 

@@ -1,0 +1,80 @@
+"""``python -m kubeml.local.agent --kubeconfig PATH --node-name NAME --state-dir DIR``"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from kubeml.local.agent.agent import Agent, AgentConfig
+from kubeml.local.agent.node import default_resources
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m kubeml.local.agent",
+        description="KubeML local node agent (kubelet + scheduler).",
+    )
+    p.add_argument("--kubeconfig", required=True, type=Path)
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="pod directories (default: <state-dir>/agent-run if every uid can "
+        "reach it, else /tmp/kubeml-agent-<instance>)",
+    )
+    p.add_argument(
+        "--pod-cidr",
+        default="127.1.0.0/16",
+        help="loopback range for pod IPs (one per node on a host)",
+    )
+    p.add_argument("--cpu", default=None, help="node capacity cpu (default: host cores)")
+    p.add_argument("--memory", default=None, help="node capacity memory (default: host RAM)")
+    p.add_argument("--max-pods", default="110")
+    p.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--run-as-pod-user",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="drop pod processes to runAsUser (auto: when root and the Python "
+        "installation is reachable by every uid)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # urllib3 logs every retry while the apiserver restarts; our own messages say enough.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    resources = default_resources(args.cpu, args.memory)
+    resources = type(resources)(cpu=resources.cpu, memory=resources.memory, pods=args.max_pods)
+    cfg = AgentConfig(
+        kubeconfig=args.kubeconfig,
+        node_name=args.node_name,
+        state_dir=args.state_dir.expanduser().resolve(),
+        resources=resources,
+        pod_cidr=args.pod_cidr,
+        run_dir=args.run_dir,
+        heartbeat_seconds=args.heartbeat_seconds,
+        run_as_pod_user=args.run_as_pod_user,
+    )
+
+    async def amain() -> None:
+        await Agent(cfg).run()
+
+    asyncio.run(amain())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

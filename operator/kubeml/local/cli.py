@@ -1,0 +1,168 @@
+"""``kubeml local ...``: run the local control plane (see ``kubeml.local.cluster``).
+
+Pod logs: ``kubeml local logs POD`` reads the per-container files the node agent writes at
+``<state-dir>/pods/<namespace>/<pod>/<container>.log`` (the agent's documented layout).
+Component logs are in ``<state-dir>/logs/<component>.log``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from kubeml.local import cluster
+from kubeml.local.layout import Layout
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cluster state directory (default: $KUBEML_HOME or ~/.kubeml/local).",
+)
+
+
+def _echo(line: str) -> None:
+    click.echo(line, err=True)  # progress on stderr keeps stdout clean for `env`
+
+
+@click.group("local")
+def local() -> None:
+    """A real single-node Kubernetes control plane and S3 server on loopback."""
+
+
+@local.command()
+@state_dir_option
+@click.option("--node-name", default=None, help="Name of the Node the agent registers.")
+@click.option(
+    "--bin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory with etcd, kube-apiserver, kube-controller-manager, kubectl.",
+)
+@click.option(
+    "--crds-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="CRD manifests to install (default: crds/ of the source checkout).",
+)
+@click.option("--no-agent", is_flag=True, help="Do not start the node agent.")
+@click.option("--timeout", type=float, default=cluster.UP_TIMEOUT_S, show_default=True)
+def up(
+    state_dir: Path | None,
+    node_name: str | None,
+    bin_dir: Path | None,
+    crds_dir: Path | None,
+    no_agent: bool,
+    timeout: float,
+) -> None:
+    """Start the cluster (or show it, if it is already running)."""
+    t0 = time.monotonic()
+    try:
+        cluster.up(
+            state_dir,
+            node_name=node_name,
+            bin_dir=bin_dir,
+            crds_dir=crds_dir,
+            with_agent=not no_agent,
+            timeout=timeout,
+            echo=_echo,
+        )
+    except KeyboardInterrupt:
+        _echo("interrupted")
+        sys.exit(130)
+    except Exception as err:
+        raise click.ClickException(str(err)) from err
+    _echo(f"up took {time.monotonic() - t0:.1f}s")
+
+
+@local.command()
+@state_dir_option
+@click.option("--timeout", type=float, default=cluster.DOWN_TIMEOUT_S, show_default=True)
+@click.option("--purge", is_flag=True, help="Also delete the state dir (data, keys, logs).")
+def down(state_dir: Path | None, timeout: float, purge: bool) -> None:
+    """Stop every process of the cluster (its data stays in the state dir)."""
+    try:
+        cluster.down(state_dir, timeout=timeout, echo=_echo)
+    except cluster.ClusterError as err:
+        raise click.ClickException(str(err)) from err
+    if purge:
+        root = Layout.at(state_dir).root
+        shutil.rmtree(root, ignore_errors=True)
+        _echo(f"removed {root}")
+
+
+@local.command()
+@state_dir_option
+def status(state_dir: Path | None) -> None:
+    """Show the phase and processes; exit status 0 only when healthy."""
+    report = cluster.status(state_dir)
+    for line in report.lines():
+        click.echo(line)
+    if report.healthy:
+        conn = cluster.connection(state_dir)
+        click.echo(f"apiserver:  {conn.apiserver}")
+        click.echo(f"S3:         {conn.s3.endpoint}")
+        click.echo(f"kubeconfig: {conn.kubeconfig}")
+    sys.exit(0 if report.healthy else 1)
+
+
+@local.command()
+@state_dir_option
+def env(state_dir: Path | None) -> None:
+    """Print shell exports: eval "$(kubeml local env)"."""
+    try:
+        conn = cluster.connection(state_dir)
+    except cluster.ClusterError as err:
+        raise click.ClickException(str(err)) from err
+    for key, value in conn.env().items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@local.command()
+@state_dir_option
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", default=None, help="Needed when the pod has several.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+def logs(
+    state_dir: Path | None, pod: str, namespace: str, container: str | None, follow: bool
+) -> None:
+    """Print a container's log from <state-dir>/pods/<namespace>/<pod>/<container>.log."""
+    layout = Layout.at(state_dir)
+    pod_dir = layout.pods / namespace / pod
+    if container is None:
+        found = sorted(p.stem for p in pod_dir.glob("*.log"))
+        if not found:
+            raise click.ClickException(f"no logs for pod {namespace}/{pod} in {pod_dir}")
+        if len(found) > 1:
+            raise click.ClickException(
+                f"pod {namespace}/{pod} has several containers, choose one with -c: "
+                + ", ".join(found)
+            )
+        container = found[0]
+    path = layout.container_log(namespace, pod, container)
+    if not path.exists():
+        raise click.ClickException(f"no log file {path}")
+    _cat(path, follow)
+
+
+def _cat(path: Path, follow: bool) -> None:
+    out = sys.stdout.buffer
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow:
+                return
+            try:
+                time.sleep(0.2)  # tail -f: wait for the agent to append more
+            except KeyboardInterrupt:
+                return

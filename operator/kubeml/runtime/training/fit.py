@@ -1,0 +1,120 @@
+"""Fitting the pipeline, with the search when the spec asks for one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+from threadpoolctl import threadpool_limits
+
+from ...api.estimators import ESTIMATORS, METRICS, Task
+from ...api.trainingrun import TrainingRunSpec
+from .errors import TrainError
+from .estimator import PARALLEL_FIT, effective_params, make_estimator, validate_space
+from .features import ESTIMATOR_STEP, FeatureColumn, build_pipeline
+from .search import build_search, natural_score, needs_proba, scoring_metric, unprefixed
+
+
+@dataclass
+class Fitted:
+    model: Pipeline
+    task: Task
+    best_params: dict[str, Any]
+    cv_score: float | None = None
+    cv_metric: str | None = None
+    seconds: float = 0.0
+    classes: list[Any] = field(default_factory=list)
+
+
+def run_seed(spec: TrainingRunSpec) -> int:
+    """The run's seed: the search's (the only seed a TrainingRun spec has), else 0.
+    Fixed either way, so a rerun with the same spec gives the same model."""
+    return spec.search.seed if spec.search else 0
+
+
+def metric_names(spec: TrainingRunSpec) -> list[str]:
+    from ...api.estimators import DEFAULT_METRICS
+
+    task = ESTIMATORS[spec.estimator.name].task
+    names = list(spec.metrics or DEFAULT_METRICS[task])
+    return [m for m in names if m in METRICS[task]]
+
+
+def fit(
+    spec: TrainingRunSpec,
+    features: Sequence[FeatureColumn],
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    cpu: int,
+) -> Fitted:
+    """Fit on ``X``/``y`` with at most ``cpu`` cores.
+
+    threadpool_limits bounds BLAS and OpenMP (HistGradientBoosting, k-NN): left
+    alone they start one thread per core of the node, not of the pod's CPU limit.
+    """
+    name = spec.estimator.name
+    task = ESTIMATORS[name].task
+    searched = list(spec.search.space) if spec.search else []
+    params = effective_params(name, spec.estimator.params, seed=run_seed(spec), searched=searched)
+    classes = sorted(np.unique(y.to_numpy()).tolist()) if task == "classification" else []
+    started = time.perf_counter()
+    try:
+        with threadpool_limits(limits=cpu):
+            if spec.search is None:
+                model = build_pipeline(features, make_estimator(name, params, n_jobs=cpu))
+                model.fit(X, y)
+                result = Fitted(model, task, dict(params), classes=classes)
+            else:
+                result = _search_then_refit(spec, features, X, y, params, classes, cpu)
+    except InvalidParameterError as err:
+        raise TrainError("InvalidParams", f"estimator {name}: {err}") from err
+    except ValueError as err:
+        # Deterministic: the same data and params fail the same way on a retry.
+        raise TrainError("FitFailed", f"estimator {name} could not fit: {err}") from err
+    result.seconds = time.perf_counter() - started
+    if name in PARALLEL_FIT:
+        # The artifact should not carry this pod's core count into the server.
+        result.model.set_params(**{f"{ESTIMATOR_STEP}__n_jobs": None})
+    return result
+
+
+def _search_then_refit(
+    spec: TrainingRunSpec,
+    features: Sequence[FeatureColumn],
+    X: pd.DataFrame,
+    y: pd.Series,
+    params: dict[str, Any],
+    classes: list[Any],
+    cpu: int,
+) -> Fitted:
+    assert spec.search is not None
+    name = spec.estimator.name
+    task = ESTIMATORS[name].task
+    # One core per candidate: the search parallelises over candidates and folds.
+    base = make_estimator(name, params, n_jobs=1)
+    validate_space(base, name, spec.search.space)
+    pipeline = build_pipeline(features, base)
+    metric = scoring_metric(spec.search, metric_names(spec))
+    if needs_proba(metric, classes or None) and not hasattr(pipeline, "predict_proba"):
+        raise TrainError(
+            "InvalidParams",
+            f"search.scoring {metric} needs predicted probabilities, which {name} "
+            "does not provide with these params",
+        )
+    search = build_search(
+        pipeline, spec.search, task=task, metric=metric, classes=classes or None, n_jobs=cpu
+    )
+    search.fit(X, y)
+    best = unprefixed(search.best_params_)
+    final_params = {**params, **best}
+    model = build_pipeline(features, make_estimator(name, final_params, n_jobs=cpu))
+    model.fit(X, y)
+    cv = natural_score(metric, float(search.best_score_))
+    return Fitted(model, task, final_params, cv, metric, classes=classes)

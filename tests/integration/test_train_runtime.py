@@ -1,0 +1,229 @@
+"""The training program against a real S3 server (SeaweedFS on loopback): datasets
+prepared by `kubeml prepare`, models trained, verified, compared and refused."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kubeml import models
+from kubeml.runtime import prepare, train
+from kubeml.storage import ArtifactStore, parse_uri
+from kubeml.storage.devserver import SeaweedS3
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[SeaweedS3]:
+    with SeaweedS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def store(s3: SeaweedS3) -> ArtifactStore:
+    return ArtifactStore(s3.settings(), env=s3.env())
+
+
+def _with_env(mp: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        mp.setenv(key, value)
+
+
+def _prepare(s3: SeaweedS3, store: ArtifactStore, name: str, spec: dict[str, Any]) -> Any:
+    key = f"results/datasets/test/{name}-{uuid.uuid4().hex[:6]}.json"
+    payload = {"namespace": "test", "name": name, "generation": 1, "spec": spec}
+    with pytest.MonkeyPatch.context() as mp:
+        _with_env(mp, {**s3.env(), "KUBEML_DATASET": json.dumps(payload), "KUBEML_RESULT_KEY": key})
+        assert prepare.main([]) == 0
+    result = store.get_json(key)
+    assert result["ok"], result
+    return {"name": name, "version": result["version"], "uri": result["uri"]}
+
+
+@pytest.fixture(scope="module")
+def iris(s3: SeaweedS3, store: ArtifactStore) -> dict[str, Any]:
+    spec = {
+        "source": {"builtin": {"name": "iris"}},
+        "target": "target",
+        "split": {"validation": 0.2, "test": 0.2, "seed": 1, "stratify": True},
+    }
+    return dict(_prepare(s3, store, "iris", spec))
+
+
+def _run(
+    s3: SeaweedS3,
+    store: ArtifactStore,
+    dataset: dict[str, Any],
+    spec: dict[str, Any],
+    *,
+    champion: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    key = f"results/trainingruns/test/{uuid.uuid4().hex[:8]}.json"
+    request = {
+        "namespace": "test",
+        "name": "run",
+        "generation": 1,
+        "spec": spec,
+        "dataset": dataset,
+        "champion": champion,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        _with_env(
+            mp,
+            {
+                **s3.env(),
+                "KUBEML_TRAININGRUN": json.dumps(request),
+                "KUBEML_RESULT_KEY": key,
+                "KUBEML_CPU_LIMIT": "2",
+                **(env or {}),
+            },
+        )
+        code = train.main([])
+    result = store.get_json(key) if store.exists(key) else None
+    return code, result
+
+
+FOREST: dict[str, Any] = {
+    "datasetRef": {"name": "iris"},
+    "model": "iris",
+    "estimator": {"name": "random-forest-classifier", "params": {"n_estimators": 25}},
+    "search": {"strategy": "grid", "space": {"max_depth": [2, 4, None]}, "folds": 3, "seed": 7},
+    "metrics": ["accuracy", "f1_macro", "roc_auc", "log_loss"],
+}
+
+
+@pytest.fixture(scope="module")
+def forest_result(s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]) -> dict[str, Any]:
+    code, result = _run(s3, store, iris, FOREST)
+    assert code == 0, result
+    assert result is not None
+    return result
+
+
+def test_iris_forest_with_a_grid(
+    store: ArtifactStore, iris: dict[str, Any], forest_result: dict[str, Any]
+) -> None:
+    r = forest_result
+    assert r["ok"] is True and r["datasetVersion"] == iris["version"]
+    assert r["metrics"]["test"]["accuracy"] > 0.85
+    assert set(r["metrics"]["test"]) == set(FOREST["metrics"])
+    assert set(r["metrics"]["validation"]) == set(FOREST["metrics"])
+    assert r["bestParams"]["max_depth"] in (2, 4, None)
+    assert r["bestParams"]["random_state"] == 7 and r["bestParams"]["n_estimators"] == 25
+    assert 0.8 < r["cvScore"] <= 1.0
+    assert set(r["environment"]) == {"python", "scikit-learn", "numpy", "skops", "pandas"}
+    assert set(r["timings"]) == {"loadSeconds", "fitSeconds", "evaluateSeconds"}
+    assert r["championMetrics"] is None and r["championError"] is None
+    sig = r["signature"]
+    assert sig["task"] == "classification" and sig["classes"] == ["0", "1", "2"]
+    assert [i["name"] for i in sig["inputs"]][:1] == ["sepal length (cm)"]
+    assert {o["name"] for o in sig["outputs"]} == {"predict", "predict_proba"}
+
+    art = r["artifact"]
+    assert art["format"] == "skops"
+    bucket, key = parse_uri(art["uri"])
+    assert bucket == store.bucket and key == f"models/iris/{art['sha256']}.skops"
+    data = store.get_bytes(key, expected_sha256=art["sha256"])
+    assert len(data) == art["size"]
+    model = models.load(data, art["sha256"])
+    assert list(model.classes_) == [0, 1, 2]
+
+
+def test_rerun_gives_the_same_metrics(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any], forest_result: dict[str, Any]
+) -> None:
+    code, again = _run(s3, store, iris, FOREST)
+    assert code == 0 and again is not None
+    for key in ("metrics", "bestParams", "cvScore", "signature"):
+        assert again[key] == forest_result[key], key
+
+
+def test_champion_is_measured_on_our_test_split(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any], forest_result: dict[str, Any]
+) -> None:
+    champion = {
+        "name": "iris-v1",
+        "version": 1,
+        "artifact": forest_result["artifact"],
+        "datasetVersion": iris["version"],
+        "metrics": forest_result["metrics"]["test"],
+    }
+    challenger = {
+        **FOREST,
+        "estimator": {"name": "logistic-regression", "params": {"max_iter": 500}},
+    }
+    challenger.pop("search")
+    code, r = _run(s3, store, iris, challenger, champion=champion)
+    assert code == 0 and r is not None and r["ok"]
+    # Same model, same test split: the champion's measurement is the run's own.
+    assert r["championMetrics"] == forest_result["metrics"]["test"]
+    assert r["championError"] is None
+
+
+def test_unloadable_champion_is_reported_not_fatal(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any], forest_result: dict[str, Any]
+) -> None:
+    art = {**forest_result["artifact"], "sha256": "0" * 64}
+    champion = {"name": "iris-v1", "version": 1, "artifact": art, "metrics": {}}
+    spec = {**FOREST, "search": {**FOREST["search"], "space": {"max_depth": [3]}}}
+    code, r = _run(s3, store, iris, spec, champion=champion)
+    assert code == 0 and r is not None and r["ok"]
+    assert r["championMetrics"] is None
+    assert "ArtifactMismatch" in r["championError"] and "iris-v1" in r["championError"]
+
+
+def test_tampered_split_is_dataset_integrity(s3: SeaweedS3, store: ArtifactStore) -> None:
+    spec = {
+        "source": {"builtin": {"name": "iris"}},
+        "target": "target",
+        "split": {"test": 0.3, "seed": 99},  # its own version: the shared one stays intact
+    }
+    ds = _prepare(s3, store, "iris-tampered", spec)
+    _, prefix = parse_uri(ds["uri"])
+    good = store.get_bytes(prefix + "train.parquet")
+    store.put_bytes(prefix + "train.parquet", good[:-10] + b"0123456789")
+    code, r = _run(s3, store, ds, {**FOREST, "datasetRef": {"name": "iris-tampered"}})
+    assert code == 2 and r is not None
+    assert r == {"ok": False, "reason": "DatasetIntegrity", "message": r["message"]}
+    assert "train.parquet" in r["message"] and "iris-tampered" in r["message"]
+
+
+def test_classifier_on_a_regression_target(s3: SeaweedS3, store: ArtifactStore) -> None:
+    diabetes = _prepare(
+        s3, store, "diabetes", {"source": {"builtin": {"name": "diabetes"}}, "target": "target"}
+    )
+    spec = {
+        "datasetRef": {"name": "diabetes"},
+        "model": "diabetes",
+        "estimator": {"name": "random-forest-classifier"},
+    }
+    code, r = _run(s3, store, diabetes, spec)
+    assert code == 2 and r is not None and r["ok"] is False
+    assert r["reason"] == "TargetMismatch"
+    assert "'target'" in r["message"] and "diabetes" in r["message"]
+
+
+def test_invalid_params_exit_2(s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]) -> None:
+    spec = {
+        **FOREST,
+        "estimator": {"name": "random-forest-classifier", "params": {"n_estimators": 0}},
+    }
+    code, r = _run(s3, store, iris, spec)
+    assert code == 2 and r is not None
+    assert r["reason"] == "InvalidParams" and "n_estimators" in r["message"]
+
+
+def test_unreachable_s3_is_transient(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    from kubeml.storage.devserver import free_ports
+
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    code, _ = _run(s3, store, iris, FOREST, env={"AWS_ENDPOINT_URL": dead})
+    assert code == 3
