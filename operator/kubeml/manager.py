@@ -40,7 +40,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
     # Cluster-wide CRD scanning would need RBAC on CRDs; the kinds are fixed.
     settings.scanning.disabled = True
-    start_http_server(ours.metrics_port)
+    start_http_server(ours.metrics_port, addr=ours.bind_address)
     _tasks.append(asyncio.create_task(common.resync_forever(ours.namespaces)))
     log.info(
         "kubeml operator configured: bucket=%s namespaces=%s",
@@ -70,6 +70,6 @@ def run(settings: Settings) -> None:
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             standalone=True,
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
         )
     )

@@ -25,6 +25,9 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     # Empty: every namespace (cluster-wide install).
     namespaces: tuple[str, ...] = ()
+    # Pods of the local control plane share the host's network namespace, so
+    # the operator binds its endpoints to its own pod IP there.
+    bind_address: str = "0.0.0.0"
     health_port: int = 8080
     metrics_port: int = 8081
 
@@ -41,6 +44,7 @@ class Settings:
             runtime_image=e.get("KUBEML_RUNTIME_IMAGE", cls.runtime_image),
             image_pull_policy=e.get("KUBEML_IMAGE_PULL_POLICY", cls.image_pull_policy),
             namespaces=tuple(n.strip() for n in namespaces),
+            bind_address=e.get("KUBEML_BIND_ADDRESS") or cls.bind_address,
             health_port=int(e.get("KUBEML_HEALTH_PORT", cls.health_port)),
             metrics_port=int(e.get("KUBEML_METRICS_PORT", cls.metrics_port)),
         )
