@@ -176,3 +176,7 @@ def _read(path: Path) -> str | None:
 from .local.cli import local  # noqa: E402  (a group defined in its own package)
 
 main.add_command(local)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ from kubeml.local.layout import Layout
 from kubeml.local.readiness import poll
 from kubeml.local.s3 import S3Credentials
 from kubeml.local.s3 import client as s3_client_for
+from tests.support.operator import OperatorProcess
 
 REUSE_ENV = "KUBEML_TEST_REUSE_CLUSTER"
 
@@ -140,3 +141,29 @@ def s3_env(local_cluster: cluster.Connection) -> dict[str, str]:
 def s3_client(s3_credentials: S3Credentials) -> Any:
     """A boto3 S3 client for the cluster's S3 server."""
     return s3_client_for(s3_credentials)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    local_cluster: cluster.Connection, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The KubeML operator running as a process against the cluster."""
+    proc = OperatorProcess(
+        local_cluster.kubeconfig, local_cluster.s3.env(), tmp_path_factory.mktemp("operator")
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def ml_namespace(namespace: str, kube_api: client.ApiClient, s3_env: dict[str, str]) -> str:
+    """A restricted namespace holding the S3 credentials Secret our pods reference."""
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubeml-s3"),
+            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        ),
+    )
+    return namespace

@@ -53,7 +53,7 @@ def test_synthetic_classification_is_seeded_and_shaped() -> None:
     assert set(a["target"]) == {0, 1}
     pd.testing.assert_frame_equal(a, load_synthetic(synthetic(seed=1)))
     assert not a.equals(load_synthetic(synthetic(seed=2)))
-    assert synthetic_size(synthetic()) == 200 * 7 * 8
+    assert synthetic_size(synthetic()) == 200 * 7 * 8 * 3
 
 
 def test_synthetic_classes_and_one_feature() -> None:

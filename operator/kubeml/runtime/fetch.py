@@ -43,7 +43,7 @@ def _gib(n: int) -> str:
     return f"{n} B"
 
 
-def check_size(label: str, size: int, limit: int | None) -> None:
+def check_size(label: str, size: int, limit: int | None, verb: str = "is") -> None:
     """Fail before loading when the source alone cannot fit in the Job's memory.
 
     Only a source clearly over the limit is refused: parsing needs a multiple of
@@ -53,7 +53,7 @@ def check_size(label: str, size: int, limit: int | None) -> None:
     if limit is not None and size > limit:
         raise DataError(
             "SourceTooLarge",
-            f"{label} is {_gib(size)} ({size} bytes), more than the preparation Job's memory "
+            f"{label} {verb} {_gib(size)} ({size} bytes), more than the preparation Job's memory "
             f"limit of {_gib(limit)} ({limit} bytes); raise spec.resources.limits.memory",
         )
 
@@ -65,7 +65,7 @@ def load_source(source: DataSource, env: Mapping[str, str], *, memory_limit: int
     if source.synthetic is not None:
         syn = source.synthetic
         label = f"synthetic {syn.task} data ({syn.rows} x {syn.features}, seed {syn.seed})"
-        check_size(label, sources.synthetic_size(syn), memory_limit)
+        check_size(label, sources.synthetic_size(syn), memory_limit, "needs about")
         return Loaded(sources.load_synthetic(syn), label, 0)
     if source.url is not None:
         return _load_url(source.url, memory_limit)

@@ -64,6 +64,7 @@ class SeaweedS3:
     _proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _ports: list[int] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {
@@ -89,6 +90,7 @@ class SeaweedS3:
         identities.write_text(json.dumps(self._identities()))
         identities.chmod(0o600)
         ports = free_ports(8)
+        self._ports = ports
         s3_port = ports[6]
         self.endpoint = f"http://127.0.0.1:{s3_port}"
         cmd = [
@@ -110,6 +112,9 @@ class SeaweedS3:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={identities}",
+            # Default: /tmp/seaweedfs-<kind>-<port>.sock, left behind after every run.
+            f"-s3.localSocket={self.root / 's3.sock'}",
+            f"-filer.localSocket={self.root / 'filer.sock'}",
             # On by default, and it would send usage reports off this machine.
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",
@@ -185,6 +190,10 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        # gRPC sockets have no flag to move them out of /tmp: remove ours.
+        for port in self._ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,12 +164,9 @@ class ArtifactStore:
             raise ValueError("refusing to delete an empty prefix (the whole bucket)")
         keys = [o.key for o in self.list_prefix(prefix)]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            batch = {"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
             self._call(
-                prefix,
-                lambda b=batch: self.client.delete_objects(  # type: ignore[misc]
-                    Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}
-                ),
+                prefix, partial(self.client.delete_objects, Bucket=self.bucket, Delete=batch)
             )
         return len(keys)
 

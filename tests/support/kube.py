@@ -1,0 +1,69 @@
+"""Small helpers over the Kubernetes API for tests: apply, read, wait on conditions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes import client
+
+from kubeml.api import KINDS
+from kubeml.k8s import objects
+from kubeml.local.readiness import poll
+
+PLURALS = {kind: cls.crd.plural for kind, cls in KINDS.items()}
+
+
+def create(api: client.ApiClient, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["metadata"]["namespace"] = namespace
+    result: dict[str, Any] = objects.request(
+        api,
+        "POST",
+        f"/apis/kubeml.io/v1alpha1/namespaces/{namespace}/{PLURALS[doc['kind']]}",
+        body=doc,
+        query=[("fieldValidation", "Strict")],
+    )
+    return result
+
+
+def get(api: client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    return objects.get(api, "kubeml.io/v1alpha1", kind, namespace, name)
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def wait_condition(
+    api: client.ApiClient,
+    namespace: str,
+    kind: str,
+    name: str,
+    type_: str,
+    *,
+    reasons: tuple[str, ...] = (),
+    status: str | None = None,
+    timeout: float = 180,
+) -> dict[str, Any]:
+    """Wait until condition `type_` has one of `reasons` (or the given status)."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get(api, namespace, kind, name)
+        cond = condition(obj, type_)
+        if cond is None:
+            return None
+        if reasons and cond.get("reason") not in reasons:
+            return None
+        if status is not None and cond.get("status") != status:
+            return None
+        return obj
+
+    return poll(probe, timeout=timeout, what=f"{kind} {namespace}/{name} {type_} {reasons}")
+
+
+def jobs(api: client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return objects.list_(api, "batch/v1", "Job", namespace, selector)

@@ -1,0 +1,77 @@
+"""The KubeML operator as a local process, for integration tests.
+
+Started with the admin kubeconfig and the cluster's S3 settings; `restart()`
+kills it hard (SIGKILL, as a crash would) and starts it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, s3_env: dict[str, str], log_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            **s3_env,
+            "KUBECONFIG": str(kubeconfig),
+            "KUBEML_BIND_ADDRESS": "127.0.0.1",
+            "KUBEML_RUNTIME_IMAGE": "ghcr.io/kubeml/runtime:dev",
+        }
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.env["KUBEML_HEALTH_PORT"] = str(free_port())
+        self.env["KUBEML_METRICS_PORT"] = str(free_port())
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeml.cli", "operator", "run"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['KUBEML_METRICS_PORT']}/metrics"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:]
+            for p in sorted(self.log_dir.glob("operator-*.log"))
+        )
