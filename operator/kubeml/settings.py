@@ -30,6 +30,9 @@ class Settings:
     bind_address: str = "0.0.0.0"
     health_port: int = 8080
     metrics_port: int = 8081
+    # Period of the level-based pass over every object (artifact re-checks,
+    # refresh schedules, anything a lost watch event left behind).
+    resync_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,4 +50,5 @@ class Settings:
             bind_address=e.get("KUBEML_BIND_ADDRESS") or cls.bind_address,
             health_port=int(e.get("KUBEML_HEALTH_PORT", cls.health_port)),
             metrics_port=int(e.get("KUBEML_METRICS_PORT", cls.metrics_port)),
+            resync_seconds=float(e.get("KUBEML_RESYNC_SECONDS", cls.resync_seconds)),
         )

@@ -28,6 +28,8 @@ class OperatorProcess:
             "KUBECONFIG": str(kubeconfig),
             "KUBEML_BIND_ADDRESS": "127.0.0.1",
             "KUBEML_RUNTIME_IMAGE": "ghcr.io/kubeml/runtime:dev",
+            # Short resync so tests see level-based corrections within seconds.
+            "KUBEML_RESYNC_SECONDS": "5",
         }
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None

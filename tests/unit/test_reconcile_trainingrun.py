@@ -236,3 +236,14 @@ def test_champion_is_passed_to_the_job() -> None:
         e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert '"name": "iris-classifier-v2"' in env["KUBEML_TRAININGRUN"]
+
+
+def test_job_created_before_a_crash_is_adopted() -> None:
+    first = decide(run())
+    assert first.job is not None
+    job = {**first.job, "status": done()["status"]}
+    # Status was never written: the run looks brand new, but its Job exists.
+    d = decide(run(), job=job, result=result())
+    assert d.job is None
+    assert d.status["datasetVersion"] == DV
+    assert d.model_version is not None

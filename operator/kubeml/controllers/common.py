@@ -48,7 +48,6 @@ async def serialised(
 
 Reconciler = Callable[[str, str, dict[str, Any] | None], Awaitable[None]]
 _resync: dict[str, tuple[str, str, Reconciler]] = {}
-RESYNC_SECONDS = 60.0
 
 
 def register_resync(kind: str, api_version: str, plural: str, fn: Reconciler) -> None:
@@ -65,7 +64,7 @@ async def resync_forever(namespaces: tuple[str, ...]) -> None:
     from ..k8s import client
 
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(settings().resync_seconds)
         for kind, (api_version, plural, fn) in _resync.items():
             group, version = api_version.split("/")
             try:

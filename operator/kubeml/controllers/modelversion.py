@@ -128,6 +128,11 @@ async def on_version_event(
 common.register_resync("ModelVersion", API_VERSION, PLURAL, reconcile)
 
 
+def _namespace_terminating(namespace: str) -> bool:
+    ns = client.core().read_namespace(namespace)
+    return ns.metadata.deletion_timestamp is not None
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_version_delete(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """The artifact is external state: remove it (per deletionPolicy) before the object.
@@ -139,6 +144,8 @@ def on_version_delete(body: kopf.Body, namespace: str | None, name: str, **_: An
     api = client.api_client()
     deployments = serving_deployments(namespace, name)
     blockers = decide_mv.deletion_blockers(dict(body), deployments)
+    if blockers and _namespace_terminating(namespace):
+        blockers = []  # the whole namespace goes: nothing is left to protect it for
     if blockers:
         message = f"modelversion {name} cannot be deleted yet: " + "; ".join(blockers)
         status = dict(body.get("status") or {})

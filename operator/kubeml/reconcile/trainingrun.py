@@ -230,6 +230,15 @@ def build_model_version(
     }
 
 
+def _job_dataset_version(job: dict[str, Any]) -> str | None:
+    containers = job["spec"]["template"]["spec"]["containers"]
+    for env in containers[0].get("env") or []:
+        if env.get("name") == "KUBEML_TRAININGRUN":
+            version = json.loads(env["value"])["dataset"]["version"]
+            return str(version)
+    return None
+
+
 def produced_by(versions: list[dict[str, Any]], uid: str) -> dict[str, Any] | None:
     for mv in versions:
         if (mv["metadata"].get("annotations") or {}).get(
@@ -289,6 +298,13 @@ def decide(
 
     observed = jobs.observe(job)
     dataset_version = status.get("datasetVersion")
+    if job is not None and not dataset_version:
+        # The operator died after creating the Job but before recording it:
+        # the Job itself says which dataset version it trains on.
+        dataset_version = _job_dataset_version(job)
+        status["datasetVersion"] = dataset_version
+        status["jobName"] = job["metadata"]["name"]
+        status.setdefault("startTime", (job.get("metadata") or {}).get("creationTimestamp", now))
     if observed is None and not status.get("jobName"):
         version, reason, message = resolve_dataset(run, dataset)
         if version is None:
