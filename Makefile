@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup binaries test unit lint crds docs demo clean
+.PHONY: setup binaries test unit lint crds docs demo down clean
 
 $(BIN)/.installed: pyproject.toml
 	@echo ">> creating $(VENV) and installing kubeml with its dev tools"
@@ -22,6 +22,12 @@ setup: $(BIN)/.installed
 # Go module proxy and cached under ~/.cache/kubeml (cold: see README).
 binaries:
 	@hack/k8s/build.sh >/dev/null
+
+demo: setup binaries
+	$(BIN)/kubeml demo
+
+down: setup
+	$(BIN)/kubeml local down
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -169,6 +169,20 @@ def promote(model: str, version: int, alias: str, namespace: str) -> None:
     click.echo(f"{alias} -> {target['metadata']['name']}")
 
 
+@main.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local cluster state directory (default: $KUBEML_HOME or ~/.kubeml/local).",
+)
+def demo(state_dir: Path | None) -> None:
+    """The whole lifecycle on the local control plane: data -> model -> predictions."""
+    from . import demo as demo_module
+
+    demo_module.run(state_dir, echo=lambda line: click.echo(line))
+
+
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 

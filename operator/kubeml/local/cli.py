@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from kubeml.local import cluster
+from kubeml.local.config import read_config
 from kubeml.local.layout import Layout
 
 state_dir_option = click.option(
@@ -121,6 +122,10 @@ def env(state_dir: Path | None) -> None:
         raise click.ClickException(str(err)) from err
     for key, value in conn.env().items():
         click.echo(f"export {key}={shlex.quote(value)}")
+    cfg = read_config(Layout.at(conn.state_dir).cluster_json)
+    if cfg is not None:
+        # The kubectl built with the control plane (matching its version).
+        click.echo(f'export PATH={shlex.quote(cfg.bin_dir)}:"$PATH"')
 
 
 @local.command()
