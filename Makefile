@@ -18,10 +18,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# etcd, kube-apiserver, kube-controller-manager and kubectl, built once from the
-# Go module proxy and cached under ~/.cache/kubeml (cold: see README).
+# etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus and promtool,
+# built once from the Go module proxy and cached under ~/.cache/kubeml (cold: see README).
 binaries:
 	@hack/k8s/build.sh >/dev/null
+	@hack/prometheus/build.sh >/dev/null
 
 demo: setup binaries
 	$(BIN)/kubeml demo

@@ -127,6 +127,15 @@ def train(args: tuple[str, ...]) -> None:
     sys.exit(train_main(list(args)))
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args: tuple[str, ...]) -> None:
+    """Serve a ModelVersion over HTTP (runs inside the server pods)."""
+    from .runtime.serve import main as serve_main
+
+    sys.exit(serve_main(list(args)))
+
+
 @main.command()
 @click.argument("model")
 @click.argument("version", type=int)

@@ -29,6 +29,7 @@ from kubeml.local.layout import Layout
 from kubeml.local.readiness import poll
 from kubeml.local.s3 import S3Credentials
 from kubeml.local.s3 import client as s3_client_for
+from tests.support.binaries import built
 from tests.support.operator import OperatorProcess
 
 REUSE_ENV = "KUBEML_TEST_REUSE_CLUSTER"
@@ -167,3 +168,9 @@ def ml_namespace(namespace: str, kube_api: client.ApiClient, s3_env: dict[str, s
         ),
     )
     return namespace
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    """prometheus and promtool built from the pinned module (Debian's lacks Kubernetes SD)."""
+    return built("prometheus")

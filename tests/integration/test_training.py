@@ -188,7 +188,7 @@ def test_bad_inputs_end_with_clear_reasons(
         ),
     ]
     for doc, _, _, _ in cases:
-        kube.create(kube_api, iris_ns, {k: v for k, v in doc.items()})
+        kube.create(kube_api, iris_ns, doc)
     for doc, state, reason, needle in cases:
         name = doc["metadata"]["name"]
         tr = kube.wait_condition(

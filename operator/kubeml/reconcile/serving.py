@@ -120,6 +120,14 @@ def server_deployment(
                                 mv, spec.server or ServerOptions(), settings, profile_uri
                             ),
                             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                            # Liveness starts counting only once the process answers:
+                            # a slow import on a busy node is not a hung server.
+                            "startupProbe": {
+                                "httpGet": {"path": "/v2/health/live", "port": "http"},
+                                "periodSeconds": 2,
+                                "timeoutSeconds": 2,
+                                "failureThreshold": 90,
+                            },
                             "readinessProbe": probe_common,
                             "livenessProbe": {
                                 "httpGet": {"path": "/v2/health/live", "port": "http"},

@@ -139,7 +139,9 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
     }
 
 
-def _signature(fitted: Fitted, features: list[FeatureColumn], data: LoadedDataset) -> Any:
+def _signature(
+    fitted: Fitted, features: list[FeatureColumn], data: LoadedDataset
+) -> dict[str, Any]:
     return build_signature(
         fitted.task,
         features,

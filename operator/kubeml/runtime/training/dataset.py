@@ -17,7 +17,6 @@ from ...storage import (
     ArtifactStore,
     IntegrityError,
     KeyNotFound,
-    StorageError,
     digest_entries,
     parse_uri,
 )
@@ -153,4 +152,4 @@ def _read(path: Path, name: str) -> pd.DataFrame:
         raise _integrity(name, f"{path.name} is not readable Parquet: {err}") from err
 
 
-__all__ = ["LoadedDataset", "StorageError", "load_dataset"]
+__all__ = ["LoadedDataset", "load_dataset", "store_for"]

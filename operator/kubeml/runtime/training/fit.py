@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
-from ...api.estimators import ESTIMATORS, METRICS, Task
+from ...api.estimators import DEFAULT_METRICS, ESTIMATORS, METRICS, Task
 from ...api.trainingrun import TrainingRunSpec
 from .errors import TrainError
 from .estimator import PARALLEL_FIT, effective_params, make_estimator, validate_space
@@ -29,7 +29,11 @@ class Fitted:
     cv_score: float | None = None
     cv_metric: str | None = None
     seconds: float = 0.0
-    classes: list[Any] = field(default_factory=list)
+
+
+def jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as plain JSON values (numpy scalars from a search become Python ones)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def run_seed(spec: TrainingRunSpec) -> int:
@@ -39,8 +43,6 @@ def run_seed(spec: TrainingRunSpec) -> int:
 
 
 def metric_names(spec: TrainingRunSpec) -> list[str]:
-    from ...api.estimators import DEFAULT_METRICS
-
     task = ESTIMATORS[spec.estimator.name].task
     names = list(spec.metrics or DEFAULT_METRICS[task])
     return [m for m in names if m in METRICS[task]]
@@ -63,16 +65,15 @@ def fit(
     task = ESTIMATORS[name].task
     searched = list(spec.search.space) if spec.search else []
     params = effective_params(name, spec.estimator.params, seed=run_seed(spec), searched=searched)
-    classes = sorted(np.unique(y.to_numpy()).tolist()) if task == "classification" else []
     started = time.perf_counter()
     try:
         with threadpool_limits(limits=cpu):
             if spec.search is None:
                 model = build_pipeline(features, make_estimator(name, params, n_jobs=cpu))
                 model.fit(X, y)
-                result = Fitted(model, task, dict(params), classes=classes)
+                result = Fitted(model, task, jsonable(params))
             else:
-                result = _search_then_refit(spec, features, X, y, params, classes, cpu)
+                result = _search_then_refit(spec, features, X, y, params, cpu)
     except InvalidParameterError as err:
         raise TrainError("InvalidParams", f"estimator {name}: {err}") from err
     except ValueError as err:
@@ -91,12 +92,13 @@ def _search_then_refit(
     X: pd.DataFrame,
     y: pd.Series,
     params: dict[str, Any],
-    classes: list[Any],
     cpu: int,
 ) -> Fitted:
     assert spec.search is not None
     name = spec.estimator.name
     task = ESTIMATORS[name].task
+    # The labels as the fitted classifier will order them (classes_ is np.unique's order).
+    classes = np.unique(y.to_numpy()).tolist() if task == "classification" else []
     # One core per candidate: the search parallelises over candidates and folds.
     base = make_estimator(name, params, n_jobs=1)
     validate_space(base, name, spec.search.space)
@@ -117,4 +119,4 @@ def _search_then_refit(
     model = build_pipeline(features, make_estimator(name, final_params, n_jobs=cpu))
     model.fit(X, y)
     cv = natural_score(metric, float(search.best_score_))
-    return Fitted(model, task, final_params, cv, metric, classes=classes)
+    return Fitted(model, task, jsonable(final_params), cv, metric)

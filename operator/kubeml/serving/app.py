@@ -1,0 +1,318 @@
+"""The model server's behaviour, independent of the HTTP stack.
+
+``ModelServer.handle(method, path, body, respond)`` answers every request through
+``respond(Response)``: synchronously for health, metadata and errors, later (from
+the batcher's callback) for predictions. Transports (``http.py``, ``asgi.py``) only
+move bytes. Every request-dependent failure is a 4xx with ``{"error": ...}``; the
+only 500 is an exception inside predict, which is logged and answered while the
+server goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote
+
+import numpy as np
+
+from .. import __version__
+from .batcher import Batcher, Job
+from .config import ServerConfig
+from .decode import PREDICT, PREDICT_PROBA, Decoder, InferRequest, concat
+from .encode import Encoder, dumps, error_body
+from .errors import RequestError
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .metrics import ServerMetrics
+from .signature import V2_DATATYPE
+
+if TYPE_CHECKING:  # the loader pulls in scikit-learn: not before the port is open
+    from .loader import Loaded
+
+log = logging.getLogger("kubeml.serve")
+JSON = "application/json"
+
+
+class Response(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str = JSON
+
+
+Respond = Callable[[Response], None]
+
+
+def error(status: int, message: str) -> Response:
+    return Response(status, error_body(message))
+
+
+class Prediction(NamedTuple):
+    pred: np.ndarray
+    proba: np.ndarray | None
+
+
+class ModelServer:
+    def __init__(self, cfg: ServerConfig, metrics: ServerMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or ServerMetrics(cfg.model, cfg.version_str)
+        self.metrics.track_inflight(lambda: float(self.inflight))
+        self.inflight = 0
+        self.arriving = 0  # requests whose body is still arriving (set by the transport)
+        # keep-alive clients answered moments ago, not yet back (set by the transport)
+        self.returning: Callable[[], int] = lambda: 0
+        self.ready = False
+        self.reason = "Loading"
+        self.message = f"loading {cfg.artifact_uri}"
+        self.loaded: Loaded | None = None
+        self.decoder: Decoder | None = None
+        self.encoder: Encoder | None = None
+        self.batcher: Batcher | None = None
+        self.metrics.state(False, self.reason)
+        self._routes = self._route_table()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
+        """Bind to the loop and the predict worker thread (before serving)."""
+        self.batcher = Batcher(
+            loop,
+            self.run_batch,
+            executor,
+            max_rows=self.cfg.max_batch_size,
+            max_delay=self.cfg.max_batch_delay_ms / 1000.0,
+            expected=lambda: self.arriving + self.returning(),
+        )
+
+    def set_loaded(self, loaded: Loaded) -> None:
+        """The model is verified and warmed up: start serving (on the loop thread)."""
+        p = loaded.predictor
+        self.decoder = Decoder(
+            self.cfg.signature,
+            max_rows=self.cfg.max_request_rows,
+            has_proba=p.has_proba,
+            allow_missing=p.allow_missing,
+        )
+        classes = None if p.classes is None else _labels(p.classes)
+        self.encoder = Encoder(self.cfg.model, self.cfg.version_str, p.output_datatype, classes)
+        self.loaded = loaded
+        self.metrics.model_info(self.cfg.artifact_sha256)
+        if classes is not None:
+            self.metrics.known_classes(classes)
+        self.metrics.drift.window = loaded.drift
+        self._set_state(True, "Loaded", f"serving {self.cfg.artifact_uri} ({p.mode} predict)")
+
+    def set_unready(self, reason: str, message: str) -> None:
+        self._set_state(False, reason, message)
+
+    def _set_state(self, ready: bool, reason: str, message: str) -> None:
+        self.ready, self.reason, self.message = ready, reason, message
+        self.metrics.state(ready, reason)
+
+    # -- routing ---------------------------------------------------------------------
+
+    def _route_table(self) -> dict[tuple[str, str], Callable[[bytes, Respond], None]]:
+        name, v = self.cfg.model, self.cfg.version_str
+        m = f"/v2/models/{name}"
+        mv = f"{m}/versions/{v}"
+        return {
+            ("GET", "/v2/health/live"): self._live,
+            ("GET", "/v2/health/ready"): self._ready,
+            ("GET", "/v2"): self._server_metadata,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", m): self._model_metadata,
+            ("GET", mv): self._model_metadata,
+            ("GET", f"{m}/ready"): self._model_ready,
+            ("GET", f"{mv}/ready"): self._model_ready,
+            ("POST", f"{m}/infer"): self._infer_v2,
+            ("POST", f"{mv}/infer"): self._infer_v2,
+            ("POST", f"/v1/models/{name}:predict"): self._infer_v1,
+            ("GET", f"/v1/models/{name}"): self._v1_status,
+        }
+
+    def handle(self, method: str, path: str, body: bytes, respond: Respond) -> None:
+        route = self._routes.get((method, path))
+        if route is None:
+            path = path.partition("?")[0]
+            route = self._routes.get((method, path))
+        if route is None:
+            respond(self._no_route(method, path))
+            return
+        route(body, respond)
+
+    def _no_route(self, method: str, path: str) -> Response:
+        """404 naming what was wrong (model, version or path), 405 for a wrong method."""
+        path = unquote(path)
+        if any(m != method and p == path for m, p in self._routes):
+            return error(405, f"method {method} not allowed on {path}")
+        parts = path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
+            name = parts[2].split(":", 1)[0]
+            if name != self.cfg.model:
+                return error(
+                    404, f"model {name!r} not found; this server serves {self.cfg.model!r}"
+                )
+            if len(parts) >= 5 and parts[3] == "versions" and parts[4] != self.cfg.version_str:
+                return error(
+                    404,
+                    f"version {parts[4]!r} of model {name!r} not found; "
+                    f"this server serves version {self.cfg.version_str}",
+                )
+        return error(404, f"no route {method} {path}")
+
+    # -- health and metadata -----------------------------------------------------------
+
+    def _state_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ready": self.ready, "reason": self.reason}
+        if not self.ready:
+            doc["message"] = self.message
+        return doc
+
+    def _live(self, body: bytes, respond: Respond) -> None:
+        respond(Response(200, b'{"live":true}'))
+
+    def _ready(self, body: bytes, respond: Respond) -> None:
+        respond(Response(200 if self.ready else 503, dumps(self._state_doc())))
+
+    def _model_ready(self, body: bytes, respond: Respond) -> None:
+        doc = {"name": self.cfg.model, "version": self.cfg.version_str, **self._state_doc()}
+        respond(Response(200 if self.ready else 503, dumps(doc)))
+
+    def _v1_status(self, body: bytes, respond: Respond) -> None:
+        doc = {"name": self.cfg.model, **self._state_doc()}
+        respond(Response(200 if self.ready else 503, dumps(doc)))
+
+    def _server_metadata(self, body: bytes, respond: Respond) -> None:
+        respond(Response(200, dumps({"name": "kubeml", "version": __version__, "extensions": []})))
+
+    def _model_metadata(self, body: bytes, respond: Respond) -> None:
+        respond(Response(200, dumps(self.model_metadata())))
+
+    def model_metadata(self) -> dict[str, Any]:
+        sig = self.cfg.signature
+        p = self.loaded.predictor if self.loaded else None
+        outputs: list[dict[str, Any]] = []
+        for name, dtype in sig.outputs:
+            if name == PREDICT:
+                dt = p.output_datatype if p else V2_DATATYPE.get(dtype, "BYTES")
+                if sig.task == "regression":
+                    dt = "FP64"
+                outputs.append({"name": PREDICT, "datatype": dt, "shape": [-1]})
+            elif name == PREDICT_PROBA and (p is None or p.has_proba):
+                width = len(sig.classes) if sig.classes else -1
+                outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, width]})
+        params: dict[str, Any] = {
+            "task": sig.task,
+            "modelVersion": self.cfg.modelversion,
+            "sha256": self.cfg.artifact_sha256,
+            "maxBatchSize": self.cfg.max_batch_size,
+        }
+        if sig.classes is not None:
+            params["classes"] = list(sig.classes)
+        return {
+            "name": self.cfg.model,
+            "versions": [self.cfg.version_str],
+            "platform": "sklearn",
+            "inputs": sig.input_metadata(),
+            "outputs": outputs,
+            "parameters": params,
+        }
+
+    def _metrics(self, body: bytes, respond: Respond) -> None:
+        respond(Response(200, self.metrics.exposition(), METRICS_TYPE))
+
+    # -- inference -----------------------------------------------------------------------
+
+    def _infer_v2(self, body: bytes, respond: Respond) -> None:
+        self._infer("v2", body, respond)
+
+    def _infer_v1(self, body: bytes, respond: Respond) -> None:
+        self._infer("v1", body, respond)
+
+    def _infer(self, protocol: str, body: bytes, respond: Respond) -> None:
+        start = time.perf_counter()
+        decoder, batcher = self.decoder, self.batcher
+        # Loaded is enough: while shutting down the server is unready (endpoints drop
+        # it) but still answers requests already on their way.
+        if decoder is None or batcher is None:
+            self._answer(protocol, start, respond, error(503, f"model not ready: {self.reason}"))
+            return
+        try:
+            req = decoder.v2(body) if protocol == "v2" else decoder.v1(body)
+        except RequestError as err:
+            self._answer(protocol, start, respond, error(err.status, err.message))
+            return
+        self.inflight += 1
+        done = partial(self._deliver, protocol, req, start, respond)
+        batcher.submit(Job(req.rows, req.n, req.want_proba, done))
+
+    def _deliver(
+        self, protocol: str, req: InferRequest, start: float, respond: Respond, outcome: Any
+    ) -> None:
+        self.inflight -= 1
+        if isinstance(outcome, BaseException):
+            msg = f"prediction failed: {type(outcome).__name__}: {outcome}"
+            self._answer(protocol, start, respond, error(500, msg[:2000]))
+            return
+        encoder = self.encoder
+        assert encoder is not None
+        if protocol == "v2":
+            body = encoder.v2(req.id, outcome.pred, outcome.proba, req.want_predict, req.want_proba)
+        else:
+            body = encoder.v1(outcome.pred, outcome.proba if req.want_proba else None)
+        self._answer(protocol, start, respond, Response(200, body))
+
+    def _answer(self, protocol: str, start: float, respond: Respond, response: Response) -> None:
+        respond(response)
+        self.metrics.request(protocol, response.status, time.perf_counter() - start)
+
+    # -- the predict worker thread ---------------------------------------------------
+
+    def run_batch(self, jobs: Sequence[Job]) -> list[Any]:
+        """Predict all jobs' rows in one call and split the results back, in order."""
+        loaded = self.loaded
+        assert loaded is not None
+        try:
+            rows = concat([j.rows for j in jobs])
+            pred, proba = loaded.predictor.predict(rows, any(j.want_proba for j in jobs))
+            total = sum(j.n for j in jobs)
+            if len(pred) != total or (proba is not None and len(proba) != total):
+                raise RuntimeError(f"model returned {len(pred)} predictions for {total} rows")
+        except Exception as err:
+            if len(jobs) > 1:
+                # One bad request must not fail its neighbours: retry each alone.
+                return [out for j in jobs for out in self.run_batch([j])]
+            log.exception("predict failed on a request of %d rows", jobs[0].n)
+            return [err]
+        self._observe(loaded, rows, pred)
+        out: list[Any] = []
+        start = 0
+        for j in jobs:
+            end = start + j.n
+            out.append(Prediction(pred[start:end], None if proba is None else proba[start:end]))
+            start = end
+        return out
+
+    def _observe(self, loaded: Loaded, rows: Any, pred: np.ndarray) -> None:
+        # Monitoring must never fail a prediction that succeeded.
+        try:
+            self.metrics.predicted(
+                len(pred), pred if self.cfg.signature.task == "classification" else None
+            )
+            if loaded.drift is not None:
+                cols = (
+                    [rows[:, j] for j in range(rows.shape[1])]
+                    if isinstance(rows, np.ndarray)
+                    else rows
+                )
+                loaded.drift.observe(cols)
+        except Exception:
+            log.exception("updating prediction metrics failed")
+
+
+def _labels(classes: np.ndarray) -> list[str]:
+    return [str(c.item() if hasattr(c, "item") else c) for c in classes]

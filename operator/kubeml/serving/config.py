@@ -1,0 +1,104 @@
+"""The server's settings, from the environment the operator gives its pods."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from .signature import CompiledSignature
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_ROWS = 10_000
+
+
+class ConfigError(Exception):
+    """The environment does not describe a servable model: the pod cannot start."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: str
+    version: int
+    modelversion: str
+    artifact_uri: str
+    artifact_sha256: str
+    signature: CompiledSignature
+    profile_uri: str | None = None
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 2.0
+    max_request_bytes: int = 8 << 20
+    max_request_rows: int = DEFAULT_MAX_ROWS
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    termination_log: str | None = None
+    drift_window: int = 5000
+    # After SIGTERM: keep serving (unready) this long, for endpoints to update.
+    shutdown_delay_s: float = 3.0
+    # Then at most this long for in-flight requests to finish.
+    drain_timeout_s: float = 20.0
+
+    @property
+    def version_str(self) -> str:
+        return str(self.version)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
+        e = os.environ if env is None else env
+
+        def need(name: str) -> str:
+            value = e.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"${name} is not set")
+            return value
+
+        def number(name: str, default: float, lo: float, hi: float) -> float:
+            raw = e.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"${name}={raw!r} is not a number") from None
+            if not lo <= value <= hi:
+                raise ConfigError(f"${name}={raw} is outside [{lo:g}, {hi:g}]")
+            return value
+
+        try:
+            signature = CompiledSignature.from_json(json.loads(need("KUBEML_SIGNATURE")))
+        except (ValueError, ValidationError) as err:
+            raise ConfigError(f"$KUBEML_SIGNATURE is not a valid signature: {err}") from None
+        sha = need("KUBEML_ARTIFACT_SHA256").lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ConfigError("$KUBEML_ARTIFACT_SHA256 is not a sha256 hex digest")
+        uri = need("KUBEML_ARTIFACT_URI")
+        if not uri.startswith("s3://"):
+            raise ConfigError(f"$KUBEML_ARTIFACT_URI={uri!r} is not an s3:// URI")
+        return cls(
+            model=need("KUBEML_MODEL"),
+            version=_version(need("KUBEML_MODEL_VERSION")),
+            modelversion=e.get("KUBEML_MODELVERSION", "").strip() or need("KUBEML_MODEL"),
+            artifact_uri=uri,
+            artifact_sha256=sha,
+            signature=signature,
+            profile_uri=e.get("KUBEML_PROFILE_URI", "").strip() or None,
+            max_batch_size=int(number("KUBEML_MAX_BATCH_SIZE", 32, 1, 4096)),
+            max_batch_delay_ms=number("KUBEML_MAX_BATCH_DELAY_MS", 2.0, 0, 1000),
+            max_request_bytes=int(number("KUBEML_MAX_REQUEST_BYTES", 8 << 20, 1024, 1 << 30)),
+            max_request_rows=int(number("KUBEML_MAX_REQUEST_ROWS", DEFAULT_MAX_ROWS, 1, 10**7)),
+            host=e.get("KUBEML_HOST", "").strip() or "0.0.0.0",
+            port=int(number("KUBEML_PORT", DEFAULT_PORT, 1, 65535)),
+            termination_log=e.get("KUBEML_TERMINATION_LOG", "").strip() or None,
+            drift_window=int(number("KUBEML_DRIFT_WINDOW", 5000, 1, 1_000_000)),
+            shutdown_delay_s=number("KUBEML_SHUTDOWN_DELAY_SECONDS", 3.0, 0, 300),
+            drain_timeout_s=number("KUBEML_DRAIN_TIMEOUT_SECONDS", 20.0, 0, 3600),
+        )
+
+
+def _version(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"$KUBEML_MODEL_VERSION={raw!r} is not a positive integer")
+    return int(raw)

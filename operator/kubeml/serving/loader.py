@@ -1,0 +1,136 @@
+"""Fetching, verifying and preparing the model, off the event loop.
+
+The artifact's bytes are re-hashed before anything parses them
+(``kubeml.models.load``); a mismatch, an untrusted type or a signature that does
+not fit the model is final: the server stays unready with the reason. S3 being
+unreachable or overloaded is retried with back-off, since it usually passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .. import models
+from ..storage import ArtifactStore, IntegrityError, S3Settings, StorageError, parse_uri
+from .config import ServerConfig
+from .drift import DriftWindow, window_from_profile
+from .errors import NotReady
+from .predictor import Predictor
+from .signature import CompiledSignature
+
+log = logging.getLogger("kubeml.serve")
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+@dataclass
+class Loaded:
+    predictor: Predictor
+    drift: DriftWindow | None
+
+
+StoreFor = Callable[[str], ArtifactStore]
+
+
+def store_for_env(env: Mapping[str, str] | None = None) -> StoreFor:
+    """An ArtifactStore per bucket, the settings and credentials read from ``env``."""
+
+    def make(bucket: str) -> ArtifactStore:
+        return ArtifactStore(replace(S3Settings.from_env(env), bucket=bucket), env=env)
+
+    return make
+
+
+def fetch(store_for: StoreFor, uri: str) -> bytes:
+    bucket, key = parse_uri(uri)
+    return store_for(bucket).get_bytes(key)
+
+
+def check_signature(model: Any, sig: CompiledSignature) -> None:
+    """The model must take as many features as the signature names, and a classifier's
+    classes must be the signature's (same order: probabilities are reported by it)."""
+    n_in = getattr(model, "n_features_in_", None)
+    if n_in is not None and int(n_in) != sig.n_features:
+        raise NotReady(
+            "SignatureMismatch",
+            f"the model takes {n_in} features, the signature names {sig.n_features}",
+        )
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and [str(x) for x in names] != list(sig.features):
+        raise NotReady(
+            "SignatureMismatch",
+            f"the model was fitted on columns {list(names)[:10]}, the signature names "
+            f"{list(sig.features)[:10]}",
+        )
+    classes = getattr(model, "classes_", None)
+    if sig.task == "classification" and sig.classes is not None and classes is not None:
+        labels = [str(c.item() if hasattr(c, "item") else c) for c in np.asarray(classes)]
+        if labels != list(sig.classes):
+            raise NotReady(
+                "SignatureMismatch",
+                f"the model's classes {labels[:10]} differ from the signature's "
+                f"{list(sig.classes)[:10]}",
+            )
+
+
+def load_once(cfg: ServerConfig, store_for: StoreFor) -> Loaded:
+    """One attempt. Raises NotReady (final) or StorageError (maybe transient)."""
+    try:
+        data = fetch(store_for, cfg.artifact_uri)
+    except IntegrityError as err:
+        raise NotReady("ArtifactMismatch", err.message) from err
+    try:
+        model = models.load(data, cfg.artifact_sha256)
+    except models.ModelArtifactError as err:
+        raise NotReady(err.reason, f"{cfg.artifact_uri}: {err}") from err
+    check_signature(model, cfg.signature)
+    predictor = Predictor(model, cfg.signature)
+    predictor.warm_up()
+    return Loaded(predictor, load_drift(cfg, store_for))
+
+
+def load_drift(cfg: ServerConfig, store_for: StoreFor) -> DriftWindow | None:
+    """The drift window, or None without a usable profile (serving goes on without)."""
+    if not cfg.profile_uri:
+        return None
+    try:
+        bucket, key = parse_uri(cfg.profile_uri)
+        profile = store_for(bucket).get_json(key)
+    except (StorageError, ValueError) as err:
+        log.warning("drift disabled: cannot read profile %s: %s", cfg.profile_uri, err)
+        return None
+    window = window_from_profile(profile, cfg.signature.features, cfg.drift_window)
+    if not window.features:
+        log.warning("drift disabled: profile %s has no bins for any feature", cfg.profile_uri)
+        return None
+    log.info("drift: PSI over %d features, window %d rows", len(window.features), cfg.drift_window)
+    return window
+
+
+def load_with_retries(
+    cfg: ServerConfig,
+    store_for: StoreFor,
+    stop: threading.Event,
+    on_retry: Callable[[str, str], None],
+) -> Loaded:
+    """Keep trying while S3 failures are transient; ``on_retry(reason, message)``
+    reports each failed attempt so readiness can say why it is still loading."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            return load_once(cfg, store_for)
+        except StorageError as err:
+            if not err.transient:
+                raise NotReady(err.reason, err.message) from err
+            on_retry(err.reason, err.message)
+            log.warning("loading %s: %s (retrying in %.0fs)", cfg.artifact_uri, err.message, delay)
+        if stop.wait(delay):
+            raise NotReady("ShuttingDown", "stopped while loading the model")
+        delay = min(RETRY_MAX_S, delay * 2)

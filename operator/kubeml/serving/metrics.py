@@ -1,0 +1,171 @@
+"""Prometheus metrics of one served model version (labels ``model`` and ``version``).
+
+Each server has its own registry, so tests can run several in one process. Label
+children are resolved once and cached: ``.labels()`` hashes its arguments on every
+call, and the request path should not pay that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .drift import DriftWindow
+
+# From well under a millisecond (a cached small model) to seconds (a large batch).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DriftCollector(Collector):
+    """PSI per feature, computed from the window's bin counts at scrape time."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model = model
+        self.version = version
+        self.window: DriftWindow | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        psi = GaugeMetricFamily(
+            "kubeml_feature_drift_psi",
+            "Population stability index of recent inputs against the training profile",
+            labels=["model", "version", "feature"],
+        )
+        rows = GaugeMetricFamily(
+            "kubeml_drift_window_rows",
+            "Rows in the sliding window the drift gauges are computed over",
+            labels=["model", "version"],
+        )
+        if self.window is not None:
+            for feature, value in sorted(self.window.psi_by_feature().items()):
+                psi.add_metric([self.model, self.version, feature], value)
+            rows.add_metric([self.model, self.version], float(self.window.rows))
+        yield psi
+        yield rows
+
+
+class ServerMetrics:
+    def __init__(self, model: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.model = model
+        self.version = version
+        base = ["model", "version"]
+        r = self.registry
+        self._requests = Counter(
+            "kubeml_requests",
+            "Inference requests answered, by protocol and HTTP status code",
+            [*base, "protocol", "code"],
+            registry=r,
+        )
+        self._duration = Histogram(
+            "kubeml_request_duration_seconds",
+            "Time from a complete inference request to its response being written",
+            [*base, "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._inflight = Gauge(
+            "kubeml_inflight_requests", "Inference requests being served now", base, registry=r
+        )
+        self._rows = Counter("kubeml_predicted_rows", "Rows predicted", base, registry=r).labels(
+            model, version
+        )
+        self._batch = Histogram(
+            "kubeml_batch_rows",
+            "Rows per predict call (requests batched together)",
+            base,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        ).labels(model, version)
+        self._predictions = Counter(
+            "kubeml_predictions",
+            "Predicted classes of a classifier",
+            [*base, "class"],
+            registry=r,
+        )
+        self._info = Gauge(
+            "kubeml_model_info",
+            "The served model version; always 1",
+            [*base, "sha256"],
+            registry=r,
+        )
+        self._ready = Gauge(
+            "kubeml_model_ready",
+            "1 when the model is loaded, verified and serving",
+            base,
+            registry=r,
+        ).labels(model, version)
+        self._status = Gauge(
+            "kubeml_model_status",
+            "1 for the current load state (reason Loaded, Loading, ArtifactMismatch, ...)",
+            [*base, "reason"],
+            registry=r,
+        )
+        self._status_reason: str | None = None
+        self.drift = DriftCollector(model, version)
+        r.register(self.drift)
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._class_children: dict[str, Counter] = {}
+
+    # -- request path ------------------------------------------------------------
+
+    def request(self, protocol: str, code: int, seconds: float) -> None:
+        key = (protocol, code)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = (
+                self._requests.labels(self.model, self.version, protocol, str(code)),
+                self._duration.labels(self.model, self.version, protocol),
+            )
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def track_inflight(self, read: Callable[[], float]) -> None:
+        self._inflight.labels(self.model, self.version).set_function(read)
+
+    # -- worker path -------------------------------------------------------------
+
+    def predicted(self, rows: int, labels: np.ndarray | None) -> None:
+        self._rows.inc(rows)
+        self._batch.observe(rows)
+        if labels is None or labels.size == 0:
+            return
+        values, counts = np.unique(labels, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self._class(str(value)).inc(count)
+
+    def _class(self, label: str) -> Counter:
+        child = self._class_children.get(label)
+        if child is None:
+            child = self._predictions.labels(self.model, self.version, label)
+            self._class_children[label] = child
+        return child
+
+    def known_classes(self, labels: Sequence[str]) -> None:
+        """Create the class series at 0 so rate() works from the first prediction."""
+        for label in labels:
+            self._class(label)
+
+    # -- state -------------------------------------------------------------------
+
+    def model_info(self, sha256: str) -> None:
+        self._info.labels(self.model, self.version, sha256).set(1)
+
+    def state(self, ready: bool, reason: str) -> None:
+        self._ready.set(1 if ready else 0)
+        if self._status_reason is not None and self._status_reason != reason:
+            self._status.remove(self.model, self.version, self._status_reason)
+        self._status.labels(self.model, self.version, reason).set(1)
+        self._status_reason = reason
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,177 @@
+"""Running the server: listen at once, load the model in the background, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .app import ModelServer
+from .config import ServerConfig
+from .errors import NotReady
+
+if TYPE_CHECKING:
+    from .http import HttpProtocol
+    from .loader import Loaded, StoreFor
+
+log = logging.getLogger("kubeml.serve")
+
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+DRAIN_POLL_S = 0.05
+
+
+def single_threaded_env() -> None:
+    """One predict thread is the design; BLAS/OpenMP pools would only fight it (and
+    the event loop) for the pod's cores. Effective for libraries not yet loaded;
+    ``_worker_init`` covers the ones already are."""
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, "1")
+
+
+def _worker_init() -> None:
+    threading.current_thread().name = "kubeml-predict"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        # OpenMP's thread count is per calling thread: set it in the worker itself.
+        threadpool_limits(limits=1)
+    except Exception as err:  # threadpoolctl missing or a library it cannot control
+        log.warning("could not limit BLAS/OpenMP threads: %s", err)
+
+
+def write_termination_log(path: str | None, reason: str, message: str) -> None:
+    if not path:
+        return
+    try:
+        Path(path).write_text(f"{reason}: {message}\n")
+    except OSError as err:
+        log.warning("cannot write termination log %s: %s", path, err)
+
+
+class Runner:
+    def __init__(self, cfg: ServerConfig, store_for: StoreFor | None = None) -> None:
+        self.cfg = cfg
+        # None: an S3 client from the environment, made in the loading thread (boto3 and
+        # scikit-learn take seconds to import; the port must be open before that).
+        self.store_for = store_for
+        self.server = ModelServer(cfg)
+        self.executor = ThreadPoolExecutor(1, initializer=_worker_init)
+        self.stop = asyncio.Event()
+        self._loader_stop = threading.Event()
+
+    async def run(self, http: str = "native", install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        self.server.attach(loop, self.executor)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+        load = loop.create_task(self._load())
+        try:
+            if http == "uvicorn":
+                await self._run_uvicorn()
+            else:
+                await self._run_native()
+        finally:
+            self._loader_stop.set()
+            load.cancel()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        return 0
+
+    async def _run_native(self) -> None:
+        from . import http
+
+        srv, connections = await http.start(self.server, self.cfg.host, self.cfg.port)
+        self._listening()
+        await self.stop.wait()
+        await self._drain(srv, connections)
+
+    async def _run_uvicorn(self) -> None:
+        import uvicorn
+
+        from .asgi import AsgiApp
+
+        config = uvicorn.Config(
+            AsgiApp(self.server),
+            host=self.cfg.host,
+            port=self.cfg.port,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        self._listening()
+        await server.serve()
+
+    def _listening(self) -> None:
+        c = self.cfg
+        log.info(
+            "serving model %s version %s (%s) on http://%s:%d; batches of up to %d rows, "
+            "at most %.1f ms wait",
+            c.model, c.version, c.modelversion, c.host, c.port,
+            c.max_batch_size, c.max_batch_delay_ms,
+        )  # fmt: skip
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        def on_retry(reason: str, message: str) -> None:
+            loop.call_soon_threadsafe(self.server.set_unready, reason, f"retrying: {message}")
+
+        def load() -> Loaded:
+            from .loader import load_with_retries, store_for_env
+
+            store_for = self.store_for or store_for_env()
+            return load_with_retries(self.cfg, store_for, self._loader_stop, on_retry)
+
+        # Not the predict thread: a slow S3 must not hold up anything else.
+        try:
+            loaded = await asyncio.to_thread(load)
+        except NotReady as err:
+            log.error("model not served: %s: %s", err.reason, err.message)
+            self.server.set_unready(err.reason, err.message)
+            write_termination_log(self.cfg.termination_log, err.reason, err.message)
+            return
+        except Exception as err:  # a bug or an unforeseen failure: say so, stay unready
+            log.exception("loading the model failed")
+            self.server.set_unready("LoadFailed", f"{type(err).__name__}: {err}")
+            write_termination_log(self.cfg.termination_log, "LoadFailed", str(err))
+            return
+        self.server.set_loaded(loaded)
+        log.info(
+            "model ready in %.1fs: sha256 %s verified, %s predict%s",
+            time.monotonic() - started,
+            self.cfg.artifact_sha256,
+            loaded.predictor.mode,
+            ", drift monitoring on" if loaded.drift is not None else "",
+        )
+
+    async def _drain(self, srv: asyncio.Server, connections: set[HttpProtocol]) -> None:
+        """Unready first (endpoints drop the pod), keep serving a moment for clients
+        that have not noticed, then stop accepting and finish what is in flight."""
+        log.info("shutting down: unready for %.1fs, then draining", self.cfg.shutdown_delay_s)
+        self.server.set_unready("ShuttingDown", "the server is shutting down")
+        await asyncio.sleep(self.cfg.shutdown_delay_s)
+        srv.close()
+        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        while time.monotonic() < deadline:
+            for conn in list(connections):
+                conn.close_if_idle()
+            if not connections and self.server.inflight == 0:
+                break
+            await asyncio.sleep(DRAIN_POLL_S)
+        if self.server.inflight:
+            log.warning("stopped with %d requests still in flight", self.server.inflight)

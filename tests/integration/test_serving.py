@@ -1,0 +1,422 @@
+"""Serving on the real control plane: predictions, rollouts, canaries, integrity, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from kubernetes import client
+
+from kubeml import models
+from kubeml.local.layout import Layout
+from kubeml.local.readiness import poll
+from kubeml.storage import parse_uri
+from tests.support import kube
+from tests.support.cases import ROOT, load_yaml
+from tests.support.operator import OperatorProcess, free_port
+
+pytestmark = pytest.mark.integration
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]
+
+
+def _run(name: str, model: str, **params: Any) -> dict[str, Any]:
+    doc = load_yaml(ROOT / "examples" / "iris" / "trainingrun.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"].update(
+        model=model,
+        search=None,
+        estimator={"name": "random-forest-classifier", "params": {"random_state": 0, **params}},
+    )
+    return doc
+
+
+def _deployment(name: str, **spec: Any) -> dict[str, Any]:
+    doc = load_yaml(ROOT / "examples" / "iris" / "deployment.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"].update(spec)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def served(
+    operator: OperatorProcess, kube_api: client.ApiClient, s3_env: dict[str, str]
+) -> Iterator[str]:
+    """A namespace with the iris data and two versions of iris-classifier (v1 champion)."""
+    core = client.CoreV1Api(kube_api)
+    ns = f"t-serving-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=ns, labels={"pod-security.kubernetes.io/enforce": "restricted"}
+            )
+        )
+    )
+    poll(
+        lambda: core.read_namespaced_service_account("default", ns),
+        timeout=30,
+        what="default ServiceAccount",
+    )
+    core.create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubeml-s3"),
+            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        ),
+    )
+    kube.create(kube_api, ns, load_yaml(ROOT / "examples" / "iris" / "dataset.yaml"))
+    kube.wait_condition(kube_api, ns, "Dataset", "iris", "Ready", status="True")
+    kube.create(kube_api, ns, _run("iris-a", "iris-classifier", n_estimators=20, max_depth=2))
+    kube.wait_condition(
+        kube_api, ns, "ModelVersion", "iris-classifier-v1", "Ready", status="True", timeout=300
+    )
+    kube.create(kube_api, ns, _run("iris-b", "iris-classifier", n_estimators=40))
+    kube.wait_condition(
+        kube_api, ns, "ModelVersion", "iris-classifier-v2", "Ready", status="True", timeout=300
+    )
+    yield ns
+    core.delete_namespace(ns, propagation_policy="Background")
+
+
+def ready_pods(
+    api: client.ApiClient, ns: str, deployment: str, track: str | None = None
+) -> list[client.V1Pod]:
+    sel = f"kubeml.io/deployment={deployment}" + (f",kubeml.io/track={track}" if track else "")
+    out = []
+    for p in client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=sel).items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        if ready and p.metadata.deletion_timestamp is None and p.status.pod_ip:
+            out.append(p)
+    return out
+
+
+def post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def model_of(api: client.ApiClient, ns: str, mv_name: str, s3_client: Any) -> Any:
+    mv = kube.get(api, ns, "ModelVersion", mv_name)
+    assert mv is not None
+    bucket, key = parse_uri(mv["spec"]["artifact"]["uri"])
+    data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return models.load(data, mv["spec"]["artifact"]["sha256"]), mv
+
+
+def test_predictions_through_v2_and_v1_match_the_models_own(
+    kube_api: client.ApiClient,
+    served: str,
+    s3_client: Any,
+) -> None:
+    kube.create(kube_api, served, _deployment("iris"))
+    dep = kube.wait_condition(
+        kube_api, served, "Deployment", "iris", "Ready", status="True", timeout=300
+    )
+    assert dep["status"]["stable"]["version"] == 1
+    assert dep["status"]["readyReplicas"] == 2
+    model, mv = model_of(kube_api, served, "iris-classifier-v1", s3_client)
+    names = [c["name"] for c in mv["spec"]["signature"]["inputs"]]
+    import pandas as pd
+
+    expected = [int(x) for x in model.predict(pd.DataFrame(ROWS, columns=names))]
+    pods = ready_pods(kube_api, served, "iris")
+    assert len(pods) == 2
+    for pod in pods:
+        base = f"http://{pod.status.pod_ip}:8080"
+        code, v2 = post(
+            f"{base}/v2/models/iris-classifier/infer",
+            {
+                "inputs": [
+                    {
+                        "name": n,
+                        "shape": [len(ROWS)],
+                        "datatype": "FP64",
+                        "data": [r[i] for r in ROWS],
+                    }
+                    for i, n in enumerate(names)
+                ]
+            },
+        )
+        assert code == 200, v2
+        predict = next(o for o in v2["outputs"] if o["name"] == "predict")
+        assert [int(x) for x in predict["data"]] == expected
+        code, v1 = post(f"{base}/v1/models/iris-classifier:predict", {"instances": ROWS})
+        assert code == 200, v1
+        assert [int(x) for x in v1["predictions"]] == expected
+        code, bad = post(f"{base}/v1/models/iris-classifier:predict", {"instances": [[1.0, "x"]]})
+        assert 400 <= code < 500 and "error" in bad
+
+
+def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
+    local_cluster: Any,
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    kube.create(kube_api, served, _deployment("roll"))
+    kube.wait_condition(kube_api, served, "Deployment", "roll", "Ready", status="True", timeout=300)
+    results: list[str] = []
+    seen_previous: list[int] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        # Like a Service would, send each request to a pod that is Ready and not
+        # terminating (loopback pod IPs get no Endpoints, so we pick ourselves).
+        i = 0
+        while not stop.is_set():
+            pods = ready_pods(kube_api, served, "roll")
+            if not pods:
+                results.append("no ready pod")
+                continue
+            ip = pods[i % len(pods)].status.pod_ip
+            i += 1
+            try:
+                code, _ = post(
+                    f"http://{ip}:8080/v1/models/iris-classifier:predict",
+                    {"instances": ROWS},
+                    timeout=5,
+                )
+                results.append("ok" if code == 200 else f"HTTP {code} from {ip}")
+            except OSError as err:
+                results.append(f"{type(err).__name__} from {ip}: {err}")
+            dep = kube.get(kube_api, served, "Deployment", "roll")
+            prev = ((dep or {}).get("status") or {}).get("previous")
+            if prev:
+                seen_previous.append(prev["version"])
+
+    loop = threading.Thread(target=client_loop)
+    loop.start()
+    try:
+        subprocess.run(
+            ["kubeml", "promote", "iris-classifier", "2", "--alias", "champion", "-n", served],
+            check=True,
+            capture_output=True,
+            env={
+                "KUBECONFIG": str(local_cluster.kubeconfig),
+                "PATH": str(Path(shutil.which("kubeml") or "x").parent),
+            },
+        )
+
+        def rolled() -> bool:
+            dep = kube.get(kube_api, served, "Deployment", "roll") or {}
+            st = dep.get("status") or {}
+            pods = ready_pods(kube_api, served, "roll")
+            return (
+                st.get("stable", {}).get("version") == 2
+                and "previous" not in st
+                and kube.condition(
+                    dep,
+                    "Ready",
+                ).get("status")
+                == "True"  # type: ignore[union-attr]
+                and len(pods) == 2
+                and all(p.metadata.labels["kubeml.io/version"] == "2" for p in pods)
+            )
+
+        poll(rolled, timeout=300, what="rollout to v2", interval=1)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+    failures = [r for r in results if r != "ok"]
+    assert len(results) > 20
+    assert failures == [], failures[:10]
+    assert seen_previous and set(seen_previous) == {1}
+
+
+def test_a_canary_at_25_percent_gets_one_of_four_replicas(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    doc = _deployment(
+        "split", alias=None, version=1, replicas=4, canary={"version": 2, "trafficPercent": 25}
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    dep = kube.wait_condition(
+        kube_api, served, "Deployment", "split", "Ready", status="True", timeout=300
+    )
+    poll(
+        lambda: len(ready_pods(kube_api, served, "split", "canary")) == 1 or None,
+        timeout=120,
+        what="canary pod ready",
+    )
+    stable = ready_pods(kube_api, served, "split", "stable")
+    canary = ready_pods(kube_api, served, "split", "canary")
+    assert (len(stable), len(canary)) == (3, 1)
+    assert {p.metadata.labels["kubeml.io/version"] for p in stable} == {"1"}
+    assert {p.metadata.labels["kubeml.io/version"] for p in canary} == {"2"}
+    assert dep["status"]["canary"]["trafficPercent"] == 25
+
+
+def test_a_tampered_artifact_keeps_pods_unready_with_the_reason_visible(
+    kube_api: client.ApiClient,
+    served: str,
+    s3_client: Any,
+) -> None:
+    kube.create(kube_api, served, _run("tamper", "tamper"))
+    mv = kube.wait_condition(
+        kube_api, served, "ModelVersion", "tamper-v1", "Ready", status="True", timeout=300
+    )
+    bucket, key = parse_uri(mv["spec"]["artifact"]["uri"])
+    data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=key, Body=data[:-10] + b"0123456789")
+    doc = _deployment("tampered", model="tamper", replicas=1)
+    kube.create(kube_api, served, doc)
+    dep = kube.wait_condition(
+        kube_api,
+        served,
+        "Deployment",
+        "tampered",
+        "Degraded",
+        status="True",
+        reasons=("ArtifactMismatch",),
+        timeout=120,
+    )
+    assert "sha256" in kube.condition(dep, "Degraded")["message"]  # type: ignore[index]
+    core = client.CoreV1Api(kube_api)
+
+    def running_pod() -> client.V1Pod | None:
+        pods = core.list_namespaced_pod(served, label_selector="kubeml.io/deployment=tampered")
+        return next((p for p in pods.items if p.status.phase == "Running"), None)
+
+    pod = poll(running_pod, timeout=120, what="server pod running")
+
+    def refused() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(
+                f"http://{pod.status.pod_ip}:8080/v2/health/ready", timeout=5
+            ):
+                return None
+        except urllib.error.HTTPError as err:
+            body: dict[str, Any] = json.loads(err.read())
+            return body if err.code == 503 and body.get("reason") == "ArtifactMismatch" else None
+
+    body = poll(refused, timeout=120, what="server refusing readiness")
+    assert key.rsplit("/", 1)[-1][:12] in json.dumps(body) or "sha256" in json.dumps(body)
+    assert ready_pods(kube_api, served, "tampered") == []
+    dep = kube.get(kube_api, served, "Deployment", "tampered")
+    assert kube.condition(dep, "Ready")["status"] == "False"  # type: ignore[index]
+
+
+def test_prometheus_discovers_and_scrapes_the_server_pods(
+    local_cluster: Any,
+    kube_api: client.ApiClient,
+    served: str,
+    tmp_path: Path,
+    prometheus_bin: Path,
+) -> None:
+    binary = str(prometheus_bin / "prometheus")
+    kube.wait_condition(kube_api, served, "Deployment", "iris", "Ready", status="True", timeout=300)
+    pki = Layout.at(local_cluster.state_dir).pki
+    server = yaml.safe_load(local_cluster.kubeconfig.read_text())["clusters"][0]["cluster"][
+        "server"
+    ]
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [
+            {
+                "job_name": "kubeml-pods",
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "api_server": server,
+                        "namespaces": {"names": [served]},
+                        "tls_config": {
+                            "ca_file": str(pki / "ca.crt"),
+                            "cert_file": str(pki / "admin.crt"),
+                            "key_file": str(pki / "admin.key"),
+                        },
+                    }
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "action": "keep",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_ip",
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                        ],
+                        "separator": ":",
+                        "target_label": "__address__",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    prom = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(tmp_path / "prom.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for pod in ready_pods(kube_api, served, "iris"):
+            post(
+                f"http://{pod.status.pod_ip}:8080/v1/models/iris-classifier:predict",
+                {"instances": ROWS},
+            )
+
+        def query() -> list[Any] | None:
+            url = (
+                f"http://127.0.0.1:{port}/api/v1/query?query="
+                f"sum%20by%20(pod)%20(kubeml_requests_total%7Bnamespace%3D%22{served}%22%7D)"
+            )
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                result: list[Any] = json.loads(resp.read())["data"]["result"]
+            return result if result and all(float(r["value"][1]) > 0 for r in result) else None
+
+        result = poll(query, timeout=90, what="kubeml_requests_total in Prometheus", interval=1)
+        assert {r["metric"]["pod"] for r in result} >= {
+            p.metadata.name for p in ready_pods(kube_api, served, "iris")
+        }
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)
+
+
+def test_drift_shows_up_in_the_server_metrics(kube_api: client.ApiClient, served: str) -> None:
+    kube.wait_condition(kube_api, served, "Deployment", "iris", "Ready", status="True", timeout=300)
+    pod = ready_pods(kube_api, served, "iris")[0]
+    base = f"http://{pod.status.pod_ip}:8080"
+    rng = np.random.default_rng(0)
+    shifted = (np.array(ROWS * 50) + rng.normal(3.0, 0.5, size=(200, 4))).tolist()
+    code, _ = post(f"{base}/v1/models/iris-classifier:predict", {"instances": shifted})
+    assert code == 200
+
+    def psi() -> dict[str, float] | None:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("kubeml_feature_drift_psi{"):
+                values[line.split('feature="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        return values if values and max(values.values()) > 0.2 else None
+
+    values = poll(psi, timeout=30, what="drift above the alert threshold")
+    assert len(values) == 4
