@@ -12,6 +12,10 @@ key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-$(sha256sum "$here/go.sum" | cut -c
 out="$cache_root/bin/$key"
 bins=(etcd kube-apiserver kube-controller-manager kubectl)
 
+# One build at a time per cache: a second caller waits, then finds the result.
+mkdir -p "$cache_root/bin"
+exec 9>"$cache_root/bin/.build.lock"
+flock 9
 have_all=1
 for b in "${bins[@]}"; do [[ -x "$out/$b" ]] || have_all=0; done
 if [[ $have_all == 1 ]]; then

@@ -7,6 +7,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VERSION=$(awk '/github.com\/prometheus\/prometheus /{print $2; exit}' "$here/go.mod")
 cache_root="${KUBEML_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeml}"
 out="$cache_root/bin/prometheus-${VERSION}-$(sha256sum "$here/go.sum" | cut -c1-12)"
+# One build at a time per cache: a second caller waits, then finds the result.
+mkdir -p "$cache_root/bin"
+exec 9>"$cache_root/bin/.build.lock"
+flock 9
 if [[ -x "$out/prometheus" && -x "$out/promtool" ]]; then
   echo "$out"
   exit 0
