@@ -252,7 +252,7 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
         {
             "alert": "KubeMLHighErrorRate",
             "expr": (
-                f'sum(rate(kubeml_requests_total{{{sel},outcome="error"}}[5m]))'
+                f'sum(rate(kubeml_requests_total{{{sel},code=~"5.."}}[5m]))'
                 f" / clamp_min(sum(rate(kubeml_requests_total{{{sel}}}[5m])), 1e-9)"
                 f" > {alerts.error_rate}"
             ),
