@@ -186,3 +186,11 @@ def test_window_never_fails_and_stays_bounded(values: list[float], size: int) ->
     assert 0 <= w.rows <= size
     assert int(w._counts[0].sum()) <= size
     assert all(math.isfinite(v) for v in w.psi_by_feature().values())
+
+
+def test_psi_is_withheld_until_the_window_has_enough_rows() -> None:
+    w = _window(10_000)
+    w.observe([np.full(5, 9.0)])  # five far-off rows: a huge but meaningless PSI
+    assert w.psi_by_feature() == {}
+    w.observe([np.full(200, 9.0)])
+    assert w.psi_by_feature()["x"] > 0.2

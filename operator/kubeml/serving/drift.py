@@ -24,6 +24,10 @@ PSI_EPSILON = 1e-4
 DEFAULT_WINDOW = 5000
 
 
+# Fewest rows in the window before a feature's PSI is exposed (about ten per bin).
+MIN_ROWS = 100
+
+
 def psi(
     expected: Sequence[float] | np.ndarray,
     actual: Sequence[float] | np.ndarray,
@@ -127,6 +131,7 @@ class DriftWindow:
         if window < 1:
             raise ValueError("window must be at least 1 row")
         self.window = window
+        self.min_rows = MIN_ROWS
         # column index in the request matrix -> (feature name, baseline)
         self._features = dict(baselines)
         self._cols = list(self._features)
@@ -177,7 +182,9 @@ class DriftWindow:
         with self._lock:
             snapshot = [c.copy() for c in self._counts]
         for (name, baseline), counts in zip(self._features.values(), snapshot, strict=True):
-            if counts.sum() == 0:
+            # PSI over a handful of rows is noise that would fire drift alerts on
+            # any quiet model: report a feature only once enough rows are in.
+            if counts.sum() < min(self.min_rows, self.window):
                 continue
             value = psi(baseline.expected, fractions(counts))
             if math.isfinite(value):
