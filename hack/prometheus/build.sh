@@ -4,7 +4,7 @@
 # Prints the directory. (The web UI's assets are not embedded: the tests use the API.)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VERSION=$(awk '/github.com\/prometheus\/prometheus /{print $2; exit}' "$here/go.mod")
+VERSION=$(grep -oE 'github.com/prometheus/prometheus v[0-9][^ ]*' "$here/go.mod" | head -1 | cut -d' ' -f2)
 cache_root="${KUBEML_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeml}"
 out="$cache_root/bin/prometheus-${VERSION}-$(sha256sum "$here/go.sum" | cut -c1-12)"
 # One build at a time per cache: a second caller waits, then finds the result.
