@@ -20,20 +20,35 @@ GROUP, VERSION, PLURAL = "kubeml.io", "v1alpha1", "datasets"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
+# cronsim speaks five-field cron only; the CRD also allows the usual macros.
+CRON_MACROS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+}
+
+
 def refresh_tick(spec: dict[str, Any], created: str, now: datetime) -> str:
-    """The latest scheduled refresh at or before now (empty if none is due)."""
+    """The latest scheduled refresh at or before now (empty if none is due yet)."""
     schedule = (spec.get("refresh") or {}).get("schedule")
     if not schedule:
         return ""
-    from cronsim import CronSim
+    from cronsim import CronSim, CronSimError
 
     start = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    last = ""
-    for tick in CronSim(schedule, start):
-        if tick > now:
-            break
-        last = tick.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return last
+    expr = CRON_MACROS.get(schedule.strip(), schedule)
+    # Walk backwards from now: one step, whatever the schedule's frequency.
+    try:
+        latest = next(iter(CronSim(expr, now.replace(second=0, microsecond=0), reverse=True)))
+    except (CronSimError, StopIteration):
+        # The CRD's pattern is loose; an unparseable schedule means no refresh.
+        common.log.warning("ignoring unparseable refresh schedule %r", schedule)
+        return ""
+    if latest <= start:
+        return ""
+    return str(latest.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
