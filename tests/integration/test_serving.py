@@ -84,6 +84,9 @@ def served(
     kube.wait_condition(
         kube_api, ns, "ModelVersion", "iris-classifier-v2", "Ready", status="True", timeout=300
     )
+    # The served Deployment every test here can use (it follows champion = v1).
+    kube.create(kube_api, ns, _deployment("iris"))
+    kube.wait_condition(kube_api, ns, "Deployment", "iris", "Ready", status="True", timeout=300)
     yield ns
     core.delete_namespace(ns, propagation_policy="Background")
 
@@ -124,7 +127,6 @@ def test_predictions_through_v2_and_v1_match_the_models_own(
     served: str,
     s3_client: Any,
 ) -> None:
-    kube.create(kube_api, served, _deployment("iris"))
     dep = kube.wait_condition(
         kube_api, served, "Deployment", "iris", "Ready", status="True", timeout=300
     )
