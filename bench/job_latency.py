@@ -1,0 +1,98 @@
+"""Apply-to-Job-created latency of a TrainingRun on the local control plane.
+
+Usage: .venv/bin/python bench/job_latency.py [--state-dir DIR] [--runs N]
+
+Starts (or reuses) the local cluster and the operator, prepares the iris
+Dataset once, then creates N TrainingRuns one after another and reports, for
+each, the time from the create call returning to the training Job existing
+(observed with a watch, not by polling). Prints p50/p90/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from kubernetes import client, watch
+
+from kubeml.demo import EXAMPLES, _operator_running, _start_operator
+from kubeml.k8s import objects
+from kubeml.local import cluster
+from kubeml.local.bootstrap import api_client
+from kubeml.local.layout import Layout
+from kubeml.local.readiness import poll
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--runs", type=int, default=10)
+    args = p.parse_args()
+    layout = Layout.at(args.state_dir)
+    conn = cluster.up(layout.root, echo=lambda line: None)
+    if not _operator_running(layout):
+        _start_operator(layout, conn)
+    api = api_client(conn.kubeconfig)
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    poll(lambda: core.read_namespaced_service_account("default", ns), timeout=30, what="sa")
+    core.create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubeml-s3"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": conn.s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": conn.s3.secret_key,
+            },
+        ),
+    )
+    ds = yaml.safe_load((EXAMPLES / "dataset.yaml").read_text())
+    ds["metadata"]["namespace"] = ns
+    objects.apply(api, ds)
+
+    def ready() -> bool:
+        obj = objects.get(api, "kubeml.io/v1alpha1", "Dataset", ns, "iris") or {}
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        )
+
+    poll(ready, timeout=300, what="iris dataset")
+    run = yaml.safe_load((EXAMPLES / "trainingrun.yaml").read_text())
+    latencies = []
+    for i in range(args.runs):
+        doc = copy.deepcopy(run)
+        doc["metadata"].update(name=f"lat-{i}", namespace=ns)
+        w = watch.Watch()
+        start = time.perf_counter()
+        objects.request(
+            api, "POST", f"/apis/kubeml.io/v1alpha1/namespaces/{ns}/trainingruns", body=doc
+        )
+        for event in w.stream(
+            batch.list_namespaced_job,
+            ns,
+            timeout_seconds=120,
+            label_selector=f"kubeml.io/owner-name=lat-{i}",
+        ):
+            if event["type"] == "ADDED":
+                latencies.append(time.perf_counter() - start)
+                w.stop()
+        objects.request(
+            api, "DELETE", f"/apis/kubeml.io/v1alpha1/namespaces/{ns}/trainingruns/lat-{i}"
+        )
+    core.delete_namespace(ns)
+    ms = sorted(x * 1000 for x in latencies)
+    print(
+        f"TrainingRun apply -> Job created, {len(ms)} runs: p50 {statistics.median(ms):.0f} ms,"
+        f" p90 {ms[int(0.9 * (len(ms) - 1))]:.0f} ms, max {ms[-1]:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
