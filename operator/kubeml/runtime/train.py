@@ -164,9 +164,7 @@ def _report(request: TrainRequest | None, outcome: Outcome) -> None:
     what = request.display if request else "trainingrun"
     r = outcome.result
     if outcome.ok:
-        test = ", ".join(
-            f"{k}={v:.4f}" if v is not None else f"{k}=n/a" for k, v in r["metrics"]["test"].items()
-        )
+        test = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"]["test"].items())
         log.info("%s: test %s; artifact %s", what, test, r["artifact"]["uri"])
     else:
         log.error("%s: %s: %s", what, r["reason"], r["message"])

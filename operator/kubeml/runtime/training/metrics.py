@@ -16,7 +16,8 @@ Choices, where a metric's name alone is ambiguous:
 - ``rmse`` is the square root of ``mse``; ``mape`` is a fraction, not a percentage.
 
 A metric that is undefined on the split (one class only, no probabilities) is
-``None`` rather than NaN: NaN is not JSON, and "not computable" is the truth.
+left out of the result rather than reported as NaN: NaN is not JSON, and the
+registry's metrics are numbers. A gate on a missing metric fails as "not computed".
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sklearn.preprocessing import label_binarize
 
 from ...api.estimators import METRICS, Task
 
-MetricValues = dict[str, float | None]
+MetricValues = dict[str, float]
 
 
 def positive_label(classes: Sequence[Any]) -> Any:
@@ -120,7 +121,7 @@ def compute_metrics(
     proba: np.ndarray | None = None,
     decision: np.ndarray | None = None,
 ) -> MetricValues:
-    """``{metric: value}`` for each name, ``None`` where the metric is undefined."""
+    """``{metric: value}`` for each name whose value is defined on this split."""
     if len(y_true) == 0:
         return {}
     out: MetricValues = {}
@@ -139,5 +140,6 @@ def compute_metrics(
                     value = _classification(name, y_true, y_pred, classes, proba, decision)
         except ValueError:
             value = None
-        out[name] = value if value is not None and math.isfinite(value) else None
+        if value is not None and math.isfinite(value):
+            out[name] = value
     return out
