@@ -8,6 +8,7 @@ model server and prints them with the server's metrics.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -82,8 +83,9 @@ def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
         "KUBEML_METRICS_PORT": "0",
         "KUBEML_RESYNC_SECONDS": "15",
     }
+    # This interpreter's kubeml, not whatever is on PATH (the venv need not be active).
     proc = procs.spawn(
-        ["kubeml", "operator", "run"],
+        [sys.executable, "-m", "kubeml.cli", "operator", "run"],
         log=layout.logs / "operator.log",
         root=layout.root,
         extra_env=env,

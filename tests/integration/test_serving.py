@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -204,14 +205,23 @@ def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
     loop = threading.Thread(target=client_loop)
     loop.start()
     try:
+        # This interpreter's kubeml: CI does not activate the virtualenv.
         subprocess.run(
-            ["kubeml", "promote", "iris-classifier", "2", "--alias", "champion", "-n", served],
+            [
+                sys.executable,
+                "-m",
+                "kubeml.cli",
+                "promote",
+                "iris-classifier",
+                "2",
+                "--alias",
+                "champion",
+                "-n",
+                served,
+            ],
             check=True,
             capture_output=True,
-            env={
-                "KUBECONFIG": str(local_cluster.kubeconfig),
-                "PATH": str(Path(shutil.which("kubeml") or "x").parent),
-            },
+            env={**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)},
         )
 
         def rolled() -> bool:
@@ -391,7 +401,9 @@ def test_prometheus_discovers_and_scrapes_the_server_pods(
             )
             with urllib.request.urlopen(url, timeout=5) as resp:
                 result: list[Any] = json.loads(resp.read())["data"]["result"]
-            return result if result and all(float(r["value"][1]) > 0 for r in result) else None
+            scraped = {r["metric"]["pod"] for r in result if float(r["value"][1]) > 0}
+            wanted = {p.metadata.name for p in ready_pods(kube_api, served, "iris")}
+            return result if wanted and scraped >= wanted else None
 
         result = poll(query, timeout=90, what="kubeml_requests_total in Prometheus", interval=1)
         assert {r["metric"]["pod"] for r in result} >= {
