@@ -1,0 +1,335 @@
+"""The Helm chart installed into the local control plane, the operator under the chart's RBAC.
+
+`helm install` puts the operator in a fresh release namespace as the chart's own pod; the
+node agent runs it with a token of the chart's ServiceAccount (KUBECONFIG), and the
+apiserver authorises every request with RBAC. The iris example then has to go all the way
+through: a permission the chart forgot shows up as 403s in the operator's log and
+resources that never get Ready, and fails the test.
+
+The session's process operator (conftest `operator`), if any, runs with the admin
+kubeconfig and would mask RBAC gaps, so it is paused while the chart's operator runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubeml.local import cluster
+from kubeml.local.layout import Layout
+from kubeml.local.readiness import poll
+from tests.support import kube
+from tests.support.cases import ROOT
+
+pytestmark = pytest.mark.integration
+
+CHART = ROOT / "charts" / "kubeml"
+IRIS = ROOT / "examples" / "iris"
+RELEASE = "kml"
+SERVICE_ACCOUNT = "kml-kubeml"  # the chart's fullname for release "kml"
+OPERATOR_SELECTOR = "app.kubernetes.io/instance=kml,app.kubernetes.io/component=operator"
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]  # conftest's `kubectl` fixture
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    out = subprocess.run(
+        [str(ROOT / "hack" / "helm" / "build.sh")], capture_output=True, text=True, timeout=3600
+    )
+    assert out.returncode == 0, f"hack/helm/build.sh failed:\n{out.stderr[-4000:]}"
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def no_admin_operator(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Pause the session's admin-powered process operator, if the session has one."""
+    try:
+        proc: Any = request.getfixturevalue("operator")
+    except pytest.FixtureLookupError:
+        yield
+        return
+    proc.stop()
+    try:
+        yield
+    finally:
+        proc.start()
+
+
+@pytest.fixture
+def release_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """Where the chart goes: fresh, and enforcing Pod Security "restricted" like the tests'."""
+    core = client.CoreV1Api(kube_api)
+    name = f"kubeml-helm-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            )
+        )
+    )
+    poll(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+class Helm:
+    def __init__(self, binary: str, conn: cluster.Connection, namespace: str) -> None:
+        self.binary, self.conn, self.namespace = binary, conn, namespace
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        cmd = [self.binary, "--kubeconfig", str(self.conn.kubeconfig), "-n", self.namespace]
+        out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+        print(f"$ helm {' '.join(args)}\n{out.stdout}{out.stderr}", file=sys.stderr)
+        return out
+
+
+def install_values(
+    tmp_path: Path, s3_env: dict[str, str], workload_namespaces: list[str], **extra: Any
+) -> list[str]:
+    """The chart pointed at the local cluster's S3 server, creating the credentials Secret.
+
+    A values file, not --set: typed values, and no keys on a logged command line.
+    """
+    values: dict[str, Any] = {
+        "s3": {
+            "endpoint": s3_env["AWS_ENDPOINT_URL"],
+            "bucket": s3_env["KUBEML_BUCKET"],
+            "region": s3_env["AWS_REGION"],
+            "credentials": {
+                "create": True,
+                "accessKeyId": s3_env["AWS_ACCESS_KEY_ID"],
+                "secretAccessKey": s3_env["AWS_SECRET_ACCESS_KEY"],
+                "namespaces": workload_namespaces,
+            },
+        },
+        **extra,
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["--values", str(path)]
+
+
+def operator_pod(api: client.ApiClient, namespace: str) -> dict[str, Any] | None:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=OPERATOR_SELECTOR)
+    items = [p for p in pods.items if p.metadata.deletion_timestamp is None]
+    return api.sanitize_for_serialization(items[0]) if items else None
+
+
+def operator_log(api: client.ApiClient, state_dir: Path, namespace: str) -> str:
+    pod = operator_pod(api, namespace)
+    if pod is None:
+        return "(no operator pod)"
+    path = Layout.at(state_dir).container_log(namespace, pod["metadata"]["name"], "operator")
+    return path.read_text(errors="replace") if path.exists() else f"(no log file {path})"
+
+
+@contextlib.contextmanager
+def logs_on_failure(api: client.ApiClient, state_dir: Path, namespace: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        log = operator_log(api, state_dir, namespace)
+        print(f"\n---- operator log ({namespace}), last 12000 chars ----\n{log[-12000:]}")
+        raise
+
+
+def can_i(
+    kubectl: Kubectl, namespace: str, verb: str, resource: str, where: str, *extra: str
+) -> bool:
+    who = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+    out = kubectl("auth", "can-i", verb, resource, "--as", who, "-n", where, *extra, check=False)
+    return out.stdout.strip() == "yes"
+
+
+def strip_finalizers(kubectl: Kubectl, namespace: str) -> None:
+    """After a failure, let the namespace go: no operator is left to run the finalizers."""
+    out = kubectl("get", "modelversions", "-n", namespace, "-o", "name", check=False)
+    for name in out.stdout.split():
+        kubectl(
+            "patch",
+            "-n",
+            namespace,
+            name,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+
+
+def apply(kubectl: Kubectl, namespace: str, *files: Path) -> None:
+    for f in files:
+        kubectl("apply", "-n", namespace, "-f", str(f))
+
+
+def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
+    helm: str,
+    no_admin_operator: None,
+    local_cluster: cluster.Connection,
+    kube_api: client.ApiClient,
+    kubectl: Kubectl,
+    release_namespace: str,
+    namespace: str,
+    s3_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    run = Helm(helm, local_cluster, release_namespace)
+    values = install_values(tmp_path, s3_env, [namespace])
+    try:
+        with logs_on_failure(kube_api, local_cluster.state_dir, release_namespace):
+            out = run("install", RELEASE, str(CHART), "--wait", "--timeout", "180s", *values)
+            assert out.returncode == 0, out.stderr
+
+            pod = operator_pod(kube_api, release_namespace)
+            assert pod is not None
+            assert pod["spec"]["serviceAccountName"] == SERVICE_ACCOUNT
+            # The identity the operator runs as: what the ClusterRole grants, nothing more.
+            assert can_i(kubectl, release_namespace, "create", "jobs.batch", namespace)
+            assert can_i(
+                kubectl,
+                release_namespace,
+                "patch",
+                "datasets.kubeml.io",
+                "x",
+                "--subresource=status",
+            )
+            assert not can_i(kubectl, release_namespace, "get", "secrets", namespace)
+            assert not can_i(kubectl, release_namespace, "list", "pods", namespace)
+
+            out = run("test", RELEASE, "--timeout", "120s")
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "Succeeded" in out.stdout
+
+            apply(kubectl, namespace, IRIS / "dataset.yaml", IRIS / "trainingrun.yaml")
+            kube.wait_condition(
+                kube_api, namespace, "Dataset", "iris", "Ready", status="True", timeout=300
+            )
+            tr = kube.wait_condition(
+                kube_api,
+                namespace,
+                "TrainingRun",
+                "iris-rf",
+                "Succeeded",
+                status="True",
+                timeout=600,
+            )
+            mv_name = tr["status"]["modelVersion"]
+            kube.wait_condition(
+                kube_api, namespace, "ModelVersion", mv_name, "Ready", status="True", timeout=120
+            )
+            # kopf puts its finalizer on the version with the chart's patch right.
+            poll(
+                lambda: (
+                    "kubeml.io/finalizer"
+                    in (kube.get(kube_api, namespace, "ModelVersion", mv_name) or {})
+                    .get("metadata", {})
+                    .get("finalizers", [])
+                ),
+                timeout=60,
+                what=f"finalizer on modelversion {mv_name}",
+            )
+
+            apply(kubectl, namespace, IRIS / "deployment.yaml")
+            kube.wait_condition(
+                kube_api, namespace, "Deployment", "iris", "Ready", status="True", timeout=300
+            )
+            # The server the chart's operator made answers on its pod IP.
+            server = client.CoreV1Api(kube_api).list_namespaced_pod(
+                namespace, label_selector="kubeml.io/deployment=iris"
+            )
+            pod_ip = next(p.status.pod_ip for p in server.items if p.status.pod_ip)
+            port = server.items[0].spec.containers[0].ports[0].container_port
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://{pod_ip}:{port}/v2/health/ready", timeout=10) as resp:
+                assert resp.status == 200
+
+            log = operator_log(kube_api, local_cluster.state_dir, release_namespace)
+            forbidden = [line for line in log.splitlines() if "forbidden" in line.lower()]
+            assert not forbidden, "the operator hit RBAC denials:\n" + "\n".join(forbidden[:20])
+
+            # Tear down through the operator while it runs: the version's finalizer
+            # (artifact removal) needs it, and a version that holds an alias or is
+            # served refuses deletion until both are gone.
+            kubectl("delete", "-n", namespace, "-f", str(IRIS), "--ignore-not-found")
+            kubectl(
+                "patch",
+                "-n",
+                namespace,
+                "modelversion",
+                mv_name,
+                "--type=merge",
+                "-p",
+                '{"spec":{"aliases":[]}}',
+            )
+            # Deleting before the operator has released the alias would strand the
+            # version: a version being deleted is no longer reconciled.
+            poll(
+                lambda: (
+                    not (
+                        (kube.get(kube_api, namespace, "ModelVersion", mv_name) or {}).get("status")
+                        or {}
+                    ).get("aliases")
+                ),
+                timeout=60,
+                what=f"modelversion {mv_name} released its aliases",
+            )
+            kubectl("delete", "-n", namespace, "modelversion", mv_name, "--wait=false")
+            poll(
+                lambda: kube.get(kube_api, namespace, "ModelVersion", mv_name) is None,
+                timeout=120,
+                what=f"modelversion {namespace}/{mv_name} deleted by the operator",
+            )
+    finally:
+        run("uninstall", RELEASE, "--wait", "--timeout", "120s")
+        strip_finalizers(kubectl, namespace)
+
+
+def test_helm_install_with_watch_namespaces_uses_roles(
+    helm: str,
+    no_admin_operator: None,
+    local_cluster: cluster.Connection,
+    kube_api: client.ApiClient,
+    kubectl: Kubectl,
+    release_namespace: str,
+    namespace: str,
+    s3_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    run = Helm(helm, local_cluster, release_namespace)
+    values = install_values(tmp_path, s3_env, [namespace], watchNamespaces=[namespace])
+    try:
+        with logs_on_failure(kube_api, local_cluster.state_dir, release_namespace):
+            out = run("install", RELEASE, str(CHART), "--wait", "--timeout", "180s", *values)
+            assert out.returncode == 0, out.stderr
+            rbac = client.RbacAuthorizationV1Api(kube_api)
+            assert rbac.read_namespaced_role("kml-kubeml", namespace).rules
+            # Rights in the watched namespace only.
+            assert can_i(kubectl, release_namespace, "create", "jobs.batch", namespace)
+            assert not can_i(kubectl, release_namespace, "create", "jobs.batch", "default")
+            apply(kubectl, namespace, IRIS / "dataset.yaml")
+            kube.wait_condition(
+                kube_api, namespace, "Dataset", "iris", "Ready", status="True", timeout=300
+            )
+            log = operator_log(kube_api, local_cluster.state_dir, release_namespace)
+            assert "forbidden" not in log.lower(), log[-4000:]
+    finally:
+        run("uninstall", RELEASE, "--wait", "--timeout", "120s")
+        strip_finalizers(kubectl, namespace)
