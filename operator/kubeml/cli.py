@@ -103,6 +103,7 @@ def operator_run(namespaces: tuple[str, ...]) -> None:
 
     # kopf installs its own log handler; its per-handler success lines are noise.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per probe
     settings = Settings.from_env()
     if namespaces:
         settings = dataclasses.replace(settings, namespaces=namespaces)

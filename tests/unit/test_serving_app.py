@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from kubeml.serving.config import ServerConfig
 from kubeml.serving.loader import Loaded
 from kubeml.serving.predictor import Predictor
 from kubeml.serving.signature import CompiledSignature
+from kubeml.serving.worker import PredictWorker
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SIG = {
@@ -70,7 +70,7 @@ class Harness:
     def __init__(self, server: ModelServer) -> None:
         self.server = server
         self.loop = asyncio.new_event_loop()
-        self.pool = ThreadPoolExecutor(1)
+        self.pool = PredictWorker()
         server.attach(self.loop, self.pool)
 
     def call(self, method: str, path: str, doc: Any = None, raw: bytes | None = None) -> Response:
@@ -91,7 +91,7 @@ class Harness:
         return self.loop.run_until_complete(go())
 
     def close(self) -> None:
-        self.pool.shutdown()
+        self.pool.close()
         self.loop.close()
 
 
@@ -497,6 +497,10 @@ def test_no_body_gets_a_5xx(served: Harness, path: str, body: Any) -> None:
 def test_shutting_down_is_unready_but_still_serves(
     served: Harness, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    served.server.set_unready("ShuttingDown", "the server is shutting down")
+    served.server.set_shutting_down()
     assert served.call("GET", "/v2/health/ready").status == 503
+    loaded = served.server.loaded
+    assert loaded is not None
+    served.server.set_loaded(loaded)  # a load finishing late must not make it ready again
+    assert doc(served.call("GET", "/v2/health/ready"))["reason"] == "ShuttingDown"
     assert served.call("POST", "/v2/models/iris/infer", v2(iris[0][:2])).status == 200

@@ -7,12 +7,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from kubeml.serving.batcher import Batcher, Job
+from kubeml.serving.worker import PredictWorker
 
 
 class Recorder:
@@ -44,7 +44,7 @@ async def _run(
     expected: int = 0,
 ) -> tuple[list[Any], Batcher]:
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(1) as pool:
+    with PredictWorker() as pool:
         b = Batcher(
             loop, recorder, pool, max_rows=max_rows, max_delay=max_delay, expected=lambda: expected
         )
@@ -81,7 +81,7 @@ def test_requests_arriving_during_a_predict_form_the_next_batch() -> None:
     async def scenario() -> list[list[int]]:
         rec = Recorder(delay=0.05)
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1) as pool:
+        with PredictWorker() as pool:
             b = Batcher(loop, rec, pool, max_rows=32, max_delay=0.0)
             first: asyncio.Future[Any] = loop.create_future()
             b.submit(Job([1], 1, False, first.set_result))
@@ -102,7 +102,7 @@ def test_an_idle_server_dispatches_a_lone_request_without_waiting() -> None:
     async def scenario() -> float:
         rec = Recorder()
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1) as pool:
+        with PredictWorker() as pool:
             # a large delay bound that must NOT be waited for: nothing else is arriving
             b = Batcher(loop, rec, pool, max_rows=32, max_delay=1.0)
             f: asyncio.Future[Any] = loop.create_future()
@@ -118,7 +118,7 @@ def test_waits_for_expected_requests_but_only_up_to_the_delay() -> None:
     async def scenario() -> float:
         rec = Recorder()
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1) as pool:
+        with PredictWorker() as pool:
             b = Batcher(loop, rec, pool, max_rows=32, max_delay=0.05, expected=lambda: 1)
             f: asyncio.Future[Any] = loop.create_future()
             start = time.perf_counter()
@@ -139,7 +139,7 @@ def test_a_failing_batch_answers_every_request_and_the_batcher_goes_on() -> None
             raise RuntimeError("bug")
 
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1) as pool:
+        with PredictWorker() as pool:
             b = Batcher(loop, broken, pool, max_rows=8, max_delay=0.0)
             futures = []
             for _ in range(3):
@@ -159,7 +159,7 @@ def test_many_concurrent_producers(max_rows: int) -> None:
     async def scenario() -> None:
         rec = Recorder(delay=0.001)
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1) as pool:
+        with PredictWorker() as pool:
             b = Batcher(loop, rec, pool, max_rows=max_rows, max_delay=0.0)
 
             async def client(k: int) -> None:

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from kubeml.serving.config import ServerConfig
 from kubeml.serving.loader import Loaded
 from kubeml.serving.predictor import Predictor
 from kubeml.serving.signature import CompiledSignature
+from kubeml.serving.worker import PredictWorker
 
 FEATURES = ["a", "b", "c", "d"]
 SIG = CompiledSignature.from_json(
@@ -59,7 +59,7 @@ class Running:
     def __init__(self) -> None:
         self.server, self.model, self.X = make_server()
         self.loop = asyncio.new_event_loop()
-        self.pool = ThreadPoolExecutor(1)
+        self.pool = PredictWorker()
         self.server.attach(self.loop, self.pool)
         started = threading.Event()
 
@@ -80,7 +80,7 @@ class Running:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-        self.pool.shutdown()
+        self.pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def test_a_client_vanishing_mid_request_leaves_the_server_healthy(running: Runni
 def test_asgi_adapter() -> None:
     server, model, X = make_server()
     loop = asyncio.new_event_loop()
-    pool = ThreadPoolExecutor(1)
+    pool = PredictWorker()
     server.attach(loop, pool)
     app = AsgiApp(server)
 
@@ -308,7 +308,7 @@ def test_asgi_adapter() -> None:
         )
         assert status == 413
     finally:
-        pool.shutdown()
+        pool.close()
         loop.close()
 
 

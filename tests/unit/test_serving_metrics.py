@@ -32,7 +32,7 @@ def exercised() -> ServerMetrics:
     w = DriftWindow(
         {0: ("petal_width", NumericBaseline(np.asarray([1.0]), np.asarray([0.5, 0.5])))}, 100
     )
-    w.observe([np.asarray([0.1, 0.2, 3.0])])
+    w.observe([np.asarray([0.1, 0.2, 3.0] * 40)])  # enough rows for PSI to be reported
     m.drift.window = w
     return m
 
@@ -93,7 +93,7 @@ def test_drift_gauges_are_computed_at_scrape_time() -> None:
     fams = families(exercised())
     psi = fams["kubeml_feature_drift_psi"][1]
     assert len(psi) == 1 and psi[0][1]["feature"] == "petal_width" and psi[0][2] > 0
-    assert fams["kubeml_drift_window_rows"][1][0][2] == 3.0
+    assert fams["kubeml_drift_window_rows"][1][0][2] == 100.0
 
 
 def test_status_gauge_keeps_only_the_current_reason() -> None:

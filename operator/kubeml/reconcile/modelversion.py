@@ -124,9 +124,10 @@ def decide(
 def deletion_blockers(body: dict[str, Any], deployments: list[str]) -> list[str]:
     """Why this version may not be deleted yet (empty: it may)."""
     out = []
-    held = [a["name"] for a in (body.get("status") or {}).get("aliases") or []]
+    # The spec is the user's current intent; status may lag behind a removal
+    # the operator has not reconciled yet, and must not strand the version.
     claimed = list((body.get("spec") or {}).get("aliases") or [])
-    for alias in sorted(set(held) | set(claimed)):
+    for alias in sorted(set(claimed)):
         out.append(f"it holds alias {alias}; move the alias to another version first")
     for d in sorted(deployments):
         out.append(f"Deployment {d} serves it; point the Deployment elsewhere first")

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
@@ -33,6 +32,7 @@ from .signature import V2_DATATYPE
 
 if TYPE_CHECKING:  # the loader pulls in scikit-learn: not before the port is open
     from .loader import Loaded
+    from .worker import PredictWorker
 
 log = logging.getLogger("kubeml.serve")
 JSON = "application/json"
@@ -66,6 +66,7 @@ class ModelServer:
         # keep-alive clients answered moments ago, not yet back (set by the transport)
         self.returning: Callable[[], int] = lambda: 0
         self.ready = False
+        self.shutting_down = False
         self.reason = "Loading"
         self.message = f"loading {cfg.artifact_uri}"
         self.loaded: Loaded | None = None
@@ -77,12 +78,12 @@ class ModelServer:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def attach(self, loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
+    def attach(self, loop: asyncio.AbstractEventLoop, worker: PredictWorker) -> None:
         """Bind to the loop and the predict worker thread (before serving)."""
         self.batcher = Batcher(
             loop,
             self.run_batch,
-            executor,
+            worker,
             max_rows=self.cfg.max_batch_size,
             max_delay=self.cfg.max_batch_delay_ms / 1000.0,
             expected=lambda: self.arriving + self.returning(),
@@ -109,7 +110,14 @@ class ModelServer:
     def set_unready(self, reason: str, message: str) -> None:
         self._set_state(False, reason, message)
 
+    def set_shutting_down(self) -> None:
+        """Unready for good: a model that finishes loading now must not flip it back."""
+        self._set_state(False, "ShuttingDown", "the server is shutting down")
+        self.shutting_down = True
+
     def _set_state(self, ready: bool, reason: str, message: str) -> None:
+        if self.shutting_down:
+            return
         self.ready, self.reason, self.message = ready, reason, message
         self.metrics.state(ready, reason)
 

@@ -29,10 +29,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .worker import PredictWorker
 
 log = logging.getLogger("kubeml.serve")
 
@@ -55,7 +57,7 @@ class Batcher:
         self,
         loop: asyncio.AbstractEventLoop,
         run_batch: RunBatch,
-        executor: Executor,
+        worker: PredictWorker,
         *,
         max_rows: int,
         max_delay: float,
@@ -64,7 +66,7 @@ class Batcher:
     ) -> None:
         self._loop = loop
         self._run = run_batch
-        self._executor = executor
+        self._worker = worker
         self.max_rows = max(1, max_rows)
         self.max_delay = max(0.0, max_delay)
         self._expected = expected
@@ -106,8 +108,7 @@ class Batcher:
         jobs = self._take()
         self._busy = True
         self.batches += 1
-        fut = self._loop.run_in_executor(self._executor, self._run, jobs)
-        fut.add_done_callback(partial(self._finished, jobs))
+        self._worker.submit(self._run, jobs, self._loop, partial(self._finished, jobs))
 
     def _should_wait(self) -> bool:
         return self.max_delay > 0 and self._pending_rows < self.max_rows and self._expected() > 0
@@ -128,12 +129,14 @@ class Batcher:
         self._pending_rows -= rows
         return jobs
 
-    def _finished(self, jobs: list[Job], fut: asyncio.Future[list[Any]]) -> None:
+    def _finished(
+        self, jobs: list[Job], outcomes: list[Any] | None, err: BaseException | None
+    ) -> None:
         self._busy = False
-        try:
-            outcomes = fut.result()
-        except BaseException as err:  # run_batch catches model errors; this is a bug
-            log.exception("batch of %d requests failed outside predict", len(jobs))
+        if err is not None or outcomes is None:
+            # run_batch catches model errors itself: reaching here is a bug
+            log.error("batch of %d requests failed outside predict", len(jobs), exc_info=err)
+            err = err or RuntimeError("no outcomes")
             outcomes = [err] * len(jobs)
             if self._on_crash is not None:
                 self._on_crash(err)

@@ -8,13 +8,13 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .app import ModelServer
 from .config import ServerConfig
 from .errors import NotReady
+from .worker import PredictWorker
 
 if TYPE_CHECKING:
     from .http import HttpProtocol
@@ -41,7 +41,6 @@ def single_threaded_env() -> None:
 
 
 def _worker_init() -> None:
-    threading.current_thread().name = "kubeml-predict"
     try:
         from threadpoolctl import threadpool_limits
 
@@ -67,13 +66,13 @@ class Runner:
         # scikit-learn take seconds to import; the port must be open before that).
         self.store_for = store_for
         self.server = ModelServer(cfg)
-        self.executor = ThreadPoolExecutor(1, initializer=_worker_init)
+        self.worker = PredictWorker(init=_worker_init)
         self.stop = asyncio.Event()
         self._loader_stop = threading.Event()
 
     async def run(self, http: str = "native", install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
-        self.server.attach(loop, self.executor)
+        self.server.attach(loop, self.worker)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
@@ -86,7 +85,7 @@ class Runner:
         finally:
             self._loader_stop.set()
             load.cancel()
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.worker.close(timeout=5.0)
         return 0
 
     async def _run_native(self) -> None:
@@ -163,7 +162,7 @@ class Runner:
         """Unready first (endpoints drop the pod), keep serving a moment for clients
         that have not noticed, then stop accepting and finish what is in flight."""
         log.info("shutting down: unready for %.1fs, then draining", self.cfg.shutdown_delay_s)
-        self.server.set_unready("ShuttingDown", "the server is shutting down")
+        self.server.set_shutting_down()
         await asyncio.sleep(self.cfg.shutdown_delay_s)
         srv.close()
         deadline = time.monotonic() + self.cfg.drain_timeout_s

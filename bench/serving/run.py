@@ -1,0 +1,577 @@
+"""Serving benchmark: KubeML's model server vs MLServer (default and adaptive batching)
+vs a bare uvicorn + Starlette endpoint, side by side in one run.
+
+    .venv/bin/python bench/serving/run.py            # everything, ~6 minutes
+    .venv/bin/python bench/serving/run.py --duration 5 --servers kubeml,bare
+
+Same model (a 100-tree RandomForestClassifier on iris, random_state=0), same
+machine, same load generator (wrk, one thread, keep-alive connections), the same
+v2 request body for every server. All servers start first; then, load by load, each
+is measured in turn while the others sit idle, so servers compared with each other
+run minutes apart at most. Nothing is pinned (on a 2-core machine, pinning a server
+to one core would starve MLServer's separate inference process). Prints a table and
+the target ratios, and writes RESULTS.md beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+WORK = HERE / "work"
+MLSERVER_VENV = HERE / ".venv-mlserver"
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+# kubeml-uvicorn: our app under uvicorn (ASGI) instead of the native transport, the
+# measurement behind choosing the native one.
+SERVERS = ("kubeml", "kubeml-uvicorn", "mlserver", "mlserver-batch", "bare")
+LOADS = ((1, 1), (32, 1), (1, 32), (32, 32))  # (concurrency, rows per request)
+MODEL = "iris"
+READY_TIMEOUT_S = 180.0
+# MLServer's adaptive batching: up to 32 requests, waiting at most 2 ms to fill.
+# Our server bounds a batch in rows (KUBEML_MAX_BATCH_SIZE), MLServer in requests: the
+# same bound for 32-row requests is 32 x 32 = 1024 rows. With single-row requests at
+# concurrency 32 no batch can exceed 32 rows either way.
+BATCH_SIZE = 32
+BATCH_ROWS = BATCH_SIZE * 32
+BATCH_TIME_S = 0.002
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- setup ----------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk (Debian package)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+    return found
+
+
+def ensure_mlserver() -> Path:
+    """MLServer in its own virtualenv (it pins an older FastAPI than ours), with our
+    scikit-learn version so it unpickles the very same model."""
+    import sklearn
+
+    binary = MLSERVER_VENV / "bin" / "mlserver"
+    pins = [*MLSERVER_PINS, f"scikit-learn=={sklearn.__version__}"]
+    marker = MLSERVER_VENV / ".pins"
+    if binary.exists() and marker.exists() and marker.read_text() == "\n".join(pins):
+        return binary
+    log(f"creating {MLSERVER_VENV} with {' '.join(pins)}")
+    subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+    pip = MLSERVER_VENV / "bin" / "pip"
+    subprocess.run([str(pip), "install", "-q", *pins], check=True)
+    marker.write_text("\n".join(pins))
+    return binary
+
+
+@dataclass
+class Model:
+    estimator: Any
+    joblib_path: Path
+    skops: bytes
+    sha256: str
+    signature: dict[str, Any]
+    profile: dict[str, Any]
+    X: Any
+
+
+def train() -> Model:
+    import joblib
+    import pandas as pd
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    from kubeml import models
+    from kubeml.data.profile import profile_frame
+    from kubeml.storage import sha256_bytes
+
+    iris = load_iris(as_frame=True)
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    frame: pd.DataFrame = iris.data.set_axis(names, axis=1)
+    X = frame.to_numpy()
+    est = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, iris.target.to_numpy())
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / "model.joblib"
+    joblib.dump(est, path)
+    data = models.save(est)
+    signature = {
+        "task": "classification",
+        "inputs": [{"name": n, "dtype": "number"} for n in names],
+        "outputs": [
+            {"name": "predict", "dtype": "integer"},
+            {"name": "predict_proba", "dtype": "number"},
+        ],
+        "classes": ["0", "1", "2"],
+    }
+    profile = profile_frame(frame, [(n, "number", "feature") for n in names])
+    return Model(est, path, data, sha256_bytes(data), signature, profile, X)
+
+
+def request_body(X: Any, rows: int) -> bytes:
+    batch = X[:rows] if rows <= len(X) else X[[i % len(X) for i in range(rows)]]
+    doc = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [rows, 4],
+                "datatype": "FP64",
+                "data": [float(v) for v in batch.ravel()],
+            }
+        ]
+    }
+    return json.dumps(doc).encode()
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        logf = open(WORK / f"{self.name}.log", "wb")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        url = (
+            f"{self.base}/v2/models/{MODEL}/ready"
+            if self.name != "bare"
+            else f"{self.base}/v2/health/ready"
+        )
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {WORK / (self.name + '.log')}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # The whole process group: MLServer runs its inference workers as children.
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def kubeml_server(model: Model, s3_env: dict[str, str], bucket: str, http: str) -> Server:
+    port = free_port()
+    env = {
+        **s3_env,
+        "KUBEML_MODEL": MODEL,
+        "KUBEML_MODEL_VERSION": "1",
+        "KUBEML_MODELVERSION": "iris-v1",
+        "KUBEML_ARTIFACT_URI": f"s3://{bucket}/bench/model.skops",
+        "KUBEML_ARTIFACT_SHA256": model.sha256,
+        "KUBEML_SIGNATURE": json.dumps(model.signature),
+        "KUBEML_PROFILE_URI": f"s3://{bucket}/bench/profile.json",
+        "KUBEML_MAX_BATCH_SIZE": str(BATCH_ROWS),
+        "KUBEML_MAX_BATCH_DELAY_MS": str(BATCH_TIME_S * 1000),
+        "KUBEML_HOST": "127.0.0.1",
+        "KUBEML_PORT": str(port),
+        "KUBEML_SHUTDOWN_DELAY_SECONDS": "0",
+    }
+    cmd = [sys.executable, "-m", "kubeml.runtime.serve", "--log-level", "WARNING", "--http", http]
+    return Server("kubeml" if http == "native" else f"kubeml-{http}", cmd, port, env)
+
+
+def mlserver_server(name: str, binary: Path, model: Model, batching: bool) -> Server:
+    root = WORK / name
+    model_dir = root / MODEL
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model.joblib_path, model_dir / "model.joblib")
+    port = free_port()
+    # Only the ports are set (three servers must not collide); everything else default.
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port()}
+    (root / "settings.json").write_text(json.dumps(settings))
+    model_settings: dict[str, Any] = {
+        "name": MODEL,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+    }
+    if batching:
+        model_settings["max_batch_size"] = BATCH_SIZE
+        model_settings["max_batch_time"] = BATCH_TIME_S
+    (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
+    return Server(name, [str(binary), "start", str(root)], port, cwd=root)
+
+
+def bare_server(model: Model) -> Server:
+    port = free_port()
+    return Server(
+        "bare", [sys.executable, str(HERE / "bare.py"), str(model.joblib_path), str(port)], port
+    )
+
+
+def check_predictions(server: Server, model: Model) -> None:
+    """Every server must return the model's own predictions for the benchmark body."""
+    body = request_body(model.X, 32)
+    req = urllib.request.Request(
+        f"{server.base}/v2/models/{MODEL}/infer",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc = json.loads(resp.read())
+    got = [int(x) for x in doc["outputs"][0]["data"]]
+    want = model.estimator.predict(model.X[:32]).tolist()
+    if got != want:
+        raise AssertionError(f"{server.name} predicted {got}, the model {want}")
+
+
+# -- load ---------------------------------------------------------------------------------
+
+
+def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float) -> dict[str, Any]:
+    cmd = [
+        wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+        "-s", str(HERE / "post.lua"), url,
+    ]  # fmt: skip
+    out = subprocess.run(
+        cmd, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, check=True
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+            return res
+    raise RuntimeError(f"no RESULT line from wrk: {out.stdout}\n{out.stderr}")
+
+
+@dataclass
+class Row:
+    server: str
+    connections: int
+    rows: int
+    result: dict[str, Any]
+    load: str
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in a process group (a server and its workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure_one(
+    server: Server, model: Model, wrk: str, args: argparse.Namespace, connections: int, rows: int
+) -> dict[str, Any]:
+    """One round: a warm-up, then ``args.duration / args.rounds`` seconds measured."""
+    url = f"{server.base}/v2/models/{MODEL}/infer"
+    body = WORK / f"body-{rows}.json"
+    body.write_bytes(request_body(model.X, rows))
+    run_wrk(wrk, url, body, connections, args.warmup)
+    assert server.proc is not None
+    cpu0 = group_cpu_seconds(server.proc.pid)
+    res = run_wrk(wrk, url, body, connections, args.duration / args.rounds)
+    res["cpu_s"] = group_cpu_seconds(server.proc.pid) - cpu0
+    res["load"] = os.getloadavg()[0]
+    return res
+
+
+def combine(server: str, connections: int, rows: int, rounds: list[dict[str, Any]]) -> Row:
+    """Requests and time add up; latency percentiles (which cannot be merged from
+    wrk's summaries) are the median over the rounds."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["duration_us"] for r in rounds) / 1e6
+    res = {
+        "requests": requests,
+        "rps": requests / seconds,
+        "p50_us": statistics.median(r["p50_us"] for r in rounds),
+        "p99_us": statistics.median(r["p99_us"] for r in rounds),
+        "status_errors": sum(r["status_errors"] for r in rounds),
+        "socket_errors": sum(r["socket_errors"] for r in rounds),
+        # CPU per request is far less sensitive to other load on the machine than req/s.
+        "cpu_ms_per_req": sum(r["cpu_s"] for r in rounds) / max(1, requests) * 1e3,
+        "rounds": rounds,
+    }
+    load = f"{statistics.mean(r['load'] for r in rounds):.2f}"
+    log(
+        f"{server:15s} c={connections:<3d} rows={rows:<3d} {res['rps']:8.0f} req/s "
+        f"p50 {res['p50_us'] / 1000:6.2f} ms  p99 {res['p99_us'] / 1000:6.2f} ms  "
+        f"cpu/req {res['cpu_ms_per_req']:6.2f} ms  "
+        f"errors {res['status_errors'] + res['socket_errors']}  (load {load})"
+    )
+    return Row(server, connections, rows, res, load)
+
+
+def measure(servers: list[Server], model: Model, wrk: str, args: argparse.Namespace) -> list[Row]:
+    """Load by load, round by round, every server in turn: servers compared with each
+    other are measured seconds apart, so drift in the machine's background load hits
+    them alike instead of favouring whichever ran in a quiet minute."""
+    out = []
+    for connections, rows in args.loads:
+        results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+        for _ in range(args.rounds):
+            for server in servers:
+                results[server.name].append(
+                    measure_one(server, model, wrk, args, connections, rows)
+                )
+        out += [combine(name, connections, rows, rs) for name, rs in results.items()]
+    order = {name: i for i, name in enumerate(SERVERS)}
+    return sorted(out, key=lambda r: (order[r.server], args.loads.index((r.connections, r.rows))))
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def find(rows: list[Row], server: str, connections: int, nrows: int) -> Row | None:
+    return next(
+        (r for r in rows if (r.server, r.connections, r.rows) == (server, connections, nrows)), None
+    )
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| server | concurrency | rows/request | req/s | rows/s | p50 ms | p99 ms "
+        "| server CPU ms/request | errors | load avg (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        res = r.result
+        errors = res["status_errors"] + res["socket_errors"]
+        lines.append(
+            f"| {r.server} | {r.connections} | {r.rows} | {res['rps']:.0f} | "
+            f"{res['rps'] * r.rows:.0f} | {res['p50_us'] / 1000:.2f} | "
+            f"{res['p99_us'] / 1000:.2f} | {res['cpu_ms_per_req']:.2f} | {errors} | "
+            f"{r.load.split()[0]} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> list[str]:
+    out = []
+    ours = find(rows, "kubeml", 32, 1)
+    mls = [r for r in (find(rows, "mlserver", 32, 1), find(rows, "mlserver-batch", 32, 1)) if r]
+    if ours and mls:
+        best = max(mls, key=lambda r: r.result["rps"])
+        ratio = ours.result["rps"] / best.result["rps"]
+        p99_ok = ours.result["p99_us"] <= best.result["p99_us"]
+        p99_verdict = "met" if p99_ok else "NOT met"
+        out.append(
+            f"- c=32, 1 row: throughput {ours.result['rps']:.0f} vs {best.result['rps']:.0f} req/s "
+            f"({best.server}, the better MLServer) = **{ratio:.2f}x** (target >= 2x: "
+            f"{'met' if ratio >= 2 else 'NOT met'}); p99 {ours.result['p99_us'] / 1000:.2f} vs "
+            f"{best.result['p99_us'] / 1000:.2f} ms (target no worse: {p99_verdict})"
+        )
+    ours1, bare1 = find(rows, "kubeml", 1, 1), find(rows, "bare", 1, 1)
+    if ours1 and bare1:
+        ratio = ours1.result["p50_us"] / bare1.result["p50_us"]
+        out.append(
+            f"- c=1, 1 row: p50 {ours1.result['p50_us'] / 1000:.2f} vs bare "
+            f"{bare1.result['p50_us'] / 1000:.2f} ms = **{ratio:.2f}x** (target <= 1.15x: "
+            f"{'met' if ratio <= 1.15 else 'NOT met'})"
+        )
+    return out
+
+
+def environment() -> list[str]:
+    import sklearn
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}",
+        f"- Python {platform.python_version()}, scikit-learn {sklearn.__version__}, "
+        f"{' '.join(MLSERVER_PINS)}",
+    ]
+
+
+def write_report(rows: list[Row], args: argparse.Namespace, loads: dict[str, str]) -> str:
+    text = "\n".join(
+        [
+            "# Serving benchmark results",
+            "",
+            "Produced by `python bench/serving/run.py` (see bench/README.md). A 100-tree",
+            "RandomForestClassifier on iris; the same v2 body (one `[n, 4]` FP64 tensor) sent",
+            f"by wrk (1 thread, keep-alive) for {args.duration:g} s per server and load, in "
+            f"{args.rounds} rounds each after a {args.warmup:g} s warm-up; the servers all up",
+            "at once and measured in turn, round by round, unpinned. req/s: all rounds' "
+            "requests over their time;",
+            "p50/p99: the median of the rounds' percentiles. MLServer batching:",
+            f"max_batch_size {BATCH_SIZE} (requests), max_batch_time {BATCH_TIME_S}; KubeML:",
+            f"maxBatchSize {BATCH_ROWS} (rows: 32 requests of 32 rows), maxBatchDelayMs "
+            f"{BATCH_TIME_S * 1000:g}.",
+            "",
+            *environment(),
+            f"- load average (1, 5, 15 min) before the run: {loads['before']}; after: "
+            f"{loads['after']}",
+            "",
+            table(rows),
+            "",
+            "Targets:",
+            "",
+            *targets(rows),
+            "",
+        ]
+    )
+    return text
+
+
+def parse_loads(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        c, _, r = part.partition("x")
+        out.append((int(c), int(r)))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--duration", type=float, default=15.0, help="seconds measured per server and load"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="split the duration into this many rounds")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per round")
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    p.add_argument(
+        "--loads",
+        type=parse_loads,
+        default=list(LOADS),
+        help="CONCURRENCYxROWS,... (default 1x1,32x1,1x32,32x32)",
+    )
+    p.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    args = p.parse_args()
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        p.error(f"unknown servers: {', '.join(sorted(unknown))}")
+
+    wrk = ensure_wrk()
+    mlserver = ensure_mlserver() if any(s.startswith("mlserver") for s in servers) else None
+    log("training the model")
+    model = train()
+    loads = {"before": load_average()}
+    log(f"load average before: {loads['before']}")
+    started: list[Server] = []
+    s3 = None
+    try:
+        for name in servers:
+            if name.startswith("kubeml"):
+                if s3 is None:
+                    s3 = start_s3(model)
+                http = "uvicorn" if name == "kubeml-uvicorn" else "native"
+                server = kubeml_server(model, s3.env(), s3.bucket, http)
+            elif name == "bare":
+                server = bare_server(model)
+            else:
+                assert mlserver is not None
+                server = mlserver_server(name, mlserver, model, batching=name == "mlserver-batch")
+            log(f"starting {name}")
+            started.append(server)
+            server.start()
+            check_predictions(server, model)
+        # Idle servers stay up while another is measured: an idle event loop costs
+        # nothing measurable, and interleaving beats minutes of drift in other load.
+        results = measure(started, model, wrk, args)
+    finally:
+        for server in started:
+            server.stop()
+        if s3 is not None:
+            s3.stop()
+    loads["after"] = load_average()
+    raw = [
+        {"server": r.server, "connections": r.connections, "rows": r.rows, **r.result}
+        for r in results
+    ]
+    (WORK / "results.json").write_text(json.dumps(raw, indent=1))
+    report = write_report(results, args, loads)
+    print(report)
+    if not args.no_write:
+        (HERE / "RESULTS.md").write_text(report)
+        log(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+def start_s3(model: Model) -> Any:
+    """A throwaway SeaweedFS S3 on loopback holding the artifact and the profile."""
+    from kubeml.storage import ArtifactStore
+    from kubeml.storage.devserver import SeaweedS3
+
+    s3 = SeaweedS3().start()
+    store = ArtifactStore(s3.settings(), env=s3.env())
+    store.put_bytes("bench/model.skops", model.skops)
+    store.put_json("bench/profile.json", model.profile)
+    return s3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
