@@ -8,6 +8,7 @@ model server and prints them with the server's metrics.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 import urllib.request
@@ -55,10 +56,20 @@ def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 def _wait(
-    api: client.ApiClient, clock: Clock, kind: str, name: str, type_: str, timeout: float
+    api: client.ApiClient,
+    clock: Clock,
+    kind: str,
+    name: str,
+    type_: str,
+    timeout: float,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
     """Wait for a condition to be True, printing each new reason on the way."""
     seen: list[str] = []
+
+    def alive() -> None:
+        if layout is not None and not _operator_running(layout):
+            raise SystemExit(f"the operator exited; see {layout.logs / 'operator.log'}")
 
     def probe() -> dict[str, Any] | None:
         obj = objects.get(api, "kubeml.io/v1alpha1", kind, NAMESPACE, name)
@@ -71,7 +82,7 @@ def _wait(
             raise SystemExit(f"{kind} {name} failed: {line}")
         return obj if cond.get("status") == "True" else None
 
-    return poll(probe, timeout=timeout, what=f"{kind} {name} {type_}", interval=1.0)
+    return poll(probe, timeout=timeout, what=f"{kind} {name} {type_}", interval=1.0, guard=alive)
 
 
 def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
@@ -79,8 +90,9 @@ def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
     env = {
         **conn.env(),
         "KUBEML_BIND_ADDRESS": "127.0.0.1",
-        "KUBEML_HEALTH_PORT": "0",
-        "KUBEML_METRICS_PORT": "0",
+        # Explicit free ports: kopf reads port 0 in its liveness URL as port 80.
+        "KUBEML_HEALTH_PORT": str(_free_port()),
+        "KUBEML_METRICS_PORT": str(_free_port()),
         "KUBEML_RESYNC_SECONDS": "15",
     }
     # This interpreter's kubeml, not whatever is on PATH (the venv need not be active).
@@ -92,6 +104,12 @@ def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
     )
     (layout.root / "operator.pid").write_text(str(proc.pid))
     return proc.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _operator_running(layout: Layout) -> bool:
@@ -153,23 +171,23 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
         objects.apply(api, doc)
         clock.say(f"applied examples/iris/{name}")
 
-    ds = _wait(api, clock, "Dataset", "iris", "Ready", 300)
+    ds = _wait(api, clock, "Dataset", "iris", "Ready", 300, layout)
     clock.say(
         f"Dataset ready: version {ds['status']['shortVersion']}, "
         f"{ds['status']['rows']['total']} rows"
     )
-    run_ = _wait(api, clock, "TrainingRun", "iris-rf", "Succeeded", 600)
+    run_ = _wait(api, clock, "TrainingRun", "iris-rf", "Succeeded", 600, layout)
     mv_name = run_["status"]["modelVersion"]
     clock.say(
         f"TrainingRun succeeded: {run_['status'].get('keyMetric')}, "
         f"best params {run_['status'].get('bestParams')}"
     )
-    mv = _wait(api, clock, "ModelVersion", mv_name, "Ready", 120)
+    mv = _wait(api, clock, "ModelVersion", mv_name, "Ready", 120, layout)
     clock.say(
         f"ModelVersion {mv_name} verified: sha256 {mv['spec']['artifact']['sha256'][:12]}"
         f", aliases {mv['spec'].get('aliases')}"
     )
-    dep = _wait(api, clock, "Deployment", "iris", "Ready", 300)
+    dep = _wait(api, clock, "Deployment", "iris", "Ready", 300, layout)
     clock.say(
         f"Deployment ready: {dep['status']['readyReplicas']} replicas serving "
         f"v{dep['status']['stable']['version']}"
