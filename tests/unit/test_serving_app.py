@@ -504,3 +504,18 @@ def test_shutting_down_is_unready_but_still_serves(
     served.server.set_loaded(loaded)  # a load finishing late must not make it ready again
     assert doc(served.call("GET", "/v2/health/ready"))["reason"] == "ShuttingDown"
     assert served.call("POST", "/v2/models/iris/infer", v2(iris[0][:2])).status == 200
+
+
+def test_predict_leaves_the_warning_filters_as_they_were(
+    forest: RandomForestClassifier, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    import warnings
+
+    from kubeml.serving.signature import CompiledSignature as Sig
+
+    before = list(warnings.filters)
+    p = Predictor(forest, Sig.from_json(SIG))
+    pred, proba = p.predict(iris[0], True)
+    assert list(warnings.filters) == before
+    np.testing.assert_array_equal(pred, forest.predict(iris[0]))
+    np.testing.assert_array_equal(proba, forest.predict_proba(iris[0]))
