@@ -93,45 +93,20 @@ def build_job(
         labels.OWNER_KIND: "Dataset",
         labels.OWNER_NAME: meta["name"],
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": job_labels,
-            "ownerReferences": [pods.owner_reference(body)],
-        },
-        "spec": {
-            "backoffLimit": spec.backoff_limit
-            if spec.backoff_limit is not None
-            else DEFAULT_BACKOFF_LIMIT,
-            "activeDeadlineSeconds": spec.active_deadline_seconds or DEFAULT_DEADLINE,
-            "podFailurePolicy": jobs.pod_failure_policy(CONTAINER),
-            "template": {
-                "metadata": {"labels": job_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pods.pod_security_context(),
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": settings.runtime_image,
-                            "imagePullPolicy": settings.image_pull_policy,
-                            "command": ["kubeml", "prepare"],
-                            "env": env,
-                            "resources": res,
-                            "securityContext": pods.container_security_context(),
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }
+    return pods.runtime_job(
+        body,
+        name=name,
+        labels=job_labels,
+        container=CONTAINER,
+        command=["kubeml", "prepare"],
+        env=env,
+        resources=res,
+        backoff_limit=spec.backoff_limit
+        if spec.backoff_limit is not None
+        else DEFAULT_BACKOFF_LIMIT,
+        deadline=spec.active_deadline_seconds or DEFAULT_DEADLINE,
+        settings=settings,
+    )
 
 
 def _short(version: str | None) -> str | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..api.base import ResourceRequirements
 from ..settings import Settings
+from . import jobs
 
 # Pod Security "restricted": non-root, no privilege escalation, every
 # capability dropped, the runtime's default seccomp profile.
@@ -107,4 +108,61 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
         # blockOwnerDeletion needs delete permission on the owner; foreground
         # deletion is not something we rely on.
         "blockOwnerDeletion": False,
+    }
+
+
+def runtime_job(
+    owner: dict[str, Any],
+    *,
+    name: str,
+    labels: dict[str, str],
+    container: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    resources: dict[str, Any],
+    backoff_limit: int,
+    deadline: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """A hardened, run-once Job running one of our runtime programs.
+
+    Retries and deadlines are the Job's own fields; the podFailurePolicy fails it
+    at once on a bad input or an OOM kill.
+    """
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline,
+            "podFailurePolicy": jobs.pod_failure_policy(container),
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [
+                        {
+                            "name": container,
+                            "image": settings.runtime_image,
+                            "imagePullPolicy": settings.image_pull_policy,
+                            "command": command,
+                            "env": env,
+                            "resources": resources,
+                            "securityContext": container_security_context(),
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
     }
