@@ -14,6 +14,11 @@ VERSION = f"{PREFIX}/version"
 DEPLOYMENT = f"{PREFIX}/deployment"
 OWNER_KIND = f"{PREFIX}/owner-kind"
 OWNER_NAME = f"{PREFIX}/owner-name"
+RETRAINING_FOR = f"{PREFIX}/retraining-for"
+TRIGGER = f"{PREFIX}/trigger"
+
+# Annotation: a time (RFC 3339); a Dataset re-prepares once for each new value.
+REFRESH_REQUESTED = f"{PREFIX}/refresh-requested"
 
 FIELD_MANAGER = "kubeml-operator"
 

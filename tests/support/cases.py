@@ -38,7 +38,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def example_files() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.yaml")) + sorted(EXAMPLES.glob("iris/*.yaml"))
+    nested = ("iris", "retraining")
+    return sorted(EXAMPLES.glob("*.yaml")) + [
+        p for d in nested for p in sorted(EXAMPLES.glob(f"{d}/*.yaml"))
+    ]
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,9 @@ def wait_condition(
 
 def jobs(api: client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     return objects.list_(api, "batch/v1", "Job", namespace, selector)
+
+
+def list_kind(
+    api: client.ApiClient, namespace: str, kind: str, selector: str
+) -> list[dict[str, Any]]:
+    return objects.list_(api, "kubeml.io/v1alpha1", kind, namespace, selector)

@@ -286,8 +286,8 @@ def test_non_default_values_reach_the_operator(rendered: dict[str, list[dict[str
 # a rule missing here fails the integration test with 403s; an extra one is a privilege
 # nobody reviewed.
 EXPECTED_RULES = {
-    ("kubeml.io", "datasets"): {"get", "list", "watch"},
-    ("kubeml.io", "trainingruns"): {"get", "list", "watch"},
+    ("kubeml.io", "datasets"): {"get", "list", "watch", "patch"},
+    ("kubeml.io", "trainingruns"): {"get", "list", "watch", "create", "patch"},
     ("kubeml.io", "deployments"): {"get", "list", "watch"},
     ("kubeml.io", "modelversions"): {"get", "list", "watch", "create", "patch"},
     ("kubeml.io", "datasets/status"): {"patch"},
@@ -297,6 +297,7 @@ EXPECTED_RULES = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch"},
+    ("", "pods"): {"list"},
     ("autoscaling", "horizontalpodautoscalers"): {"create", "patch", "delete"},
     ("monitoring.coreos.com", "servicemonitors"): {"create", "patch", "delete"},
     ("monitoring.coreos.com", "prometheusrules"): {"create", "patch", "delete"},
@@ -329,7 +330,7 @@ def test_cluster_role_grants_exactly_what_the_controllers_use(
     from kubeml.k8s.objects import PLURALS
 
     applied = {"Job", "Deployment", "Service", "HorizontalPodAutoscaler"}
-    applied |= {"ServiceMonitor", "PrometheusRule"}
+    applied |= {"ServiceMonitor", "PrometheusRule", "TrainingRun"}
     for kind in applied:
         verbs = set().union(*(v for (_, r), v in EXPECTED_RULES.items() if r == PLURALS[kind]))
         assert {"create", "patch"} <= verbs, kind

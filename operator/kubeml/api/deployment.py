@@ -118,26 +118,35 @@ class RetrainingTriggers(KubeModel):
     """What starts a retraining run."""
 
     drift: bool = True
-    """When the drift alert threshold is exceeded."""
+    """Ask for new data when a feature's PSI in the stable servers exceeds
+    monitoring.alerts.driftPsi."""
     dataset_change: bool = False
-    """When the training Dataset publishes a new version."""
+    """Whenever the training Dataset publishes a new version (also one it was not
+    asked for, e.g. from its own refresh schedule)."""
     schedule: (
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CRON_PATTERN)] | None
     ) = None
-    """Also on a cron schedule (UTC)."""
+    """Ask for new data on a cron schedule (UTC)."""
 
 
 class Retraining(KubeModel):
-    """Close the loop: retrain from a template run and promote a better model."""
+    """Close the loop: retrain from a template run when there is new data, and
+    promote the new version when it beats the alias holder on the same test split.
+
+    Drift and the schedule ask the template's Dataset for new data (a refresh);
+    a run starts when the Dataset publishes a version no model was trained on.
+    Identical data would train an identical model, so none is started for it."""
 
     template: LocalObjectReference
     """A TrainingRun whose spec is copied for each retraining run."""
     triggers: RetrainingTriggers = Field(default_factory=RetrainingTriggers)
     """What starts a run."""
     promote_alias: LabelName | None = None
-    """Move this alias to the new version when it passes its gates."""
+    """Move this alias to the new version when it passes its gates. A gate to beat
+    the alias holder on the key metric is added when the template has none; if the
+    promoted version cannot serve (Degraded), the alias goes back."""
     cooldown_seconds: Annotated[int, Field(ge=0, le=2592000)] = 3600
-    """Shortest time between two triggered runs."""
+    """Shortest time between two runs, and between two requests for new data."""
 
 
 class DeploymentSpec(
@@ -200,6 +209,46 @@ class FailureInfo(StatusModel):
     time: Timestamp
 
 
+class RetrainingTrigger(StatusModel):
+    """Why retraining last acted."""
+
+    reason: Annotated[str, StringConstraints(max_length=128)]
+    """Drift, Schedule or DatasetChanged."""
+    message: Annotated[str, StringConstraints(max_length=4096)]
+    time: Timestamp
+
+
+class Promotion(StatusModel):
+    """The last alias move made by retraining, and its rollback if it had one."""
+
+    run: ObjectName
+    """The retraining run whose version was promoted."""
+    model_version: ObjectName
+    """The promoted ModelVersion."""
+    alias: LabelName
+    previous: ObjectName | None = None
+    """The version that held the alias before (the rollback target)."""
+    time: Timestamp
+    rolled_back_time: Timestamp | None = None
+    """When the alias went back to the previous version because the promoted one
+    could not serve."""
+
+
+class RetrainingStatus(StatusModel):
+    """Where the retraining loop stands."""
+
+    message: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    """What retraining is doing or waiting for, naming the objects involved."""
+    last_trigger: RetrainingTrigger | None = None
+    refresh_requested_time: Timestamp | None = None
+    """When new data was last requested from the template's Dataset."""
+    active_run: ObjectName | None = None
+    """The retraining run in progress."""
+    runs: Annotated[list[ObjectName], Field(max_length=20)] | None = None
+    """Recent retraining runs, newest first."""
+    last_promotion: Promotion | None = None
+
+
 class DeploymentStatus(ObservedStatus):
     """Served versions and health; summary condition Ready, plus Progressing and Degraded."""
 
@@ -217,10 +266,8 @@ class DeploymentStatus(ObservedStatus):
     """In-cluster URL of the Service."""
     last_failure: FailureInfo | None = None
     """Most recent failure (e.g. ArtifactMismatch), cleared on recovery."""
-    last_retraining_time: Timestamp | None = None
-    """When retraining was last triggered."""
-    retraining_runs: Annotated[list[ObjectName], Field(max_length=20)] | None = None
-    """Recent retraining runs, newest first."""
+    retraining: RetrainingStatus | None = None
+    """The retraining loop, when spec.retraining is set."""
 
 
 class Deployment(Resource):

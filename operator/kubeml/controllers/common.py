@@ -7,9 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from ..conditions import now_rfc3339
 from ..settings import Settings
@@ -122,9 +120,11 @@ def read_result(key: str) -> tuple[dict[str, Any] | None, str | None]:
     return result, None
 
 
-def post_events(body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
-    for type_, reason, message in events:
-        kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
+async def post_events(body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+    from ..k8s import client
+    from ..k8s import events as k8s_events
+
+    await asyncio.to_thread(k8s_events.post, client.api_client(), body, events)
 
 
 def now() -> str:

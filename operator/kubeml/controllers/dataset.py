@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from .. import labels, metrics
+from .. import labels, metrics, schedules
 from ..k8s import client, objects
 from ..labels import OWNER_NAME
 from ..reconcile import dataset as decide_dataset
@@ -20,35 +20,17 @@ GROUP, VERSION, PLURAL = "kubeml.io", "v1alpha1", "datasets"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-# cronsim speaks five-field cron only; the CRD also allows the usual macros.
-CRON_MACROS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-}
-
-
-def refresh_tick(spec: dict[str, Any], created: str, now: datetime) -> str:
-    """The latest scheduled refresh at or before now (empty if none is due yet)."""
-    schedule = (spec.get("refresh") or {}).get("schedule")
-    if not schedule:
-        return ""
-    from cronsim import CronSim, CronSimError
-
-    start = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    expr = CRON_MACROS.get(schedule.strip(), schedule)
-    # Walk backwards from now: one step, whatever the schedule's frequency.
-    try:
-        latest = next(iter(CronSim(expr, now.replace(second=0, microsecond=0), reverse=True)))
-    except (CronSimError, StopIteration):
-        # The CRD's pattern is loose; an unparseable schedule means no refresh.
-        common.log.warning("ignoring unparseable refresh schedule %r", schedule)
-        return ""
-    if latest <= start:
-        return ""
-    return str(latest.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+def refresh_tick(body: dict[str, Any], now: datetime) -> str:
+    """The occasion the current preparation answers: the latest scheduled
+    refresh or on-demand request (annotation), whichever is newer."""
+    meta = body["metadata"]
+    scheduled = schedules.latest_tick(
+        (body["spec"].get("refresh") or {}).get("schedule"), meta["creationTimestamp"], now
+    )
+    requested = schedules.requested_tick(
+        (meta.get("annotations") or {}).get(labels.REFRESH_REQUESTED), now
+    )
+    return max(scheduled, requested)
 
 
 def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
@@ -56,7 +38,7 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
     body = objects.get(api, API_VERSION, "Dataset", namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return []
-    tick = refresh_tick(body["spec"], body["metadata"]["creationTimestamp"], datetime.now(UTC))
+    tick = refresh_tick(body, datetime.now(UTC))
     job_name = decide_dataset.job_name(name, body["spec"], tick)
     job = objects.get(api, "batch/v1", "Job", namespace, job_name)
     siblings = objects.list_(
@@ -92,7 +74,7 @@ async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = Non
         with metrics.measured("Dataset"):
             events = await asyncio.to_thread(reconcile_sync, namespace, name)
         if events and body is not None:
-            common.post_events(body, events)
+            await common.post_events(body, events)
 
     await common.serialised("Dataset", namespace, name, work)
 

@@ -12,9 +12,10 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import labels, metrics
 from ..k8s import client, objects
+from ..labels import RETRAINING_FOR
 from ..reconcile import deployment as decide_dep
 from ..reconcile import serving
-from . import common
+from . import common, retraining
 
 GROUP, VERSION, PLURAL = "kubeml.io", "v1alpha1", "deployments"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -68,6 +69,12 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
         if kind == "Deployment" and apps.get("canary") is None:
             continue
         objects.delete(api, api_version, kind, namespace, obj_name)
+    plan = retraining.reconcile(api, body, decision.status, versions)
+    if plan.status is None:
+        decision.status.pop("retraining", None)
+    else:
+        decision.status["retraining"] = plan.status
+    decision.events += plan.events
     if decision.status != (body.get("status") or {}):
         objects.patch_status(api, body, decision.status)
     return decision.events
@@ -78,7 +85,7 @@ async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = Non
         with metrics.measured("Deployment"):
             events = await asyncio.to_thread(reconcile_sync, namespace, name)
         if events and body is not None:
-            common.post_events(body, events)
+            await common.post_events(body, events)
 
     await common.serialised("Deployment", namespace, name, work)
 
@@ -126,3 +133,17 @@ async def on_version_for_deployments(
     for d in items["items"]:
         if (d.get("spec") or {}).get("model") == spec.get("model"):
             await reconcile(namespace, d["metadata"]["name"], d)
+
+
+@kopf.on.event(GROUP, VERSION, "trainingruns", labels={labels.RETRAINING_FOR: kopf.PRESENT})
+async def on_retraining_run_event(
+    labels: Mapping[str, str], namespace: str | None, **_: Any
+) -> None:
+    """A retraining run's outcome decides a promotion: act on it without waiting for resync."""
+    owner = labels.get(RETRAINING_FOR)
+    if owner and namespace:
+        parent = await asyncio.to_thread(
+            objects.get, client.api_client(), API_VERSION, "Deployment", namespace, owner
+        )
+        if parent is not None:
+            await reconcile(namespace, owner, parent)

@@ -108,7 +108,7 @@ async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = Non
         with metrics.measured("ModelVersion"):
             events = await asyncio.to_thread(reconcile_sync, namespace, name)
         if events and body is not None:
-            common.post_events(body, events)
+            await common.post_events(body, events)
 
     # One lock per model: alias moves touch every version of it.
     model = ((body or {}).get("spec") or {}).get("model", name)

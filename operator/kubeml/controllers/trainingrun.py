@@ -86,7 +86,7 @@ async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = Non
         with metrics.measured("TrainingRun"):
             events = await asyncio.to_thread(reconcile_sync, namespace, name)
         if events and body is not None:
-            common.post_events(body, events)
+            await common.post_events(body, events)
 
     await common.serialised("TrainingRun", namespace, name, work)
 

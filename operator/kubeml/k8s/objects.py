@@ -26,6 +26,7 @@ PLURALS = {
     "ModelVersion": "modelversions",
     "ConfigMap": "configmaps",
     "Event": "events",
+    "Pod": "pods",
 }
 
 
