@@ -82,6 +82,22 @@ async def resync_forever(namespaces: tuple[str, ...]) -> None:
                     )
 
 
+async def reconcile_owner(
+    api_version: str, kind: str, namespace: str | None, name: str | None, fn: Reconciler
+) -> None:
+    """A child's event (a Job, a server Deployment, a retraining run) reconciles the
+    object it belongs to, found by the name in the child's labels."""
+    if not name or not namespace:
+        return
+    from ..k8s import client, objects
+
+    parent = await asyncio.to_thread(
+        objects.get, client.api_client(), api_version, kind, namespace, name
+    )
+    if parent is not None:
+        await fn(namespace, name, parent)
+
+
 def _list_all(
     client: Any, group: str, version: str, plural: str, namespaces: tuple[str, ...]
 ) -> list[dict[str, Any]]:

@@ -99,10 +99,6 @@ async def on_prepare_job_event(
     type: str, labels: Mapping[str, str], namespace: str | None, **_: Any
 ) -> None:
     common.touch()
-    owner = labels.get(OWNER_NAME)
-    if owner and namespace:
-        parent = await asyncio.to_thread(
-            objects.get, client.api_client(), API_VERSION, "Dataset", namespace, owner
-        )
-        if parent is not None:
-            await reconcile(namespace, owner, parent)
+    await common.reconcile_owner(
+        API_VERSION, "Dataset", namespace, labels.get(OWNER_NAME), reconcile
+    )

@@ -111,13 +111,9 @@ common.register_resync("Deployment", API_VERSION, PLURAL, reconcile)
 )
 async def on_server_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     common.touch()
-    owner = labels.get("kubeml.io/deployment")
-    if owner and namespace:
-        parent = await asyncio.to_thread(
-            objects.get, client.api_client(), API_VERSION, "Deployment", namespace, owner
-        )
-        if parent is not None:
-            await reconcile(namespace, owner, parent)
+    await common.reconcile_owner(
+        API_VERSION, "Deployment", namespace, labels.get("kubeml.io/deployment"), reconcile
+    )
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions")
@@ -140,10 +136,6 @@ async def on_retraining_run_event(
     labels: Mapping[str, str], namespace: str | None, **_: Any
 ) -> None:
     """A retraining run's outcome decides a promotion: act on it without waiting for resync."""
-    owner = labels.get(RETRAINING_FOR)
-    if owner and namespace:
-        parent = await asyncio.to_thread(
-            objects.get, client.api_client(), API_VERSION, "Deployment", namespace, owner
-        )
-        if parent is not None:
-            await reconcile(namespace, owner, parent)
+    await common.reconcile_owner(
+        API_VERSION, "Deployment", namespace, labels.get(RETRAINING_FOR), reconcile
+    )

@@ -107,13 +107,9 @@ common.register_resync("TrainingRun", API_VERSION, PLURAL, reconcile)
 @kopf.on.event("batch", "v1", "jobs", labels={labels.OWNER_KIND: "TrainingRun"})
 async def on_train_job_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     common.touch()
-    owner = labels.get("kubeml.io/owner-name")
-    if owner and namespace:
-        parent = await asyncio.to_thread(
-            objects.get, client.api_client(), API_VERSION, "TrainingRun", namespace, owner
-        )
-        if parent is not None:
-            await reconcile(namespace, owner, parent)
+    await common.reconcile_owner(
+        API_VERSION, "TrainingRun", namespace, labels.get("kubeml.io/owner-name"), reconcile
+    )
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
