@@ -113,11 +113,14 @@ def test_alias_resolves_to_its_holder_and_builds_server_and_service() -> None:
     assert d.status["endpoint"] == "http://iris.ml.svc:80"
 
 
-def test_missing_alias_is_reported_and_nothing_is_built() -> None:
+def test_missing_alias_is_waited_for_not_failed_and_nothing_is_built() -> None:
     d = decide(body(), [mv(1)])
     assert d.apply == []
     assert cond(d, "Ready")["reason"] == "AliasNotFound"
     assert "champion" in cond(d, "Ready")["message"]
+    # A pipeline applied at once waits for training: Progressing, not Degraded.
+    assert (cond(d, "Progressing")["status"], cond(d, "Degraded")["status"]) == ("True", "False")
+    assert "lastFailure" not in d.status
 
 
 def test_rollout_complete_is_ready() -> None:

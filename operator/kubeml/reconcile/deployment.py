@@ -116,10 +116,12 @@ def decide(
     spec = model.spec
     stable_mv, reason, message = resolve(versions, spec.model, spec.version, spec.alias)
     if stable_mv is None:
+        # Waiting, not failing: a pipeline applied in one go (a GitOps sync) has
+        # its Deployment before training registered a version. Like a pod waiting
+        # for its ConfigMap, it progresses once the version exists.
         cond(READY, "False", reason, f"deployment {name}: {message}")
-        cond(PROGRESSING, "False", reason, message)
-        cond(DEGRADED, "True", reason, message)
-        status["lastFailure"] = {"reason": reason, "message": message, "time": now}
+        cond(PROGRESSING, "True", reason, f"waiting: {message}")
+        cond(DEGRADED, "False", reason, "nothing has failed; no version to serve yet")
         return decision
 
     canary_mv = None
