@@ -45,6 +45,7 @@ lint: setup
 crds: setup
 	$(BIN)/kubeml crds
 	$(BIN)/kubeml docs
+	$(BIN)/kubeml health-checks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -40,6 +40,43 @@ def crds(out: Path, check: bool) -> None:
         click.echo(f"wrote {path}")
 
 
+@main.command("health-checks")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("charts/kubeml/health"),
+    show_default=True,
+    help="Directory to write the Lua scripts into.",
+)
+@click.option(
+    "--argocd-cm",
+    "argocd_cm",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("examples/gitops/argocd/argocd-cm-health.yaml"),
+    show_default=True,
+    help="The same scripts as an argocd-cm patch.",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the files differ instead of writing.")
+def health_checks(out: Path, argocd_cm: Path, check: bool) -> None:
+    """Generate the Argo CD health checks (Lua) from the health rules."""
+    from . import health
+
+    rendered = {out / name: text for name, text in health.render_all().items()}
+    rendered[argocd_cm] = health.render_argocd_cm()
+    if check:
+        stale = [str(p) for p, text in rendered.items() if _read(p) != text]
+        if stale:
+            click.echo(f"out of date: {', '.join(stale)} (run `kubeml health-checks`)", err=True)
+            sys.exit(1)
+        click.echo(f"{len(rendered)} health-check files are up to date")
+        return
+    for path, text in rendered.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"wrote {path}")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:

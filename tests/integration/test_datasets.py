@@ -68,6 +68,8 @@ def test_builtin_iris_reaches_ready_with_its_rows_and_a_content_version(
     ds = kube.wait_condition(kube_api, ml_namespace, "Dataset", "iris", "Ready", status="True")
     st = ds["status"]
     assert st["rows"] == {"total": 150, "train": 90, "validation": 30, "test": 30}
+    for kstatus in ("Reconciling", "Stalled"):
+        assert (kube.condition(ds, kstatus) or {}).get("status") == "False", kstatus
     assert len(st["version"]) == 64 and st["shortVersion"] == st["version"][:12]
     assert st["uri"] == f"s3://{s3_env['KUBEML_BUCKET']}/datasets/{st['version']}/"
     assert {c["name"] for c in st["columns"] if c["role"] == "target"} == {"target"}
@@ -278,6 +280,12 @@ def test_every_bad_input_lands_in_a_clear_condition(
         message = kube.condition(ds, "Ready")["message"]  # type: ignore[index]
         assert needle in message, (name, message)
         assert name in message, (name, message)
+        # kstatus (Flux, kpt) sees a failure, not work in progress.
+        stalled = kube.condition(ds, "Stalled") or {}
+        assert (stalled.get("status"), stalled.get("reason")) == (
+            "True",
+            kube.condition(ds, "Ready")["reason"],  # type: ignore[index]
+        ), (name, stalled)
     # The bad-input Jobs failed once, without retries, and the operator is unharmed.
     oom = kube.jobs(kube_api, ml_namespace, "kubeml.io/owner-name=oom")
     assert len(oom) == 1 and (oom[0]["status"].get("failed") or 0) == 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from .. import metrics
+from .. import health, metrics
 from ..k8s import client, objects
 from ..reconcile import modelversion as decide_mv
 from ..reconcile import registry
@@ -96,6 +96,10 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
     if body["metadata"].get("deletionTimestamp"):
         return events
     decision = decide_mv.decide(body, check_artifact(body), changes.get(name), deployments, now=now)
+    # From the object the decision saw: an alias patch below bumps the generation.
+    decision.status["conditions"] = health.kstatus_conditions(
+        "ModelVersion", {**body, "status": decision.status}, now=common.now()
+    )
     if decision.spec_aliases is not None:
         body = objects.merge_patch(api, body, {"spec": {"aliases": decision.spec_aliases}})
     if decision.status != (body.get("status") or {}):
