@@ -28,16 +28,8 @@ def crds(out: Path, check: bool) -> None:
     """Generate the CustomResourceDefinitions from the API models."""
     from . import crdgen
 
-    rendered = crdgen.render_all()
-    if check:
-        stale = [n for n, text in rendered.items() if _read(out / n) != text]
-        if stale:
-            click.echo(f"out of date in {out}: {', '.join(stale)} (run `kubeml crds`)", err=True)
-            sys.exit(1)
-        click.echo(f"{len(rendered)} CRDs in {out} are up to date")
-        return
-    for path in crdgen.write(out):
-        click.echo(f"wrote {path}")
+    rendered = {out / name: text for name, text in crdgen.render_all().items()}
+    _write_or_check(rendered, check, "crds")
 
 
 @main.command("health-checks")
@@ -64,17 +56,7 @@ def health_checks(out: Path, argocd_cm: Path, check: bool) -> None:
 
     rendered = {out / name: text for name, text in health.render_all().items()}
     rendered[argocd_cm] = health.render_argocd_cm()
-    if check:
-        stale = [str(p) for p, text in rendered.items() if _read(p) != text]
-        if stale:
-            click.echo(f"out of date: {', '.join(stale)} (run `kubeml health-checks`)", err=True)
-            sys.exit(1)
-        click.echo(f"{len(rendered)} health-check files are up to date")
-        return
-    for path, text in rendered.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        click.echo(f"wrote {path}")
+    _write_or_check(rendered, check, "health-checks")
 
 
 @main.command()
@@ -228,6 +210,21 @@ def demo(state_dir: Path | None) -> None:
     from . import demo as demo_module
 
     demo_module.run(state_dir, echo=lambda line: click.echo(line))
+
+
+def _write_or_check(rendered: dict[Path, str], check: bool, command: str) -> None:
+    """Write generated files, or with --check exit 1 naming the stale ones."""
+    if check:
+        stale = [str(p) for p, text in rendered.items() if _read(p) != text]
+        if stale:
+            click.echo(f"out of date: {', '.join(stale)} (run `kubeml {command}`)", err=True)
+            sys.exit(1)
+        click.echo(f"{len(rendered)} generated files are up to date")
+        return
+    for path, text in rendered.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"wrote {path}")
 
 
 def _read(path: Path) -> str | None:
