@@ -65,35 +65,41 @@ def describe(c: Mapping[str, Any]) -> str:
 
 def health(kind: str, obj: Mapping[str, Any]) -> tuple[str, str]:
     """Healthy, Progressing or Degraded, with the deciding condition described."""
+    verdict, message, _ = _decide(kind, obj)
+    return verdict, message
+
+
+def _decide(kind: str, obj: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any] | None]:
+    """The verdict, its message and the condition that decided it (if one did)."""
     rules = RULES[kind]
     status = obj.get("status")
     if status is None:
-        return PROGRESSING, "Waiting for the KubeML operator to reconcile"
+        return PROGRESSING, "Waiting for the KubeML operator to reconcile", None
     generation = (obj.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
     if generation is not None and (observed is None or observed < generation):
         message = f"Waiting for the KubeML operator to observe generation {int(generation)}"
         if observed is not None:
             message += f" (status is for generation {int(observed)})"
-        return PROGRESSING, message
+        return PROGRESSING, message, None
     conditions = status.get("conditions")
     if rules.rollout:
         degraded = find(conditions, "Degraded")
         if degraded is not None and degraded.get("status") == "True":
-            return DEGRADED, describe(degraded)
+            return DEGRADED, describe(degraded), degraded
         progressing = find(conditions, "Progressing")
         if progressing is not None and progressing.get("status") == "True":
-            return PROGRESSING, describe(progressing)
+            return PROGRESSING, describe(progressing), progressing
     summary = find(conditions, rules.summary)
     if summary is None:
-        return PROGRESSING, f"No {rules.summary} condition yet"
+        return PROGRESSING, f"No {rules.summary} condition yet", None
     if summary.get("status") == "True":
         verdict = HEALTHY
     elif summary.get("status") == "False" and summary.get("reason") not in rules.in_progress:
         verdict = DEGRADED
     else:
         verdict = PROGRESSING
-    return verdict, describe(summary)
+    return verdict, describe(summary), summary
 
 
 def kstatus_conditions(kind: str, obj: Mapping[str, Any], *, now: str) -> list[ConditionDict]:
@@ -105,9 +111,8 @@ def kstatus_conditions(kind: str, obj: Mapping[str, Any], *, now: str) -> list[C
     status = obj.get("status") or {}
     conditions: Sequence[Mapping[str, Any]] = status.get("conditions") or []
     generation = (obj.get("metadata") or {}).get("generation")
-    verdict, message = health(kind, obj)
-    summary = find(conditions, RULES[kind].summary) or {}
-    reason = str(summary.get("reason") or "Unknown")
+    verdict, message, deciding = _decide(kind, obj)
+    reason = str((deciding or {}).get("reason") or "Unknown")
     out = set_condition(
         conditions,
         RECONCILING,
