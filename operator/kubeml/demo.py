@@ -126,6 +126,36 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
+def _remove_previous_run(core: client.CoreV1Api, clock: Clock) -> None:
+    """Each demo starts from nothing: a namespace left by an earlier run (whose pods
+    died with that session) would show stale Ready statuses instead of the lifecycle."""
+
+    def gone() -> bool | None:
+        try:
+            core.read_namespace(NAMESPACE)
+        except client.ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return None
+
+    if gone():
+        return
+    clock.say(f"removing namespace {NAMESPACE} left by an earlier demo ...")
+    core.delete_namespace(NAMESPACE)
+    poll(gone, timeout=300, what=f"namespace {NAMESPACE} deleted")
+    clock.say(f"namespace {NAMESPACE} removed")
+
+
+def _ready_server_pod(core: client.CoreV1Api) -> Any:
+    pods = core.list_namespaced_pod(NAMESPACE, label_selector="kubeml.io/deployment=iris")
+    for pod in pods.items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if ready and pod.status.pod_ip and pod.metadata.deletion_timestamp is None:
+            return pod
+    return None
+
+
 def run(state_dir: Path | None, echo: Echo = print) -> None:
     clock = Clock(echo)
     layout = Layout.at(state_dir)
@@ -142,6 +172,7 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
         pid = _start_operator(layout, conn)
         clock.say(f"operator started (pid {pid}, log {layout.logs / 'operator.log'})")
 
+    _remove_previous_run(core, clock)
     try:
         core.create_namespace(
             client.V1Namespace(
@@ -193,23 +224,31 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
         f"v{dep['status']['stable']['version']}"
     )
 
-    pods = core.list_namespaced_pod(NAMESPACE, label_selector="kubeml.io/deployment=iris")
-    ips = [p.status.pod_ip for p in pods.items if p.status.pod_ip]
+    pod = poll(lambda: _ready_server_pod(core), timeout=120, what="a ready server pod")
     model = mv["spec"]["model"]
-    base = f"http://{ips[0]}:8080"
+    base = f"http://{pod.status.pod_ip}:8080"
     names = [c["name"] for c in mv["spec"]["signature"]["inputs"]]
-    v2 = _post(
-        f"{base}/v2/models/{model}/infer",
-        {
-            "inputs": [
-                {"name": n, "shape": [len(ROWS)], "datatype": "FP64", "data": [r[i] for r in ROWS]}
-                for i, n in enumerate(names)
-            ]
-        },
+    v2 = poll(
+        lambda: _post(
+            f"{base}/v2/models/{model}/infer",
+            {
+                "inputs": [
+                    {
+                        "name": n,
+                        "shape": [len(ROWS)],
+                        "datatype": "FP64",
+                        "data": [r[i] for r in ROWS],
+                    }
+                    for i, n in enumerate(names)
+                ]
+            },
+        ),
+        timeout=60,
+        what=f"a prediction from {base}",
     )
     v1 = _post(f"{base}/v1/models/{model}:predict", {"instances": ROWS})
     echo("")
-    echo(f"predictions from {base} (pod {pods.items[0].metadata.name}):")
+    echo(f"predictions from {base} (pod {pod.metadata.name}):")
     for row, pred in zip(ROWS, v2["outputs"][0]["data"], strict=False):
         echo(f"  {row} -> class {pred}")
     echo(f"  KServe v1 answer: {v1['predictions']}")
@@ -226,6 +265,6 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
     echo(f"  kubectl get kubeml -n {NAMESPACE}")
     echo(f"  kubectl get pods -n {NAMESPACE} -o wide")
     echo(f"  curl -s {base}/v2/models/{model}")
-    echo(f"  .venv/bin/kubeml local logs {pods.items[0].metadata.name} -n {NAMESPACE}")
+    echo(f"  .venv/bin/kubeml local logs {pod.metadata.name} -n {NAMESPACE}")
     echo(f"  .venv/bin/kubeml promote {model} <version> --alias champion -n {NAMESPACE}")
     echo("stop everything: .venv/bin/kubeml local down")
