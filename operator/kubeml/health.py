@@ -113,24 +113,22 @@ def kstatus_conditions(kind: str, obj: Mapping[str, Any], *, now: str) -> list[C
     generation = (obj.get("metadata") or {}).get("generation")
     verdict, message, deciding = _decide(kind, obj)
     reason = str((deciding or {}).get("reason") or "Unknown")
-    out = set_condition(
-        conditions,
-        RECONCILING,
-        "True" if verdict == PROGRESSING else "False",
-        reason if verdict == PROGRESSING else "Reconciled",
-        message if verdict == PROGRESSING else "",
-        observed_generation=generation,
-        now=now,
-    )
-    return set_condition(
-        out,
-        STALLED,
-        "True" if verdict == DEGRADED else "False",
-        reason if verdict == DEGRADED else "NotStalled",
-        message if verdict == DEGRADED else "",
-        observed_generation=generation,
-        now=now,
-    )
+    out: list[ConditionDict] = [dict(c) for c in conditions]
+    for type_, when, calm in (
+        (RECONCILING, PROGRESSING, "Reconciled"),
+        (STALLED, DEGRADED, "NotStalled"),
+    ):
+        on = verdict == when
+        out = set_condition(
+            out,
+            type_,
+            "True" if on else "False",
+            reason if on else calm,
+            message if on else "",
+            observed_generation=generation,
+            now=now,
+        )
+    return out
 
 
 # -- the Argo CD scripts ---------------------------------------------------------------

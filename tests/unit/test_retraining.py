@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,8 +95,9 @@ def run(name: str, dv: str, outcome: str | None, mv: str | None = None, age: int
     }
 
 
-def drifted(psi: float) -> DriftReading:
-    return DriftReading(psi={"petal_length": psi, "sepal_width": 0.01}, pods=2)
+def drifted(psi: float) -> Callable[[], DriftReading]:
+    """The plan reads drift lazily (scraping pods is I/O)."""
+    return lambda: DriftReading(psi={"petal_length": psi, "sepal_width": 0.01}, pods=2)
 
 
 def decide(dep: dict[str, Any], **kw: Any) -> Any:

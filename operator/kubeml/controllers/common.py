@@ -7,10 +7,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conditions import now_rfc3339
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger("kubeml")
 
@@ -141,6 +144,26 @@ async def post_events(body: dict[str, Any], events: list[tuple[str, str, str]]) 
     from ..k8s import events as k8s_events
 
     await asyncio.to_thread(k8s_events.post, client.api_client(), body, events)
+
+
+def write_status(
+    api: ApiClient,
+    kind: str,
+    body: dict[str, Any],
+    status: dict[str, Any],
+    *,
+    seen: dict[str, Any] | None = None,
+) -> None:
+    """Add kstatus's Reconciling and Stalled (judged on ``seen``, the object the
+    decision was made for; default ``body``) and patch the status if it changed."""
+    from .. import health
+    from ..k8s import objects
+
+    status["conditions"] = health.kstatus_conditions(
+        kind, {**(seen or body), "status": status}, now=now()
+    )
+    if status != (body.get("status") or {}):
+        objects.patch_status(api, body, status)
 
 
 def now() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from .. import health, labels, metrics, schedules
+from .. import labels, metrics, schedules
 from ..k8s import client, objects
 from ..labels import OWNER_NAME
 from ..reconcile import dataset as decide_dataset
@@ -64,11 +64,7 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
         objects.apply(api, decision.job)
     for stale in decision.stale_jobs:
         objects.delete(api, "batch/v1", "Job", namespace, stale)
-    decision.status["conditions"] = health.kstatus_conditions(
-        "Dataset", {**body, "status": decision.status}, now=common.now()
-    )
-    if decision.status != (body.get("status") or {}):
-        objects.patch_status(api, body, decision.status)
+    common.write_status(api, "Dataset", body, decision.status)
     return decision.events
 
 

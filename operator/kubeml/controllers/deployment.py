@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from .. import health, labels, metrics
+from .. import labels, metrics
 from ..k8s import client, objects
 from ..labels import RETRAINING_FOR
 from ..reconcile import deployment as decide_dep
@@ -75,11 +75,7 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
     else:
         decision.status["retraining"] = plan.status
     decision.events += plan.events
-    decision.status["conditions"] = health.kstatus_conditions(
-        "Deployment", {**body, "status": decision.status}, now=common.now()
-    )
-    if decision.status != (body.get("status") or {}):
-        objects.patch_status(api, body, decision.status)
+    common.write_status(api, "Deployment", body, decision.status)
     return decision.events
 
 

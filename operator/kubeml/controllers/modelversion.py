@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from .. import health, metrics
+from .. import metrics
 from ..k8s import client, objects
 from ..reconcile import modelversion as decide_mv
 from ..reconcile import registry
@@ -96,14 +96,11 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
     if body["metadata"].get("deletionTimestamp"):
         return events
     decision = decide_mv.decide(body, check_artifact(body), changes.get(name), deployments, now=now)
-    # From the object the decision saw: an alias patch below bumps the generation.
-    decision.status["conditions"] = health.kstatus_conditions(
-        "ModelVersion", {**body, "status": decision.status}, now=common.now()
-    )
+    seen = body
     if decision.spec_aliases is not None:
         body = objects.merge_patch(api, body, {"spec": {"aliases": decision.spec_aliases}})
-    if decision.status != (body.get("status") or {}):
-        objects.patch_status(api, body, decision.status)
+    # Judged on the object the decision saw: the alias patch bumps the generation.
+    common.write_status(api, "ModelVersion", body, decision.status, seen=seen)
     return events + decision.events
 
 

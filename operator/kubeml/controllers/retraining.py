@@ -14,18 +14,13 @@ from typing import Any
 from kubernetes.client import ApiClient
 
 from .. import labels
-from ..conditions import find
+from ..conditions import is_true
 from ..k8s import objects
 from ..reconcile import retraining, serving
 
 log = logging.getLogger("kubeml")
 API_VERSION = "kubeml.io/v1alpha1"
 SCRAPE_TIMEOUT_SECONDS = 2.0
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    ready = find((pod.get("status") or {}).get("conditions"), "Ready")
-    return ready is not None and ready.get("status") == "True"
 
 
 def read_drift(api: ApiClient, namespace: str, name: str) -> retraining.DriftReading:
@@ -35,7 +30,7 @@ def read_drift(api: ApiClient, namespace: str, name: str) -> retraining.DriftRea
     texts: list[str] = []
     for pod in objects.list_(api, "v1", "Pod", namespace, selector):
         ip = (pod.get("status") or {}).get("podIP")
-        if not ip or not _ready(pod):
+        if not ip or not is_true((pod.get("status") or {}).get("conditions"), "Ready"):
             continue
         url = f"http://{ip}:{serving.PORT}/metrics"
         try:
@@ -63,15 +58,13 @@ def reconcile(
             api, API_VERSION, "Dataset", ns, template["spec"]["datasetRef"]["name"]
         )
     runs = objects.list_(api, API_VERSION, "TrainingRun", ns, f"{labels.RETRAINING_FOR}={name}")
-    wants_drift = (policy.get("triggers") or {}).get("drift", True)
-    drift = read_drift(api, ns, name) if wants_drift else None
     plan = retraining.plan(
         {**body, "status": status},
         template=template,
         dataset=dataset,
         runs=runs,
         versions=versions,
-        drift=drift,
+        drift=lambda: read_drift(api, ns, name),
         now=datetime.now(UTC),
     )
     for mv_name, aliases in plan.aliases.items():

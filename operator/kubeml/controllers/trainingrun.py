@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from .. import health, labels, metrics
+from .. import labels, metrics
 from ..k8s import client, objects
 from ..reconcile import jobs, registry
 from ..reconcile import trainingrun as decide_run
@@ -75,11 +75,7 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
         raise kopf.TemporaryError("could not allocate a model version number", delay=5)
     if decision.job is not None:
         objects.apply(api, decision.job)
-    decision.status["conditions"] = health.kstatus_conditions(
-        "TrainingRun", {**body, "status": decision.status}, now=common.now()
-    )
-    if decision.status != (body.get("status") or {}):
-        objects.patch_status(api, body, decision.status)
+    common.write_status(api, "TrainingRun", body, decision.status)
     events += decision.events
     return events
 

@@ -18,14 +18,14 @@ Pure: everything observed comes in, a Plan goes out; the controller does I/O.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from .. import labels
 from ..api.estimators import DEFAULT_METRICS, ESTIMATORS
-from ..conditions import find
+from ..conditions import find, is_true
 from ..schedules import format_time, latest_tick, parse_time
 from . import pods, registry
 
@@ -89,8 +89,7 @@ def _finished(run: Body) -> bool:
 
 
 def _succeeded(run: Body) -> bool:
-    done = find((run.get("status") or {}).get("conditions"), "Succeeded")
-    return done is not None and done.get("status") == "True"
+    return is_true((run.get("status") or {}).get("conditions"), "Succeeded")
 
 
 def _claims(mv: Body) -> list[str]:
@@ -220,7 +219,7 @@ def plan(
     dataset: Body | None,
     runs: Iterable[Body],
     versions: Iterable[Body],
-    drift: DriftReading | None,
+    drift: Callable[[], DriftReading] | None,
     now: datetime,
 ) -> Plan:
     spec = deployment.get("spec") or {}
@@ -314,15 +313,17 @@ def plan(
 
     # Nothing new to train on: do drift or the schedule ask for new data?
     reason, message = "", ""
-    worst = drift.worst() if drift is not None and triggers.get("drift", True) else None
+    # Read only here: scraping every server pod is the costly part of a reconcile.
+    reading = drift() if drift is not None and triggers.get("drift", True) else None
+    worst = reading.worst() if reading is not None else None
     threshold = float(((spec.get("monitoring") or {}).get("alerts") or {}).get("driftPsi", 0.2))
     requested = str(rs.get("refreshRequestedTime") or "")
     if worst is not None and worst[1] > threshold:
-        assert drift is not None
+        assert reading is not None
         reason = "Drift"
         message = (
             f"feature {worst[0]} drifted: PSI {worst[1]:.3f} > {threshold:g} "
-            f"(highest of {drift.pods} server pod(s))"
+            f"(highest of {reading.pods} server pod(s))"
         )
     else:
         since = max(str(deployment["metadata"].get("creationTimestamp") or ""), requested)
