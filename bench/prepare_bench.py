@@ -39,7 +39,7 @@ def child(rows: int, features: int, trace: bool) -> None:
 
         tracemalloc.start()
     from kubeml.runtime.prepare import prepare_dataset
-    from kubeml.runtime.request import read_request
+    from kubeml.runtime.prepare_request import read_request
     from kubeml.storage import ArtifactStore, S3Settings
 
     spec = {
@@ -84,7 +84,7 @@ def run_child(env: dict[str, str], rows: int, features: int, trace: bool) -> dic
 def compare_uploads(env: dict[str, str], version: str, rounds: int) -> dict[str, list[float]]:
     import boto3
 
-    from kubeml.data.artifacts import WrittenFile
+    from kubeml.data.files import WrittenFile
     from kubeml.runtime.publish import publish, version_prefix
     from kubeml.storage import ArtifactStore, S3Settings
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import yaml
 
 from kubeml.api.deployment import Alerts
-from kubeml.reconcile import serving
+from kubeml.reconcile import server_objects
 from tests.support.binaries import built
 
 
 def test_generated_rules_pass_promtool(tmp_path: Path) -> None:
-    rules = serving.alert_rules(
+    rules = server_objects.alert_rules(
         "iris",
         "ml",
         "iris-classifier",
@@ -30,7 +30,7 @@ def test_generated_rules_pass_promtool(tmp_path: Path) -> None:
 
 
 def test_rules_name_the_thresholds() -> None:
-    rules = serving.alert_rules(
+    rules = server_objects.alert_rules(
         "iris", "ml", "m", Alerts(error_rate=0.02, latency_p99_seconds=0.3, drift_psi=0.4)
     )
     exprs = {r["alert"]: r["expr"] for r in rules}

@@ -10,8 +10,8 @@ import pytest
 
 from kubeml.api.dataset import DatasetSpec
 from kubeml.data import prepare_frame
-from kubeml.data.artifacts import content_version, write_prepared
 from kubeml.data.errors import DataError
+from kubeml.data.files import content_version, write_prepared
 from kubeml.data.pipeline import content_spec
 from kubeml.data.sources import load_builtin
 

@@ -11,7 +11,7 @@ import pytest
 from kubeml.data.errors import DataError
 from kubeml.runtime.fetch import _http_error, check_size
 from kubeml.runtime.prepare import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, prepare_dataset
-from kubeml.runtime.request import memory_limit, read_request
+from kubeml.runtime.prepare_request import memory_limit, read_request
 from kubeml.storage import KeyNotFound, canonical_json, sha256_bytes
 from kubeml.storage.store import ObjectInfo
 

@@ -11,7 +11,7 @@ import yaml
 
 from kubeml.conditions import find
 from kubeml.reconcile import deployment as dep
-from kubeml.reconcile import serving
+from kubeml.reconcile import server_objects
 from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
 from tests.support.podsecurity import violations
@@ -156,7 +156,7 @@ def test_alias_move_shows_old_and_new_until_done() -> None:
 def test_replica_split_follows_the_percent(
     total: int, percent: int, split: tuple[int, int]
 ) -> None:
-    assert serving.split_replicas(total, percent) == split
+    assert server_objects.split_replicas(total, percent) == split
 
 
 def test_canary_gets_its_own_deployment_behind_the_same_service() -> None:

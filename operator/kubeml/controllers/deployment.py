@@ -14,7 +14,7 @@ from .. import labels, metrics
 from ..k8s import client, objects
 from ..labels import RETRAINING_FOR
 from ..reconcile import deployment as decide_dep
-from ..reconcile import serving
+from ..reconcile import server_objects
 from . import common, retraining
 
 GROUP, VERSION, PLURAL = "kubeml.io", "v1alpha1", "deployments"
@@ -52,7 +52,9 @@ def reconcile_sync(namespace: str, name: str) -> list[tuple[str, str, str]]:
         if i["spec"].get("model") == model and not i["metadata"].get("deletionTimestamp")
     ]
     apps = {
-        track: objects.get(api, "apps/v1", "Deployment", namespace, serving.app_name(name, track))
+        track: objects.get(
+            api, "apps/v1", "Deployment", namespace, server_objects.app_name(name, track)
+        )
         for track in ("stable", "canary")
     }
     decision = decide_dep.decide(

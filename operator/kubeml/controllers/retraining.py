@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient
 from .. import labels
 from ..conditions import is_true
 from ..k8s import objects
-from ..reconcile import retraining, serving
+from ..reconcile import retraining, server_objects
 
 log = logging.getLogger("kubeml")
 API_VERSION = "kubeml.io/v1alpha1"
@@ -26,13 +26,13 @@ SCRAPE_TIMEOUT_SECONDS = 2.0
 def read_drift(api: ApiClient, namespace: str, name: str) -> retraining.DriftReading:
     """The drift gauges of the Deployment's ready server pods, read directly from
     each pod (no Prometheus needed for the loop; Prometheus alerts on the same)."""
-    selector = ",".join(f"{k}={v}" for k, v in serving.selector(name).items())
+    selector = ",".join(f"{k}={v}" for k, v in server_objects.selector(name).items())
     texts: list[str] = []
     for pod in objects.list_(api, "v1", "Pod", namespace, selector):
         ip = (pod.get("status") or {}).get("podIP")
         if not ip or not is_true((pod.get("status") or {}).get("conditions"), "Ready"):
             continue
-        url = f"http://{ip}:{serving.PORT}/metrics"
+        url = f"http://{ip}:{server_objects.PORT}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
                 texts.append(resp.read().decode("utf-8", "replace"))

@@ -9,7 +9,7 @@ from ..api import Deployment, ManifestError, parse_manifest
 from ..api.deployment import Alerts
 from ..conditions import Status, find, set_condition
 from ..settings import Settings
-from . import registry, serving
+from . import registry, server_objects
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 
@@ -141,10 +141,10 @@ def decide(
         canary_replicas = max(1, round(lo * percent / max(1, 100 - percent))) if percent else 0
     else:
         total = spec.replicas if spec.replicas is not None else 1
-        stable_replicas, canary_replicas = serving.split_replicas(total, percent)
+        stable_replicas, canary_replicas = server_objects.split_replicas(total, percent)
 
     decision.apply.append(
-        serving.server_deployment(
+        server_objects.server_deployment(
             body,
             "stable",
             stable_mv,
@@ -154,10 +154,10 @@ def decide(
             profile_uri(settings, stable_mv),
         )
     )
-    decision.apply.append(serving.service(body))
+    decision.apply.append(server_objects.service(body))
     if canary_mv is not None:
         decision.apply.append(
-            serving.server_deployment(
+            server_objects.server_deployment(
                 body,
                 "canary",
                 canary_mv,
@@ -168,9 +168,9 @@ def decide(
             )
         )
     else:
-        decision.delete.append(("apps/v1", "Deployment", serving.app_name(name, "canary")))
+        decision.delete.append(("apps/v1", "Deployment", server_objects.app_name(name, "canary")))
     if spec.autoscaling is not None:
-        decision.apply.append(serving.hpa(body, spec))
+        decision.apply.append(server_objects.hpa(body, spec))
     else:
         decision.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", name))
     monitoring = spec.monitoring
@@ -180,8 +180,8 @@ def decide(
     if prometheus_operator and wants_monitor:
         interval = monitoring.scrape_interval if monitoring else "30s"
         alerts = monitoring.alerts if monitoring else Alerts()
-        decision.apply.append(serving.service_monitor(body, interval))
-        decision.apply.append(serving.prometheus_rule(body, spec.model, alerts))
+        decision.apply.append(server_objects.service_monitor(body, interval))
+        decision.apply.append(server_objects.prometheus_rule(body, spec.model, alerts))
     elif prometheus_operator:
         decision.delete += [
             ("monitoring.coreos.com/v1", "ServiceMonitor", name),

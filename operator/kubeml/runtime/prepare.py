@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.artifacts import content_version, write_prepared
 from ..data.errors import DataError
+from ..data.files import content_version, write_prepared
 from ..data.pipeline import prepare_frame
 from ..storage import ArtifactStore, S3Settings, StorageError
 from .fetch import load_source
+from .prepare_request import PrepareRequest, memory_limit, read_request, result_key
 from .publish import MANIFEST, Published, publish
-from .request import PrepareRequest, memory_limit, read_request, result_key
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

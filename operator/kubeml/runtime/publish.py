@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.artifacts import WrittenFile
+from ..data.files import WrittenFile
 from ..storage import ArtifactStore, KeyNotFound, StorageError, digest_entries
 from ..storage.store import ObjectInfo
 

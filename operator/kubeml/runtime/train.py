@@ -22,7 +22,6 @@ from typing import Any
 
 from ..api.estimators import ESTIMATORS
 from ..storage import ArtifactStore, S3Settings, StorageError
-from .training.artifacts import environment, upload_model
 from .training.champion import champion_metrics
 from .training.dataset import LoadedDataset, load_dataset
 from .training.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT, TrainError
@@ -32,6 +31,7 @@ from .training.fit import Fitted, fit, metric_names
 from .training.request import TrainRequest, cpu_limit, read_request, result_key
 from .training.signature import build_signature
 from .training.target import check_target
+from .training.upload import environment, upload_model
 
 log = logging.getLogger("kubeml.train")
 
