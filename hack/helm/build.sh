@@ -10,6 +10,11 @@ cache_root="${KUBEML_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeml}"
 key="helm-${HELM_VERSION}-$(sha256sum "$here/go.sum" | cut -c1-12)"
 out="$cache_root/bin/$key"
 
+# One build at a time per cache (as for the other binaries): a second caller
+# waits, then finds the result.
+mkdir -p "$cache_root/bin"
+exec 9>"$cache_root/bin/.build.lock"
+flock 9
 if [[ -x "$out/helm" ]]; then
   echo "$out/helm"
   exit 0

@@ -160,42 +160,19 @@ def serve(args: tuple[str, ...]) -> None:
 @click.argument("model")
 @click.argument("version", type=int)
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
-@click.option("-n", "--namespace", default="default", show_default=True)
-def promote(model: str, version: int, alias: str, namespace: str) -> None:
+@click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
+)
+def promote(model: str, version: int, alias: str, namespace: str | None) -> None:
     """Point ALIAS at VERSION of MODEL (the operator moves it from the old holder)."""
-    from kubernetes.client.exceptions import ApiException
+    from .k8s import aliases, client
 
-    from .k8s import client
-
-    api = client.custom()
-    items = api.list_namespaced_custom_object("kubeml.io", "v1alpha1", namespace, "modelversions")[
-        "items"
-    ]
-    target = next(
-        (
-            i
-            for i in items
-            if i["spec"].get("model") == model and i["spec"].get("version") == version
-        ),
-        None,
-    )
-    if target is None:
-        raise click.ClickException(f"no version {version} of model {model} in {namespace}")
-    aliases = list(target["spec"].get("aliases") or [])
-    if alias not in aliases:
-        aliases.append(alias)
+    ns = namespace or client.current_namespace()
     try:
-        api.patch_namespaced_custom_object(
-            "kubeml.io",
-            "v1alpha1",
-            namespace,
-            "modelversions",
-            target["metadata"]["name"],
-            {"spec": {"aliases": aliases}},
-        )
-    except ApiException as err:
-        raise click.ClickException(f"patching {target['metadata']['name']}: {err.reason}") from err
-    click.echo(f"{alias} -> {target['metadata']['name']}")
+        done = aliases.claim(client.api_client(), ns, model, version, alias)
+    except aliases.ClaimError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{alias} -> {done.name}" + ("" if done.changed else " (already)"))
 
 
 @main.command()

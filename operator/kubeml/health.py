@@ -36,8 +36,9 @@ RULES: dict[str, Rules] = {
     "Dataset": Rules(
         "Ready",
         "Reasons the operator reports with Ready=False while a preparation Job\n"
-        "is under way (not failures): Progressing, not Degraded.",
-        ("Preparing", "Refreshing", "Pending"),
+        "is under way, or its result waits for S3 to answer again (not failures):\n"
+        "Progressing, not Degraded.",
+        ("Preparing", "Refreshing", "Pending", "StorageUnavailable"),
     ),
     "TrainingRun": Rules(
         "Succeeded",

@@ -20,6 +20,10 @@ TRIGGER = f"{PREFIX}/trigger"
 # Annotation: a time (RFC 3339); a Dataset re-prepares once for each new value.
 REFRESH_REQUESTED = f"{PREFIX}/refresh-requested"
 
+# Annotation on objects the operator applies: the hash of the manifest as last
+# applied, so an unchanged reconcile skips the request.
+APPLIED_HASH = f"{PREFIX}/applied-hash"
+
 FIELD_MANAGER = "kubeml-operator"
 
 

@@ -2,40 +2,46 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "kubeml_operator_reconciles_total",
-    "Reconciliations by kind and result.",
+    "Reconciliations by kind and result (ok, error, conflict).",
     ["kind", "result"],
 )
 RECONCILE_SECONDS = Histogram(
     "kubeml_operator_reconcile_duration_seconds",
-    "Time spent in one reconciliation.",
+    "Time spent in one reconciliation, reads and writes included.",
     ["kind"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 ERRORS = Counter(
     "kubeml_operator_errors_total",
     "Reconciliations that raised, by kind and error class.",
     ["kind", "error"],
 )
-
-
-@contextmanager
-def measured(kind: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    except Exception as err:
-        RECONCILES.labels(kind, "error").inc()
-        ERRORS.labels(kind, type(err).__name__).inc()
-        raise
-    else:
-        RECONCILES.labels(kind, "ok").inc()
-    finally:
-        RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - start)
+QUEUE_DEPTH = Gauge(
+    "kubeml_operator_queue_depth",
+    "Objects waiting to be reconciled (including those waiting for a requeue time).",
+)
+RECONCILING = Gauge("kubeml_operator_reconciles_active", "Reconciliations running now.")
+API_REQUESTS = Counter(
+    "kubeml_operator_api_requests_total",
+    "Requests the operator's reconciles made to the Kubernetes API (watches excluded).",
+    ["verb", "resource", "code"],
+)
+S3_REQUESTS = Counter(
+    "kubeml_operator_s3_requests_total",
+    "Requests the operator made to the artifact store, by operation.",
+    ["operation"],
+)
+WRITES_SKIPPED = Counter(
+    "kubeml_operator_writes_skipped_total",
+    "Writes a decision asked for that were skipped because nothing would change.",
+    ["what"],
+)
+CACHED_OBJECTS = Gauge(
+    "kubeml_operator_cached_objects",
+    "Objects held in the operator's watch-fed cache, by kind.",
+    ["kind"],
+)

@@ -13,6 +13,7 @@ from .crdgen import openapi_schema
 
 Schema = dict[str, Any]
 
+PATTERN_SHOWN = 200  # longer patterns are generated grammars, described in words
 _CONSTRAINTS = (
     ("minimum", ">= {}"),
     ("maximum", "<= {}"),
@@ -47,6 +48,9 @@ def _notes(node: Schema) -> str:
     for key, fmt in _CONSTRAINTS:
         if key in node:
             value = node[key]
+            if key == "pattern" and len(str(value)) > PATTERN_SHOWN:
+                parts.append("grammar in the description")  # e.g. cron, spelled out
+                continue
             if key in ("minimum", "maximum") and node.get(f"exclusive{key.title()[:3]}imum"):
                 fmt = fmt.replace("=", "")
             parts.append(fmt.format(str(value).replace("|", "\\|")))

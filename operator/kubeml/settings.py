@@ -30,9 +30,21 @@ class Settings:
     bind_address: str = "0.0.0.0"
     health_port: int = 8080
     metrics_port: int = 8081
-    # Period of the level-based pass over every object (artifact re-checks,
-    # refresh schedules, anything a lost watch event left behind).
-    resync_seconds: float = 60.0
+    # The safety net: a relist and one reconcile of every object this often.
+    # Time-based work (schedules, cooldowns, artifact re-checks) does not wait for
+    # it; each object asks to be looked at again when its next work is due.
+    resync_seconds: float = 600.0
+    # Reconciles running at once (each object is reconciled by one at a time).
+    workers: int = 4
+    # How often the operator looks at an unchanged artifact again (a HEAD; a changed
+    # ETag or size is hashed again). Server pods verify sha256 at every load anyway.
+    artifact_recheck_seconds: float = 3600.0
+    # How often a retraining loop with the drift trigger reads its pods' drift.
+    drift_poll_seconds: float = 60.0
+    # s3:// prefixes the cluster admin allows every namespace's ModelVersions to use
+    # (read and serve, never delete). Otherwise a version may only point into its own
+    # namespace's model space.
+    shared_artifact_prefixes: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -51,4 +63,12 @@ class Settings:
             health_port=int(e.get("KUBEML_HEALTH_PORT", cls.health_port)),
             metrics_port=int(e.get("KUBEML_METRICS_PORT", cls.metrics_port)),
             resync_seconds=float(e.get("KUBEML_RESYNC_SECONDS", cls.resync_seconds)),
+            workers=int(e.get("KUBEML_WORKERS", cls.workers)),
+            artifact_recheck_seconds=float(
+                e.get("KUBEML_ARTIFACT_RECHECK_SECONDS", cls.artifact_recheck_seconds)
+            ),
+            drift_poll_seconds=float(e.get("KUBEML_DRIFT_POLL_SECONDS", cls.drift_poll_seconds)),
+            shared_artifact_prefixes=tuple(
+                p.strip() for p in e.get("KUBEML_SHARED_ARTIFACTS", "").split(",") if p.strip()
+            ),
         )

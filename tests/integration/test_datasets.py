@@ -71,13 +71,13 @@ def test_builtin_iris_reaches_ready_with_its_rows_and_a_content_version(
     for kstatus in ("Reconciling", "Stalled"):
         assert (kube.condition(ds, kstatus) or {}).get("status") == "False", kstatus
     assert len(st["version"]) == 64 and st["shortVersion"] == st["version"][:12]
-    assert st["uri"] == f"s3://{s3_env['KUBEML_BUCKET']}/datasets/{st['version']}/"
+    # Everything a namespace's Jobs write lives under that namespace's prefix.
+    prefix = f"namespaces/{ml_namespace}/datasets/{st['version']}/"
+    assert st["uri"] == f"s3://{s3_env['KUBEML_BUCKET']}/{prefix}"
     assert {c["name"] for c in st["columns"] if c["role"] == "target"} == {"target"}
     assert kube.condition(ds, "Validated")["status"] == "True"  # type: ignore[index]
     assert ds["status"]["observedGeneration"] == ds["metadata"]["generation"]
-    listed = s3_client.list_objects_v2(
-        Bucket=s3_env["KUBEML_BUCKET"], Prefix=f"datasets/{st['version']}/"
-    )
+    listed = s3_client.list_objects_v2(Bucket=s3_env["KUBEML_BUCKET"], Prefix=prefix)
     names = {o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]}
     assert {"manifest.json", "profile.json"} <= names
 
@@ -90,9 +90,7 @@ def test_builtin_iris_reaches_ready_with_its_rows_and_a_content_version(
         kube_api, ml_namespace, "Dataset", "iris-twin", "Ready", status="True"
     )
     assert again["status"]["version"] == st["version"]
-    after = s3_client.list_objects_v2(
-        Bucket=s3_env["KUBEML_BUCKET"], Prefix=f"datasets/{st['version']}/"
-    )["Contents"]
+    after = s3_client.list_objects_v2(Bucket=s3_env["KUBEML_BUCKET"], Prefix=prefix)["Contents"]
     assert {o["Key"]: o["LastModified"] for o in after} == before
 
     # A different split seed is different content.

@@ -82,7 +82,7 @@ def test_iris_published_and_rerun_creates_nothing(prepare: Prepare, store: Artif
     assert code == 0
     assert r["ok"] is True
     assert r["rows"] == {"total": 150, "train": 120, "validation": 0, "test": 30}
-    prefix = f"datasets/{r['version']}/"
+    prefix = f"namespaces/ns/datasets/{r['version']}/"
     assert r["uri"] == f"s3://{store.bucket}/{prefix}"
     assert [c["name"] for c in r["columns"]][-1] == "target"
     for entry in r["files"].values():
@@ -100,13 +100,14 @@ def test_iris_published_and_rerun_creates_nothing(prepare: Prepare, store: Artif
         prefix + n
         for n in ("manifest.json", "profile.json", "schema.json", "test.parquet", "train.parquet")
     ]
-    datasets_before = listing(store, "datasets/")
+    datasets_before = listing(store, "namespaces/ns/datasets/")
 
     code, again = prepare(IRIS)
     assert code == 0
     assert again["reused"] is True
     assert again["version"] == r["version"]
-    assert listing(store, "datasets/") == datasets_before  # same keys, sizes, LastModified
+    # The same keys, sizes and LastModified: nothing was uploaded again.
+    assert listing(store, "namespaces/ns/datasets/") == datasets_before
 
 
 def test_synthetic_rows_and_a_changed_seed_is_a_new_version(
@@ -122,7 +123,7 @@ def test_synthetic_rows_and_a_changed_seed_is_a_new_version(
     assert b["ok"] is True
     assert b["version"] != a["version"]
     assert b["reused"] is False
-    assert store.exists(f"datasets/{b['version']}/manifest.json")
+    assert store.exists(f"namespaces/ns/datasets/{b['version']}/manifest.json")
 
 
 def test_s3_prefix_parts_are_read_in_key_order(prepare: Prepare, store: ArtifactStore) -> None:
@@ -195,14 +196,14 @@ def test_bad_inputs_fail_permanently_with_a_reason(
     prepare: Prepare, store: ArtifactStore, raw: str, case: int
 ) -> None:
     spec, reason, fragment = bad_cases(raw)[case]
-    before = listing(store, "datasets/")
+    before = listing(store, "namespaces/ns/datasets/")
     code, r = prepare(spec)
     assert code == 2
     assert r["ok"] is False
     assert r["reason"] == reason
     assert fragment in r["message"]
     assert r["transient"] is False
-    assert listing(store, "datasets/") == before
+    assert listing(store, "namespaces/ns/datasets/") == before
 
 
 def test_validation_failures_each_listed(prepare: Prepare) -> None:

@@ -28,8 +28,9 @@ class OperatorProcess:
             "KUBECONFIG": str(kubeconfig),
             "KUBEML_BIND_ADDRESS": "127.0.0.1",
             "KUBEML_RUNTIME_IMAGE": "ghcr.io/kubeml/runtime:dev",
-            # Short resync so tests see level-based corrections within seconds.
-            "KUBEML_RESYNC_SECONDS": "5",
+            # Tests tamper with artifacts and expect the registry to notice within
+            # seconds; by default an unchanged artifact is looked at hourly.
+            "KUBEML_ARTIFACT_RECHECK_SECONDS": "5",
         }
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None

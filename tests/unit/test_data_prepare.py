@@ -70,14 +70,14 @@ def test_success_result_shape_and_reuse() -> None:
     assert r["ok"] is True
     assert r["reused"] is False
     assert r["rows"] == {"total": 150, "train": 120, "validation": 0, "test": 30}
-    assert r["uri"] == f"s3://mem/datasets/{r['version']}/"
-    assert r["profile"]["uri"] == f"s3://mem/datasets/{r['version']}/profile.json"
+    assert r["uri"] == f"s3://mem/namespaces/ns/datasets/{r['version']}/"
+    assert r["profile"]["uri"] == f"s3://mem/namespaces/ns/datasets/{r['version']}/profile.json"
     assert r["profile"]["sha256"] == sha256_bytes(
-        store.objects[f"datasets/{r['version']}/profile.json"]
+        store.objects[f"namespaces/ns/datasets/{r['version']}/profile.json"]
     )
     assert set(r["files"]) == {"train", "test", "schema", "profile"}
     assert r["columns"][-1] == {"name": "target", "type": "integer", "role": "target"}
-    manifest = store.get_json(f"datasets/{r['version']}/manifest.json")
+    manifest = store.get_json(f"namespaces/ns/datasets/{r['version']}/manifest.json")
     assert manifest["version"] == r["version"]
     assert set(manifest["files"]) == {
         "train.parquet",
@@ -97,7 +97,7 @@ def test_success_result_shape_and_reuse() -> None:
 def test_a_broken_manifest_is_healed_not_trusted() -> None:
     store = MemoryStore()
     version = run(IRIS, store).result["version"]
-    key = f"datasets/{version}/manifest.json"
+    key = f"namespaces/ns/datasets/{version}/manifest.json"
     store.objects[key] = canonical_json({"version": version, "files": {}})
     again = run(IRIS, store)
     assert again.result["reused"] is False

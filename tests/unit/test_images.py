@@ -18,6 +18,7 @@ import shlex
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from kubeml.reconcile import deployment as dep
 from kubeml.reconcile import trainingrun as tr
 from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
+from tests.support.outcomes import Seen
 
 IMAGES = {"operator": ROOT / "images" / "operator", "runtime": ROOT / "images" / "runtime"}
 NOW = "2026-11-26T12:00:00Z"
@@ -263,7 +265,8 @@ def pod_specs_from_the_operator() -> dict[str, dict[str, Any]]:
 
     dataset = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
     dataset["metadata"].update(namespace="ml", uid="ds-uid", generation=1)
-    job = ds.decide(dataset, None, None, SETTINGS, now=NOW).job
+    target = ds.target(dataset, datetime(2026, 11, 26, tzinfo=UTC))
+    job = Seen(ds.decide(dataset, target, None, None, SETTINGS, now=NOW)).job
     assert job is not None
     out["prepare Job"] = job["spec"]["template"]["spec"]
 
@@ -274,23 +277,24 @@ def pod_specs_from_the_operator() -> dict[str, dict[str, Any]]:
         "metadata": {"name": "iris"},
         "status": {"version": "d" * 64, "conditions": [{**ready, "lastTransitionTime": NOW}]},
     }
-    decision = tr.decide(
-        run,
-        dataset=ready_dataset,
-        job=None,
-        result=None,
-        result_error=None,
-        champion=None,
-        versions=[],
-        settings=SETTINGS,
-        now=NOW,
+    decision = Seen(
+        tr.decide(
+            run,
+            dataset=ready_dataset,
+            job=None,
+            result=None,
+            versions=[],
+            settings=SETTINGS,
+            now=NOW,
+        )
     )
     assert decision.job is not None
     out["train Job"] = decision.job["spec"]["template"]["spec"]
 
     def version(n: int, aliases: list[str]) -> dict[str, Any]:
         mv = load_yaml(ROOT / "examples" / "modelversion.yaml")
-        mv["metadata"]["name"] = f"churn-classifier-v{n}"
+        mv["metadata"].update(name=f"churn-classifier-v{n}", namespace="ml")
+        mv["spec"]["artifact"]["uri"] = mv["spec"]["artifact"]["uri"].replace("/default/", "/ml/")
         mv["spec"].update(model="churn-classifier", version=n, aliases=aliases)
         mv["status"] = {
             "conditions": [
@@ -301,14 +305,13 @@ def pod_specs_from_the_operator() -> dict[str, dict[str, Any]]:
 
     canary = load_yaml(ROOT / "examples" / "deployment-canary.yaml")
     canary["metadata"].update(namespace="ml", uid="dep-uid", generation=1)
-    served = dep.decide(
+    view = dep.DeploymentView(
         copy.deepcopy(canary),
         [version(3, []), version(4, ["challenger"])],
         {},
         prometheus_operator=True,
-        settings=SETTINGS,
-        now=NOW,
     )
+    served = dep.decide(view, SETTINGS, now=NOW)
     for obj in served.apply:
         if obj["kind"] == "Deployment":
             out[f"server {obj['metadata']['name']}"] = obj["spec"]["template"]["spec"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from kubeml.conditions import find
 from kubeml.reconcile import dataset as ds
+from kubeml.reconcile.results import ResultRead
 from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
+from tests.support.outcomes import Seen
 
 SETTINGS = Settings(bucket="kubeml", s3_endpoint="http://127.0.0.1:9000")
 NOW = "2026-11-26T12:00:00Z"
@@ -62,16 +65,40 @@ def ok_result(version: str = VERSION_A) -> dict[str, Any]:
     }
 
 
-def run_to_completion(b: dict[str, Any], result: dict[str, Any]) -> ds.Decision:
-    first = ds.decide(b, None, None, SETTINGS, now=NOW)
+def decide(
+    b: dict[str, Any],
+    job: dict[str, Any] | None,
+    result: dict[str, Any] | None,
+    settings: Settings,
+    *,
+    now: str,
+    tick: str = "",
+    result_error: str | None = None,
+    other_jobs: tuple[str, ...] = (),
+    unreachable: bool = False,
+) -> Seen:
+    """One decision, with the result as the controller would have read it."""
+    target = ds.Target(ds.job_name(b["metadata"]["name"], b["spec"], tick), tick)
+    read = None
+    if result is not None:
+        read = ResultRead("s3://kubeml/r.json", doc=result)
+    elif unreachable:
+        read = ResultRead("s3://kubeml/r.json", error=result_error or "connection refused")
+    elif result_error is not None:
+        read = ResultRead(result_error, absent=True)
+    return Seen(ds.decide(b, target, job, read, settings, now=now, other_jobs=other_jobs))
+
+
+def run_to_completion(b: dict[str, Any], result: dict[str, Any]) -> Seen:
+    first = decide(b, None, None, SETTINGS, now=NOW)
     assert first.job is not None
     b = copy.deepcopy(b)
     b["status"] = first.status
-    return ds.decide(b, complete(first.job["metadata"]["name"]), result, SETTINGS, now=LATER)
+    return decide(b, complete(first.job["metadata"]["name"]), result, SETTINGS, now=LATER)
 
 
 def test_new_dataset_gets_a_job_and_a_preparing_condition() -> None:
-    d = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    d = decide(body(), None, None, SETTINGS, now=NOW)
     assert d.job is not None
     ready = find(d.status["conditions"], "Ready")
     assert ready is not None
@@ -82,19 +109,19 @@ def test_new_dataset_gets_a_job_and_a_preparing_condition() -> None:
 
 
 def test_job_name_is_deterministic_and_tracks_the_spec() -> None:
-    a = ds.decide(body(), None, None, SETTINGS, now=NOW).job
-    b = ds.decide(body(), None, None, SETTINGS, now=LATER).job
+    a = decide(body(), None, None, SETTINGS, now=NOW).job
+    b = decide(body(), None, None, SETTINGS, now=LATER).job
     assert a is not None and b is not None
     assert a["metadata"]["name"] == b["metadata"]["name"]
     changed = body(generation=2)
     changed["spec"]["split"]["seed"] = 7
-    c = ds.decide(changed, None, None, SETTINGS, now=NOW).job
+    c = decide(changed, None, None, SETTINGS, now=NOW).job
     assert c is not None and c["metadata"]["name"] != a["metadata"]["name"]
     assert len(c["metadata"]["name"]) <= 63
 
 
 def test_job_is_hardened_and_gets_credentials_only_by_secret_ref() -> None:
-    d = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    d = decide(body(), None, None, SETTINGS, now=NOW)
     assert d.job is not None
     spec = d.job["spec"]
     pod = spec["template"]["spec"]
@@ -116,9 +143,9 @@ def test_job_is_hardened_and_gets_credentials_only_by_secret_ref() -> None:
 
 
 def test_running_job_is_not_recreated() -> None:
-    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    first = decide(body(), None, None, SETTINGS, now=NOW)
     assert first.job is not None
-    d = ds.decide(
+    d = decide(
         body(status=first.status), job(first.job["metadata"]["name"]), None, SETTINGS, now=LATER
     )
     assert d.job is None
@@ -143,7 +170,7 @@ def test_success_publishes_the_version() -> None:
 def test_finished_preparation_is_sticky() -> None:
     done = run_to_completion(body(), ok_result())
     # The Job was cleaned up (or deleted by hand): nothing is re-run.
-    again = ds.decide(body(status=done.status), None, None, SETTINGS, now=LATER)
+    again = decide(body(status=done.status), None, None, SETTINGS, now=LATER)
     assert again.job is None
     assert again.status == done.status
 
@@ -152,13 +179,11 @@ def test_spec_change_makes_a_new_version_and_keeps_history() -> None:
     done = run_to_completion(body(), ok_result(VERSION_A))
     changed = body(generation=2, status=done.status)
     changed["spec"]["split"]["seed"] = 7
-    start = ds.decide(
-        changed, None, None, SETTINGS, now=LATER, other_jobs=(done.status["jobName"],)
-    )
+    start = decide(changed, None, None, SETTINGS, now=LATER, other_jobs=(done.status["jobName"],))
     assert start.job is not None
     assert start.stale_jobs == []  # the old Job stays until the new one has an outcome
     changed["status"] = start.status
-    end = ds.decide(
+    end = decide(
         changed,
         complete(start.job["metadata"]["name"]),
         ok_result(VERSION_B),
@@ -175,10 +200,10 @@ def test_unchanged_content_is_reported_as_unchanged() -> None:
     done = run_to_completion(body(), ok_result(VERSION_A))
     changed = body(generation=2, status=done.status)
     changed["spec"]["validation"]["minRows"] = 10  # stricter rules, same data
-    start = ds.decide(changed, None, None, SETTINGS, now=LATER)
+    start = decide(changed, None, None, SETTINGS, now=LATER)
     assert start.job is not None
     changed["status"] = start.status
-    end = ds.decide(
+    end = decide(
         changed, complete(start.job["metadata"]["name"]), ok_result(VERSION_A), SETTINGS, now=LATER
     )
     ready = find(end.status["conditions"], "Ready")
@@ -188,7 +213,7 @@ def test_unchanged_content_is_reported_as_unchanged() -> None:
 
 
 def test_validation_failure_lists_every_failed_check() -> None:
-    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    first = decide(body(), None, None, SETTINGS, now=NOW)
     assert first.job is not None
     name = first.job["metadata"]["name"]
     result = {
@@ -197,7 +222,7 @@ def test_validation_failure_lists_every_failed_check() -> None:
         "message": "2 checks failed",
         "failures": ["column 'a' has 3 nulls", "column 'b' above max 5"],
     }
-    d = ds.decide(
+    d = decide(
         body(status=first.status), failed(name, "PodFailurePolicy"), result, SETTINGS, now=LATER
     )
     ready, validated = (
@@ -209,7 +234,7 @@ def test_validation_failure_lists_every_failed_check() -> None:
     assert "column 'a' has 3 nulls" in validated["message"]
     assert "column 'b' above max 5" in validated["message"]
     # And it is not retried when the operator sees it again.
-    again = ds.decide(body(status=d.status), None, None, SETTINGS, now=LATER)
+    again = decide(body(status=d.status), None, None, SETTINGS, now=LATER)
     assert again.job is None
 
 
@@ -239,9 +264,9 @@ def test_validation_failure_lists_every_failed_check() -> None:
 def test_job_failures_without_a_result(
     job_reason: str, message: str, expected: str, needle: str
 ) -> None:
-    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    first = decide(body(), None, None, SETTINGS, now=NOW)
     assert first.job is not None
-    d = ds.decide(
+    d = decide(
         body(status=first.status),
         failed(first.job["metadata"]["name"], job_reason, message),
         None,
@@ -256,9 +281,9 @@ def test_job_failures_without_a_result(
 
 
 def test_succeeded_job_without_result_says_so() -> None:
-    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    first = decide(body(), None, None, SETTINGS, now=NOW)
     assert first.job is not None
-    d = ds.decide(
+    d = decide(
         body(status=first.status),
         complete(first.job["metadata"]["name"]),
         None,
@@ -273,7 +298,7 @@ def test_succeeded_job_without_result_says_so() -> None:
 
 def test_refresh_keeps_the_dataset_ready() -> None:
     done = run_to_completion(body(), ok_result(VERSION_A))
-    d = ds.decide(
+    d = decide(
         body(status=done.status), None, None, SETTINGS, now=LATER, tick="2026-11-27T03:00:00Z"
     )
     assert d.job is not None and d.job["metadata"]["name"] != done.status["jobName"]
@@ -284,7 +309,7 @@ def test_refresh_keeps_the_dataset_ready() -> None:
 def test_memory_limit_reaches_the_program() -> None:
     b = body()
     b["spec"]["resources"] = {"limits": {"memory": "512Mi"}}
-    d = ds.decide(b, None, None, SETTINGS, now=NOW)
+    d = decide(b, None, None, SETTINGS, now=NOW)
     assert d.job is not None
     env = {
         e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -293,10 +318,53 @@ def test_memory_limit_reaches_the_program() -> None:
 
 
 def test_seeing_the_finished_job_again_changes_nothing() -> None:
-    first = ds.decide(body(), None, None, SETTINGS, now=NOW)
+    first = decide(body(), None, None, SETTINGS, now=NOW)
     assert first.job is not None
     name = first.job["metadata"]["name"]
-    done = ds.decide(body(status=first.status), complete(name), ok_result(), SETTINGS, now=NOW)
-    again = ds.decide(body(status=done.status), complete(name), ok_result(), SETTINGS, now=LATER)
+    done = decide(body(status=first.status), complete(name), ok_result(), SETTINGS, now=NOW)
+    again = decide(body(status=done.status), complete(name), ok_result(), SETTINGS, now=LATER)
     assert again.status == done.status
     assert again.events == []
+
+
+def test_an_unreachable_store_is_retried_never_terminal() -> None:
+    # Bug: a brief S3 outage when the Job finished ended the Dataset in ResultMissing
+    # forever. Only a result proven absent is terminal.
+    first = decide(body(), None, None, SETTINGS, now=NOW)
+    assert first.job is not None
+    name = first.job["metadata"]["name"]
+    b = body(status=first.status)
+    down = decide(b, complete(name), None, SETTINGS, now=LATER, unreachable=True)
+    ready = find(down.status["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == (
+        "False",
+        "StorageUnavailable",
+    )
+    assert "s3://kubeml/r.json" in ready["message"] and "connection refused" in ready["message"]
+    assert down.outcome.requeue_after is not None and down.outcome.requeue_after > 0
+    assert down.events == []
+    # When the store answers again, the result is published.
+    back = decide(body(status=down.status), complete(name), ok_result(), SETTINGS, now=LATER)
+    ready = find(back.status["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Prepared")
+
+
+def test_a_schedule_the_scheduler_cannot_read_shows_as_a_condition() -> None:
+    b = body()
+    b["spec"]["refresh"] = {"schedule": "61 25 * * *"}  # admitted by an older CRD
+    t = ds.target(b, datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    d = Seen(ds.decide(b, t, None, None, SETTINGS, now=NOW))
+    cond = find(d.status["conditions"], "RefreshScheduled")
+    assert cond is not None and (cond["status"], cond["reason"]) == ("False", "InvalidSchedule")
+    assert "iris" in cond["message"] and "minute '61'" in cond["message"]
+
+
+def test_a_valid_schedule_asks_to_be_looked_at_when_it_is_due() -> None:
+    b = body()
+    b["metadata"]["creationTimestamp"] = "2026-11-26T10:00:00Z"
+    b["spec"]["refresh"] = {"schedule": "*/15 * * * *"}
+    t = ds.target(b, datetime(2026, 11, 26, 12, 7, 30, tzinfo=UTC))
+    assert t.tick == "2026-11-26T12:00:00Z" and t.next_in == 450.0
+    d = Seen(ds.decide(b, t, None, None, SETTINGS, now=NOW))
+    assert d.outcome.requeue_after == 450.0
+    assert find(d.status["conditions"], "RefreshScheduled") is None

@@ -14,6 +14,7 @@ from kubeml.reconcile import deployment as dep
 from kubeml.reconcile import server_objects
 from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
+from tests.support.outcomes import Seen
 from tests.support.podsecurity import violations
 
 S = Settings(
@@ -40,6 +41,8 @@ def mv(
 ) -> dict[str, Any]:
     doc = load_yaml(ROOT / "examples" / "modelversion.yaml")
     doc["metadata"]["name"] = f"iris-classifier-v{version}"
+    doc["metadata"]["namespace"] = "ml"
+    doc["spec"]["artifact"]["uri"] = doc["spec"]["artifact"]["uri"].replace("/default/", "/ml/")
     doc["spec"]["version"] = version
     doc["spec"]["aliases"] = aliases or []
     if ready:
@@ -86,17 +89,18 @@ def decide(
     versions: list[dict[str, Any]],
     apps: dict[str, Any] | None = None,
     prom: bool = False,
-) -> dep.Decision:
-    return dep.decide(b, versions, apps or {}, prometheus_operator=prom, settings=S, now=NOW)
+) -> Seen:
+    view = dep.DeploymentView(b, versions, apps or {}, prometheus_operator=prom)
+    return Seen(dep.decide(view, S, now=NOW))
 
 
-def cond(d: dep.Decision, t: str) -> dict[str, Any]:
+def cond(d: Seen, t: str) -> dict[str, Any]:
     c = find(d.status["conditions"], t)
     assert c is not None
     return dict(c)
 
 
-def kinds(d: dep.Decision) -> list[str]:
+def kinds(d: Seen) -> list[str]:
     return [f"{o['kind']}/{o['metadata']['name']}" for o in d.apply]
 
 
@@ -245,3 +249,31 @@ def test_manifests_match_the_golden_files() -> None:
     if os.environ.get("KUBEML_UPDATE_GOLDEN") or not path.exists():
         path.write_text(rendered)
     assert rendered == path.read_text(), "KUBEML_UPDATE_GOLDEN=1 pytest ... to accept changes"
+
+
+def test_a_served_version_being_deleted_keeps_serving_and_says_so() -> None:
+    # Bug: deleting the champion's version was blocked, serving went on, and yet the
+    # Deployment said Ready=False AliasNotFound for as long as the deletion was blocked.
+    leaving = mv(2, ["champion"], ready="False", reason="DeletionBlocked")
+    leaving["metadata"]["deletionTimestamp"] = NOW
+    d = decide(body(), [mv(1), leaving], {"stable": app(2, 2, 2)})
+    ready = cond(d, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Serving")
+    assert "iris-classifier-v2 is being deleted" in ready["message"]
+    assert "another version holds alias champion" in ready["message"]
+    assert cond(d, "Degraded")["status"] == "False"
+    assert kinds(d)[0] == "Deployment/iris-stable"
+
+
+def test_a_version_whose_artifact_is_another_namespaces_is_never_served() -> None:
+    theirs = mv(2, ["champion"])
+    theirs["spec"]["artifact"]["uri"] = theirs["spec"]["artifact"]["uri"].replace(
+        "/ml/", "/victim/"
+    )
+    d = decide(body(), [theirs])
+    assert d.apply == []
+    assert (cond(d, "Ready")["reason"], cond(d, "Degraded")["status"]) == (
+        "ArtifactNotAllowed",
+        "True",
+    )
+    assert "victim" in cond(d, "Ready")["message"]

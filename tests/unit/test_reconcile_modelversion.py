@@ -1,22 +1,44 @@
-"""ModelVersion verification, alias bookkeeping and deletion protection."""
+"""Registry decisions for one model: verification, aliases, tenancy and deletion."""
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from kubeml.conditions import find
 from kubeml.reconcile import modelversion as mv
-from kubeml.reconcile.registry import AliasChange
+from kubeml.reconcile.outcome import Outcome
+from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
 
 NOW = "2026-11-26T12:00:00Z"
+S = Settings(bucket="kubeml")
+NS = "default"
 
 
-def body(status: dict[str, Any] | None = None) -> dict[str, Any]:
+def version(
+    n: int = 1,
+    *,
+    claims: list[str] | None = None,
+    held: list[dict[str, str]] | None = None,
+    rv: int = 100,
+    uri: str | None = None,
+) -> dict[str, Any]:
     doc = load_yaml(ROOT / "examples" / "modelversion.yaml")
-    doc["metadata"].update(namespace="ml", generation=1)
-    if status:
-        doc["status"] = status
+    doc["metadata"].update(
+        name=f"iris-classifier-v{n}",
+        namespace=NS,
+        generation=1,
+        uid=f"uid-{n}",
+        resourceVersion=str(rv),
+        finalizers=[mv.FINALIZER],
+    )
+    doc["spec"]["version"] = n
+    doc["spec"]["aliases"] = claims or []
+    if uri is not None:
+        doc["spec"]["artifact"]["uri"] = uri
+    doc["status"] = {"aliases": held or []}
     return doc
 
 
@@ -25,64 +47,206 @@ def good(b: dict[str, Any]) -> mv.ArtifactCheck:
     return mv.ArtifactCheck(sha256=a["sha256"], size=a["size"], etag="e1")
 
 
-def ready(d: mv.Decision) -> dict[str, Any]:
-    c = find(d.status["conditions"], "Ready")
+def decide(*versions: dict[str, Any], **view: Any) -> Outcome:
+    return mv.decide(mv.ModelView(list(versions), **view), S, now=NOW)
+
+
+def status_of(out: Outcome, name: str) -> dict[str, Any]:
+    (write,) = [s for s in out.statuses if s.seen["metadata"]["name"] == name]
+    return write.status
+
+
+def ready(out: Outcome, name: str = "iris-classifier-v1") -> dict[str, Any]:
+    c = find(status_of(out, name).get("conditions"), "Ready")
     assert c is not None
     return dict(c)
 
 
 def test_matching_artifact_is_verified() -> None:
-    b = body()
-    d = mv.decide(b, good(b), None, [], now=NOW)
-    assert (ready(d)["status"], ready(d)["reason"]) == ("True", "Verified")
-    assert d.status["verifiedSha256"] == b["spec"]["artifact"]["sha256"]
-    assert not mv.needs_hash(body(d.status), "e1", b["spec"]["artifact"]["size"])
-    assert mv.needs_hash(body(d.status), "e2", b["spec"]["artifact"]["size"])
+    b = version()
+    out = decide(b, checks={b["metadata"]["name"]: good(b)})
+    assert (ready(out)["status"], ready(out)["reason"]) == ("True", "Verified")
+    st = status_of(out, "iris-classifier-v1")
+    assert st["verifiedSha256"] == b["spec"]["artifact"]["sha256"]
+    b["status"] = st
+    assert not mv.needs_hash(b, "e1", b["spec"]["artifact"]["size"])
+    assert mv.needs_hash(b, "e2", b["spec"]["artifact"]["size"])
+    assert out.patches == [] and out.s3_deletes == []
 
 
 def test_tampered_artifact_flips_to_not_ready_naming_the_object() -> None:
-    b = body()
-    first = mv.decide(b, good(b), None, [], now=NOW)
+    b = version()
+    first = decide(b, checks={"iris-classifier-v1": good(b)})
+    b["status"] = status_of(first, "iris-classifier-v1")
     tampered = mv.ArtifactCheck(sha256="0" * 64, size=b["spec"]["artifact"]["size"], etag="e2")
-    d = mv.decide(body(first.status), tampered, None, [], now=NOW)
-    assert (ready(d)["status"], ready(d)["reason"]) == ("False", "ArtifactMismatch")
-    assert b["spec"]["artifact"]["uri"] in ready(d)["message"]
-    assert "verifiedSha256" not in d.status
-    assert [e[1] for e in d.events] == ["ArtifactMismatch"]
+    out = decide(b, checks={"iris-classifier-v1": tampered})
+    assert (ready(out)["status"], ready(out)["reason"]) == ("False", "ArtifactMismatch")
+    assert b["spec"]["artifact"]["uri"] in ready(out)["message"]
+    assert "verifiedSha256" not in status_of(out, "iris-classifier-v1")
+    assert [(e.reason, e.regarding["metadata"]["name"]) for e in out.events] == [
+        ("ArtifactMismatch", "iris-classifier-v1")
+    ]
 
 
 def test_missing_artifact_and_storage_outage() -> None:
-    b = body()
+    b = version()
     missing = mv.ArtifactCheck(reason="ArtifactMissing", message="s3://kubeml/x does not exist")
-    d = mv.decide(b, missing, None, [], now=NOW)
-    assert (ready(d)["status"], ready(d)["reason"]) == ("False", "ArtifactMissing")
-    verified = mv.decide(b, good(b), None, [], now=NOW)
+    assert ready(decide(b, checks={"iris-classifier-v1": missing}))["reason"] == "ArtifactMissing"
+    b["status"] = status_of(decide(b, checks={"iris-classifier-v1": good(b)}), "iris-classifier-v1")
     outage = mv.ArtifactCheck(reason="EndpointUnreachable", message="down", transient=True)
-    d = mv.decide(body(verified.status), outage, None, [], now=NOW)
-    assert ready(d)["status"] == "True"
+    assert ready(decide(b, checks={"iris-classifier-v1": outage}))["status"] == "True"
 
 
-def test_alias_changes_are_recorded_newest_first() -> None:
-    b = body()
-    change = AliasChange(
-        spec_aliases=[],
-        status_aliases=[{"name": "champion", "since": NOW}],
-        history=[{"alias": "champion", "action": "Assigned", "time": NOW}],
-        events=[("Normal", "AliasAssigned", "alias champion assigned")],
+def test_a_version_without_a_check_this_time_keeps_its_verdict() -> None:
+    b = version()
+    b["status"] = status_of(decide(b, checks={"iris-classifier-v1": good(b)}), "iris-classifier-v1")
+    out = decide(b)
+    assert status_of(out, "iris-classifier-v1")["conditions"] == b["status"]["conditions"]
+
+
+def test_the_later_claim_wins_whatever_the_version_numbers() -> None:
+    # Bug: claiming an alias on v3 and then on v2 within 100 ms left it on v3; the
+    # higher version won when the operator saw both claims before acknowledging one.
+    v3 = version(3, claims=["champion"], rv=200)
+    v2 = version(2, claims=["champion"], rv=201)
+    out = decide(v3, v2)
+    (patch,) = out.patches
+    assert patch.ref.name == "iris-classifier-v3" and patch.patch == {"spec": {"aliases": []}}
+    assert patch.resource_version == "200"  # conditional on what was decided from
+    (held,) = status_of(out, "iris-classifier-v2")["aliases"]
+    assert (held["name"], held["claimVersion"]) == ("champion", "201")
+
+
+def test_a_new_claim_moves_the_alias_and_both_sides_record_it() -> None:
+    v1 = version(
+        1, claims=["champion"], held=[{"name": "champion", "since": "t0", "claimVersion": "90"}]
     )
-    d = mv.decide(b, good(b), change, ["iris"], now=NOW)
-    assert d.spec_aliases == []
-    assert d.status["aliasList"] == "champion"
-    assert d.status["aliasHistory"][0]["action"] == "Assigned"
-    assert d.status["deployments"] == ["iris"]
+    v2 = version(2, claims=["champion"], rv=150)
+    out = decide(v1, v2)
+    assert [p.ref.name for p in out.patches] == ["iris-classifier-v1"]
+    one, two = status_of(out, "iris-classifier-v1"), status_of(out, "iris-classifier-v2")
+    assert one["aliases"] == [] and "aliasList" not in one
+    assert one["aliasHistory"][0] == {
+        "alias": "champion",
+        "action": "Removed",
+        "time": NOW,
+        "next": "iris-classifier-v2",
+    }
+    assert two["aliasList"] == "champion"
+    assert two["aliasHistory"][0]["previous"] == "iris-classifier-v1"
+    events = {(e.regarding["metadata"]["name"], e.reason) for e in out.events}
+    assert events == {("iris-classifier-v1", "AliasMoved"), ("iris-classifier-v2", "AliasAssigned")}
+
+
+def test_an_acknowledged_claim_outranks_an_older_unacknowledged_one() -> None:
+    v1 = version(
+        1,
+        claims=["champion"],
+        held=[{"name": "champion", "since": "t0", "claimVersion": "300"}],
+        rv=310,
+    )
+    v2 = version(2, claims=["champion"], rv=250)
+    out = decide(v1, v2)
+    assert [p.ref.name for p in out.patches] == ["iris-classifier-v2"]
+
+
+def test_an_artifact_in_another_namespaces_space_is_refused_never_checked() -> None:
+    theirs = "s3://kubeml/namespaces/victim/models/iris-classifier/" + "a" * 64 + ".skops"
+    b = version(uri=theirs)
+    assert mv.checks_due([b], {}, S, datetime(2026, 11, 26, tzinfo=UTC))[0] == []
+    out = decide(b)
+    assert (ready(out)["status"], ready(out)["reason"]) == ("False", "ArtifactNotAllowed")
+    assert "outside namespace default's model space" in ready(out)["message"]
+    # A prefix the cluster admin shared is allowed.
+    shared = Settings(bucket="kubeml", shared_artifact_prefixes=("s3://kubeml/namespaces/victim/",))
+    assert mv.artifact_refusal(b, shared) is None
+
+
+def test_deleting_a_free_version_removes_its_own_artifact_then_the_finalizer() -> None:
+    b = version()
+    b["metadata"]["deletionTimestamp"] = NOW
+    out = decide(b)
+    (gone,) = out.s3_deletes
+    assert (gone.bucket, gone.key) == (
+        "kubeml",
+        b["spec"]["artifact"]["uri"].split("kubeml/", 1)[1],
+    )
+    (patch,) = out.patches
+    assert patch.patch == {"metadata": {"finalizers": []}} and patch.resource_version == "100"
+
+
+def test_deletion_never_touches_what_the_namespace_does_not_own_or_still_uses() -> None:
+    # The attack: a user in one namespace copies another's ModelVersion (or points
+    # at a dataset file) and deletes it. Only the finalizer goes.
+    for uri in (
+        "s3://kubeml/namespaces/victim/models/iris-classifier/" + "a" * 64 + ".skops",
+        "s3://kubeml/namespaces/victim/datasets/" + "b" * 64 + "/train.parquet",
+        "s3://kubeml/namespaces/default/datasets/" + "b" * 64 + "/train.parquet",
+        "s3://other-bucket/namespaces/default/models/x/" + "c" * 64 + ".skops",
+    ):
+        b = version(uri=uri)
+        b["metadata"]["deletionTimestamp"] = NOW
+        out = decide(b)
+        assert out.s3_deletes == [], uri
+        assert [p.patch for p in out.patches] == [{"metadata": {"finalizers": []}}]
+    # Our own artifact, still used by another version or another model: kept.
+    b = version()
+    b["metadata"]["deletionTimestamp"] = NOW
+    assert decide(b, version(2)).s3_deletes == []
+    assert decide(b, shared_uris=frozenset({b["spec"]["artifact"]["uri"]})).s3_deletes == []
+    retained = copy.deepcopy(b)
+    retained["spec"]["deletionPolicy"] = "Retain"
+    assert decide(retained).s3_deletes == []
 
 
 def test_deletion_is_blocked_by_aliases_and_deployments() -> None:
-    b = body({"aliases": [{"name": "champion", "since": NOW}]})
-    b["spec"]["aliases"] = ["champion"]
-    reasons = mv.deletion_blockers(b, ["iris"])
-    assert any("champion" in r for r in reasons)
-    assert any("iris" in r for r in reasons)
-    free = body({"aliases": [{"name": "champion", "since": NOW}]})
-    free["spec"].pop("aliases")  # removed by the user, status not yet caught up
+    b = version(claims=["champion"], held=[{"name": "champion", "since": NOW}])
+    b["metadata"]["deletionTimestamp"] = NOW
+    out = decide(b, serving={"iris-classifier-v1": ["iris"]})
+    assert out.s3_deletes == [] and out.patches == []
+    cond = ready(out)
+    assert cond["reason"] == "DeletionBlocked"
+    assert "champion" in cond["message"] and "iris" in cond["message"]
+    free = copy.deepcopy(b)
+    free["spec"]["aliases"] = []  # removed by the user, status not yet caught up
     assert mv.deletion_blockers(free, []) == []
+    # Nothing is protected in a namespace that is going away.
+    assert decide(b, serving={"iris-classifier-v1": ["iris"]}, namespace_terminating=True).patches
+
+
+def test_a_version_being_deleted_gives_up_its_alias_to_a_new_claim() -> None:
+    # Bug: after `kubeml promote MODEL 1`, both versions showed the alias and the one
+    # being deleted stayed stuck until its aliases were patched by hand.
+    v2 = version(
+        2, claims=["champion"], held=[{"name": "champion", "since": "t0", "claimVersion": "90"}]
+    )
+    v2["metadata"]["deletionTimestamp"] = NOW
+    v1 = version(1, claims=["champion"], rv=150)
+    out = decide(v1, v2)
+    assert [(p.ref.name, p.patch) for p in out.patches] == [
+        ("iris-classifier-v2", {"spec": {"aliases": []}})
+    ]
+    assert status_of(out, "iris-classifier-v1")["aliasList"] == "champion"
+
+
+def test_a_missing_finalizer_is_added_conditionally() -> None:
+    b = version()
+    b["metadata"]["finalizers"] = ["other.io/keep"]
+    (patch,) = decide(b).patches
+    assert patch.patch == {"metadata": {"finalizers": ["other.io/keep", mv.FINALIZER]}}
+    assert patch.resource_version == "100"
+
+
+def test_checks_are_due_when_new_after_a_transient_failure_and_periodically() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    b = version()
+    assert mv.checks_due([b], {}, S, now) == (["iris-classifier-v1"], mv.RETRY_SECONDS)
+    b["status"] = status_of(decide(b, checks={"iris-classifier-v1": good(b)}), "iris-classifier-v1")
+    b["status"]["verifiedTime"] = "2026-11-26T11:50:00Z"
+    assert mv.checks_due([b], {}, S, now) == ([], S.artifact_recheck_seconds - 600)
+    checked = {"iris-classifier-v1": datetime(2026, 11, 26, 11, 59, tzinfo=UTC)}
+    assert mv.checks_due([b], checked, S, now) == ([], S.artifact_recheck_seconds - 60)
+    b["status"]["conditions"][0]["reason"] = "EndpointUnreachable"
+    recent = {"iris-classifier-v1": datetime(2026, 11, 26, 11, 59, 50, tzinfo=UTC)}
+    assert mv.checks_due([b], recent, S, now) == ([], mv.RETRY_SECONDS - 10)
+    assert mv.checks_due([b], checked, S, now)[0] == ["iris-classifier-v1"]

@@ -7,8 +7,10 @@ from typing import Any
 
 from kubeml.conditions import find
 from kubeml.reconcile import trainingrun as tr
+from kubeml.reconcile.results import ResultRead
 from kubeml.settings import Settings
 from tests.support.cases import ROOT, load_yaml
+from tests.support.outcomes import Seen
 
 S = Settings(bucket="kubeml")
 NOW, LATER = "2026-11-26T12:00:00Z", "2026-11-26T12:05:00Z"
@@ -64,19 +66,31 @@ def result(accuracy: float = 0.97) -> dict[str, Any]:
     }
 
 
-def decide(body: dict[str, Any], **kw: Any) -> tr.Decision:
+RESULT_URI = "s3://kubeml/namespaces/ml/results/trainingruns/iris-rf/run-uid.json"
+
+
+def decide(body: dict[str, Any], **kw: Any) -> Seen:
+    """One decision, with the result read as the controller would have read it:
+    found, proven absent (``result_error``), or unreachable."""
     args: dict[str, Any] = {
         "dataset": dataset(),
         "job": None,
-        "result": None,
-        "result_error": None,
-        "champion": None,
         "versions": [],
         "settings": S,
         "now": NOW,
     }
+    doc = kw.pop("result", None)
+    error = kw.pop("result_error", None)
+    unreachable = kw.pop("unreachable", False)
     args.update(kw)
-    return tr.decide(body, **args)
+    read = None
+    if doc is not None:
+        read = ResultRead(RESULT_URI, doc=doc)
+    elif unreachable:
+        read = ResultRead(RESULT_URI, error="Could not connect to the endpoint URL")
+    elif tr.result_needed(body, args["job"]) is not None:
+        read = ResultRead(RESULT_URI, absent=True, error=error or "")
+    return Seen(tr.decide(body, result=read, **args))
 
 
 def started() -> dict[str, Any]:
@@ -85,7 +99,7 @@ def started() -> dict[str, Any]:
     return b
 
 
-def cond(d: tr.Decision, type_: str = "Succeeded") -> dict[str, Any]:
+def cond(d: Seen, type_: str = "Succeeded") -> dict[str, Any]:
     c = find(d.status["conditions"], type_)
     assert c is not None
     return dict(c)
@@ -108,7 +122,7 @@ def test_ready_dataset_starts_one_job_pinned_to_its_version() -> None:
     env = {
         e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert f"s3://kubeml/datasets/{DV}/" in env["KUBEML_TRAININGRUN"]
+    assert f"s3://kubeml/namespaces/ml/datasets/{DV}/" in env["KUBEML_TRAININGRUN"]
     assert d.job["spec"]["template"]["spec"]["containers"][0]["command"] == ["kubeml", "train"]
 
 
@@ -230,7 +244,10 @@ def test_champion_is_passed_to_the_job() -> None:
             "metrics": {"accuracy": 0.9},
         },
     }
-    d = decide(run(), champion=champ)
+    champ["spec"]["aliases"] = ["champion"]
+    gated = run()
+    gated["spec"]["gates"] = {"beat": {"alias": "champion", "metric": "accuracy"}}
+    d = decide(gated, versions=[champ])
     assert d.job is not None
     env = {
         e["name"]: e.get("value") for e in d.job["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -247,3 +264,132 @@ def test_job_created_before_a_crash_is_adopted() -> None:
     assert d.job is None
     assert d.status["datasetVersion"] == DV
     assert d.model_version is not None
+
+
+def beat_gated() -> dict[str, Any]:
+    b = run()
+    b["spec"]["gates"] = {"beat": {"alias": "champion", "metric": "accuracy"}}
+    b["status"] = decide(b).status
+    return b
+
+
+def version(
+    n: int, accuracy: float, *, champion: bool, raced: bool, data: str = DV
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeml.io/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": f"iris-classifier-v{n}",
+            "namespace": "ml",
+            "resourceVersion": str(100 + n),
+            "annotations": {"kubeml.io/compared-with": ""} if raced else {},
+        },
+        "spec": {
+            "model": "iris-classifier",
+            "version": n,
+            "aliases": ["champion"] if champion else [],
+            "lineage": {"datasetVersion": data},
+            "metrics": {"accuracy": accuracy},
+        },
+    }
+
+
+def measured(accuracy: float, name: str = "iris-classifier-v1") -> dict[str, Any]:
+    out = result(accuracy=0.7)
+    out["champion"] = {"name": name, "version": int(name.rsplit("v", 1)[1])}
+    out["championMetrics"] = {"accuracy": accuracy}
+    return out
+
+
+def test_the_gate_judges_the_champion_the_job_measured_not_the_alias_holder_now() -> None:
+    # Bug: with the alias removed while the run trained, a 0.7 run passed "no version
+    # holds it" although its Job had measured the champion at 0.933.
+    d = decide(beat_gated(), job=done(), result=measured(0.933), versions=[])
+    assert (cond(d)["status"], cond(d)["reason"]) == ("False", "GateFailed")
+    assert "iris-classifier-v1: 0.933" in cond(d)["message"]
+    assert d.model_version is None
+
+
+def test_a_run_that_beat_a_champion_who_lost_the_alias_meanwhile_fails_explicitly() -> None:
+    better = measured(0.6)  # the run (0.7) beat v1 (0.6) as measured
+    for holders, now in (
+        ([], "no version holds it now"),
+        ([version(3, 0.9, champion=True, raced=False)], "iris-classifier-v3 holds it now"),
+    ):
+        v1 = version(1, 0.6, champion=False, raced=False)
+        d = decide(beat_gated(), job=done(), result=better, versions=[v1, *holders])
+        assert (cond(d)["status"], cond(d)["reason"]) == ("False", "ChampionChanged")
+        assert (
+            "compared with iris-classifier-v1" in cond(d)["message"] and now in cond(d)["message"]
+        )
+        assert d.model_version is None
+
+
+def test_the_measured_champion_still_holding_the_alias_is_the_one_compared() -> None:
+    v1 = version(1, 0.6, champion=True, raced=False)
+    d = decide(beat_gated(), job=done(), result=measured(0.6), versions=[v1])
+    assert cond(d)["status"] == "True"
+    mv = d.model_version
+    assert mv is not None and "aliases" not in mv["spec"]  # promotion is not the gate's job
+    assert mv["metadata"]["annotations"]["kubeml.io/compared-with"] == "iris-classifier-v1"
+
+
+def test_runs_racing_for_the_first_version_are_decided_by_their_metrics() -> None:
+    # Bug: three beat-gated runs of a new model started together; the worst finished
+    # first and became champion, and both better runs failed "metrics are unknown".
+    worst = version(1, 0.667, champion=True, raced=True)
+    better = result(accuracy=0.933)  # measured no champion: none existed at its start
+    d = decide(beat_gated(), job=done(), result=better, versions=[worst])
+    assert cond(d)["status"] == "True"
+    mv = d.model_version
+    assert mv is not None and mv["spec"]["version"] == 2
+    assert mv["spec"]["aliases"] == ["champion"]  # the better racer takes the alias
+    # A racer that is not better fails against the holder's metrics on the same split.
+    best = version(1, 0.95, champion=True, raced=True)
+    d = decide(beat_gated(), job=done(), result=better, versions=[best])
+    assert (cond(d)["status"], cond(d)["reason"]) == ("False", "GateFailed")
+    assert "0.95" in cond(d)["message"]
+
+
+def test_a_racer_finding_a_champion_trained_on_other_data_cannot_compare() -> None:
+    other = version(1, 0.5, champion=True, raced=False, data="e" * 64)
+    d = decide(beat_gated(), job=done(), result=result(accuracy=0.99), versions=[other])
+    assert (cond(d)["status"], cond(d)["reason"]) == ("False", "ChampionChanged")
+    assert "other data" in cond(d)["message"]
+
+
+def test_the_first_racer_to_finish_with_no_holder_passes_and_takes_the_first_alias() -> None:
+    d = decide(beat_gated(), job=done(), result=result(accuracy=0.9), versions=[])
+    assert cond(d)["status"] == "True"
+    mv = d.model_version
+    assert mv is not None and mv["spec"]["aliases"] == ["champion"]
+    assert mv["metadata"]["annotations"]["kubeml.io/compared-with"] == ""
+
+
+def test_an_unreachable_result_is_retried_not_terminal() -> None:
+    d = decide(started(), job=done(), unreachable=True)
+    assert (cond(d)["status"], cond(d)["reason"]) == ("Unknown", "StorageUnavailable")
+    assert RESULT_URI in cond(d)["message"]
+    assert d.outcome.requeue_after and d.model_version is None and d.events == []
+    b = started()
+    b["status"] = d.status
+    after = decide(b, job=done(), result=result())
+    assert cond(after)["status"] == "True"
+    # Proven absent is terminal.
+    gone = decide(b, job=done())
+    assert (cond(gone)["status"], cond(gone)["reason"]) == ("False", "ResultMissing")
+
+
+def test_cpu_limits_in_any_admitted_form_reach_the_job() -> None:
+    # Bug: "250000u" (admitted by the CRD) crashed a float-based parser.
+    for cpu, cores in (("250000u", "1"), ("2", "2"), ("1500m", "1"), ("4e0", "4")):
+        b = run()
+        b["spec"]["resources"] = {"limits": {"cpu": cpu, "memory": "1Gi"}}
+        job = decide(b).job
+        assert job is not None
+        env = {
+            e["name"]: e.get("value")
+            for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["KUBEML_CPU_LIMIT"] == cores, cpu

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,22 +94,27 @@ def run(name: str, dv: str, outcome: str | None, mv: str | None = None, age: int
     }
 
 
-def drifted(psi: float) -> Callable[[], DriftReading]:
-    """The plan reads drift lazily (scraping pods is I/O)."""
-    return lambda: DriftReading(psi={"petal_length": psi, "sepal_width": 0.01}, pods=2)
+def drifted(psi: float) -> DriftReading:
+    return DriftReading(psi={"petal_length": psi, "sepal_width": 0.01}, pods=2)
 
 
 def decide(dep: dict[str, Any], **kw: Any) -> Any:
+    """Both phases, as the controller runs them: plan without a drift reading; if the
+    plan asks for one, read it (here: the given reading, or no serving pods) and plan
+    again."""
     args: dict[str, Any] = {
         "template": TEMPLATE,
         "dataset": dataset(),
         "runs": [],
         "versions": [version(1, aliases=("champion",))],
-        "drift": None,
         "now": NOW,
     }
+    reading = kw.pop("drift", None)
     args.update(kw)
-    return plan(dep, **args)
+    first = plan(dep, drift=None, **args)
+    if not first.needs_drift:
+        return first
+    return plan(dep, drift=reading or DriftReading(psi={}, pods=0), **args)
 
 
 def test_no_policy_removes_the_status_block() -> None:
@@ -341,3 +345,51 @@ def test_drift_is_the_highest_psi_any_pod_reports() -> None:
     assert reading.psi == {"a": 0.7, "b": 0.5}
     assert reading.worst() == ("a", 0.7)
     assert drift_from_metrics([]).worst() is None
+
+
+def test_drift_is_read_only_when_the_plan_gets_to_it() -> None:
+    # Phase one decides whether the pods must be scraped at all.
+    active = plan(
+        deployment(policy()),
+        template=TEMPLATE,
+        dataset=dataset(),
+        runs=[run("r1", V1, None)],
+        versions=[version(1)],
+        drift=None,
+        now=NOW,
+    )
+    assert not active.needs_drift
+    waiting = plan(
+        deployment(policy()),
+        template=TEMPLATE,
+        dataset=dataset(),
+        runs=[],
+        versions=[version(1)],
+        drift=None,
+        now=NOW,
+    )
+    assert waiting.needs_drift
+    off = plan(
+        deployment(policy(triggers={"drift": False})),
+        template=TEMPLATE,
+        dataset=dataset(),
+        runs=[],
+        versions=[version(1)],
+        drift=None,
+        now=NOW,
+    )
+    assert not off.needs_drift
+
+
+def test_the_plan_says_when_to_look_again() -> None:
+    # Time-based work asks to be looked at when it is due, not at the next resync.
+    dep = deployment(policy(triggers={"datasetChange": True}, cooldownSeconds=3600))
+    cooling = decide(dep, dataset=dataset(V1), runs=[run("r1", "c" * 64, "True", age=600)])
+    assert cooling.requeue_after == 3000
+    hourly = deployment(
+        policy(triggers={"drift": False, "schedule": "0 * * * *"}),
+        status={"retraining": {"refreshRequestedTime": ts()}},
+    )
+    assert decide(hourly).requeue_after == 3600  # NOW is on the hour: the next tick
+    polled = decide(deployment(policy()), drift=drifted(0.01))
+    assert polled.requeue_after == 60.0

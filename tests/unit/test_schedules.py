@@ -5,15 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from kubeml.controllers.dataset import refresh_tick
-from kubeml.schedules import latest_tick, requested_tick
+import pytest
+
+from kubeml.reconcile.dataset import target
+from kubeml.schedules import ScheduleError, due, latest_tick, parse, requested_tick
 
 CREATED = "2026-11-26T10:00:00Z"
 
 
 def dataset(spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"creationTimestamp": CREATED, "annotations": annotations or {}}
+    meta: dict[str, Any] = {
+        "name": "d",
+        "creationTimestamp": CREATED,
+        "annotations": annotations or {},
+    }
     return {"metadata": meta, "spec": spec}
+
+
+def refresh_tick(body: dict[str, Any], now: datetime) -> str:
+    return target(body, now).tick
 
 
 def test_no_schedule_means_no_tick() -> None:
@@ -34,8 +44,10 @@ def test_macros_are_understood() -> None:
     assert latest_tick("@hourly", CREATED, now) == "2026-11-26T12:00:00Z"
 
 
-def test_an_unparseable_schedule_has_no_tick() -> None:
-    assert latest_tick("99 99 * * *", CREATED, datetime(2026, 11, 27, tzinfo=UTC)) == ""
+def test_an_unparseable_schedule_has_no_tick_and_says_why() -> None:
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    assert latest_tick("99 99 * * *", CREATED, at) == ""
+    assert "minute '99' is not valid" in due("99 99 * * *", CREATED, at).error
 
 
 def test_a_request_is_normalised_and_future_ones_wait() -> None:
@@ -56,3 +68,57 @@ def test_dataset_refresh_takes_the_newer_of_schedule_and_request() -> None:
     assert refresh_tick(dataset({}, asked), now) == "2026-11-26T12:10:00Z"
     old = {"kubeml.io/refresh-requested": "2026-11-26T11:10:00Z"}
     assert refresh_tick(dataset(hourly, old), now) == "2026-11-26T12:00:00Z"
+
+
+def test_every_minute_is_due_on_the_minute_not_a_minute_late() -> None:
+    # At 10:05:30 the 10:05 occasion has come; the next one is 30 s away.
+    at = datetime(2026, 11, 28, 10, 5, 30, tzinfo=UTC)
+    assert due("* * * * *", CREATED, at).tick == "2026-11-28T10:05:00Z"
+    assert due("* * * * *", CREATED, at).next_in == 30.0
+    # Exactly on the minute, that minute's occasion is due.
+    on = datetime(2026, 11, 28, 10, 5, 0, tzinfo=UTC)
+    assert due("* * * * *", CREATED, on).tick == "2026-11-28T10:05:00Z"
+    assert due("0 3 * * *", CREATED, on).next_in == (16 * 3600 + 55 * 60)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "@dailyfoo",
+        "61 25 * * *",
+        "*/0 * * * *",
+        "a b c d e f g",
+        "1-0 * * * *",
+        "0 0 * * * *",
+        "0 0 L * *",
+        "0 0 ? * *",
+        "0 0 * * 1#2",
+        "0\t0 * * *",
+    ],
+)
+def test_what_the_scheduler_refuses_is_an_error_naming_the_schedule(schedule: str) -> None:
+    with pytest.raises(ScheduleError, match="schedule"):
+        parse(schedule)
+    assert due(schedule, CREATED, datetime(2026, 11, 28, tzinfo=UTC)).error
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "* * * * *",
+        "@daily",
+        "@ANNUALLY",
+        "0 0 * * MON-FRI",
+        "*/15 0-6/2 1,15 jan-jun/2 sun",
+        "0 0 30 1,2 *",
+    ],
+)
+def test_what_the_scheduler_accepts(schedule: str) -> None:
+    parse(schedule)
+
+
+def test_a_day_no_listed_month_has_is_valid_cron_that_never_fires() -> None:
+    at = datetime(2026, 11, 28, tzinfo=UTC)
+    never = due("0 0 30 2 *", CREATED, at)
+    assert (never.tick, never.next_in, never.error) == ("", None, "")
+    assert "never fires" in never.never

@@ -8,8 +8,9 @@
 
 local SUMMARY = "Ready"
 -- Reasons the operator reports with Ready=False while a preparation Job
--- is under way (not failures): Progressing, not Degraded.
-local IN_PROGRESS = { Preparing = true, Refreshing = true, Pending = true }
+-- is under way, or its result waits for S3 to answer again (not failures):
+-- Progressing, not Degraded.
+local IN_PROGRESS = { Preparing = true, Refreshing = true, Pending = true, StorageUnavailable = true }
 
 local function condition(conditions, wanted)
   if conditions == nil then

@@ -19,6 +19,7 @@ from .base import (
     validations,
 )
 from .resource import AGE, CrdInfo, PrinterColumn, Resource, condition_column
+from .schedule import Schedule
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 BuiltinName = Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
@@ -29,8 +30,6 @@ S3Key = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 BucketName = Annotated[
     str, StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
 ]
-# Five-field cron, validated loosely here and exactly by the operator's cron parser.
-CRON_PATTERN = r"^(@(hourly|daily|weekly|monthly|yearly))|(\S+\s+\S+\s+\S+\s+\S+\s+\S+)$"
 
 
 class BuiltinSource(KubeModel):
@@ -243,8 +242,10 @@ class ValidationRules(KubeModel):
 class Refresh(KubeModel):
     """Re-fetch the source on a schedule; a changed content gives a new version."""
 
-    schedule: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CRON_PATTERN)]
-    """Cron schedule (five fields, UTC) or @hourly/@daily/@weekly/@monthly/@yearly."""
+    schedule: Schedule
+    """Cron schedule, UTC: five fields (minute hour day-of-month month day-of-week) of
+    `*`, values, ranges a-b with a <= b and steps /n, comma-separated; names JAN-DEC
+    and SUN-SAT; or @hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually."""
 
 
 class DatasetSpec(KubeModel):

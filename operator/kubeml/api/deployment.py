@@ -18,8 +18,8 @@ from .base import (
     cel,
     validations,
 )
-from .dataset import CRON_PATTERN
 from .resource import AGE, CrdInfo, PrinterColumn, Resource, condition_column
+from .schedule import Schedule
 from .trainingrun import ModelName
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -123,10 +123,9 @@ class RetrainingTriggers(KubeModel):
     dataset_change: bool = False
     """Whenever the training Dataset publishes a new version (also one it was not
     asked for, e.g. from its own refresh schedule)."""
-    schedule: (
-        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CRON_PATTERN)] | None
-    ) = None
-    """Ask for new data on a cron schedule (UTC)."""
+    schedule: Schedule | None = None
+    """Ask for new data on a cron schedule (UTC), in the grammar of a Dataset's
+    spec.refresh.schedule."""
 
 
 class Retraining(KubeModel):

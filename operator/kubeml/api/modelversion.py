@@ -104,6 +104,9 @@ class AliasHolding(StatusModel):
 
     name: LabelName
     since: Timestamp
+    claim_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The resourceVersion at which the claim (spec.aliases) was first seen: when two
+    versions claim an alias, the later claim wins."""
 
 
 class AliasMove(StatusModel):

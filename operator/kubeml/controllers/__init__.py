@@ -1,8 +1,18 @@
-"""Thin kopf handlers: gather -> decide (kubeml.reconcile) -> apply -> report.
+"""Per kind: observe (from the cache and S3), decide (kubeml.reconcile), hand the
+outcome to the driver; and what to watch. No kopf here: ``kubeml.manager`` wires
+the watches to kopf."""
 
-Importing this package registers every handler with kopf.
-"""
+from . import dataset, deployment, registry, trainingrun
+from .watches import WATCHES, Watch
 
-from . import dataset, deployment, modelversion, trainingrun
+CONTROLLERS = {
+    c.kind: c
+    for c in (
+        dataset.CONTROLLER,
+        trainingrun.CONTROLLER,
+        registry.CONTROLLER,
+        deployment.CONTROLLER,
+    )
+}
 
-__all__ = ["dataset", "deployment", "modelversion", "trainingrun"]
+__all__ = ["CONTROLLERS", "WATCHES", "Watch"]

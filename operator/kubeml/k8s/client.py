@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from kubernetes import client, config
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+USER_AGENT = "kubeml-operator/0.1"
 
 
 @functools.cache
@@ -13,7 +17,24 @@ def api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    api = client.ApiClient()
+    # Requests are attributable in the apiserver's audit log and metrics.
+    api.user_agent = USER_AGENT
+    return api
+
+
+def current_namespace() -> str:
+    """The namespace kubectl would use: the kubeconfig context's, in a pod its own,
+    else ``default``."""
+    try:
+        _, active = config.list_kube_config_contexts()
+        namespace = (active or {}).get("context", {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    except (config.ConfigException, OSError):
+        if SERVICE_ACCOUNT_NAMESPACE.exists():
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "default"
 
 
 def batch() -> client.BatchV1Api:

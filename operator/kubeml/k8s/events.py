@@ -1,12 +1,15 @@
 """Kubernetes Events about our objects, posted through the core v1 API.
 
-kopf.event() needs kopf's posting context, which tasks outside its handlers
-(the resync loop) do not have; posting directly works from anywhere.
+An Event's name is derived from what it reports (the object's uid and the
+resourceVersion the decision was made from, the reason and the message), so a
+reconcile that is retried after posting it, or replayed after a crash from the
+same observation, posts nothing twice: the second create is a 409.
 Events are best effort: a failed post is logged, never raised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -22,14 +25,23 @@ COMPONENT = "kubeml-operator"
 MESSAGE_LIMIT = 1024
 
 
+def event_name(obj: Mapping[str, Any], reason: str, message: str) -> str:
+    meta = obj["metadata"]
+    seed = "|".join(
+        (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")), reason, message)
+    )
+    return f"{meta['name'][:200]}.{hashlib.sha256(seed.encode()).hexdigest()[:16]}"
+
+
 def event_body(
     obj: Mapping[str, Any], type_: str, reason: str, message: str, now: str
 ) -> dict[str, Any]:
     meta = obj["metadata"]
+    message = message[:MESSAGE_LIMIT]
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+        "metadata": {"name": event_name(obj, reason, message), "namespace": meta["namespace"]},
         "involvedObject": {
             "apiVersion": obj["apiVersion"],
             "kind": obj["kind"],
@@ -40,7 +52,7 @@ def event_body(
         },
         "type": type_,
         "reason": reason,
-        "message": message[:MESSAGE_LIMIT],
+        "message": message,
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "firstTimestamp": now,
@@ -49,11 +61,11 @@ def event_body(
     }
 
 
-def post(api: ApiClient, obj: Mapping[str, Any], events: list[tuple[str, str, str]]) -> None:
+def post(api: ApiClient, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for type_, reason, message in events:
-        body = event_body(obj, type_, reason, message, now_rfc3339())
-        try:
-            objects.request(api, "POST", f"/api/v1/namespaces/{ns}/events", body=body)
-        except ApiException as err:
+    body = event_body(obj, type_, reason, message, now_rfc3339())
+    try:
+        objects.request(api, "POST", f"/api/v1/namespaces/{ns}/events", body=body)
+    except ApiException as err:
+        if err.status != 409:  # 409: this very event was posted before
             log.warning("event %s on %s/%s not posted: %s", reason, ns, name, err.reason)

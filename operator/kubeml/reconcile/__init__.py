@@ -1,5 +1,5 @@
-"""Pure decisions: (object, observed children) -> desired objects and next status.
+"""Pure decisions: (object, observed children) -> one Outcome.
 
-Nothing here talks to Kubernetes, S3 or kopf; controllers gather the inputs,
-call these functions, and apply what they return.
+Nothing here talks to the API server, S3 or the operator framework; the controllers
+observe, call these functions, and the driver carries out what they return.
 """

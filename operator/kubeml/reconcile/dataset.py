@@ -4,33 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from .. import labels
+from .. import labels, quantity, schedules
 from ..api import Dataset, ManifestError, parse_manifest
-from ..conditions import Status, find, set_condition
+from ..conditions import Status, find, remove_condition, set_condition
 from ..settings import Settings
+from ..storage import layout
 from . import jobs, pods
+from .outcome import Create, Outcome, Ref
+from .results import RETRY_SECONDS, ResultRead
 
 READY = "Ready"
 VALIDATED = "Validated"
+SCHEDULED = "RefreshScheduled"
 CONTAINER = "prepare"
 HISTORY_LIMIT = 10
 DEFAULT_BACKOFF_LIMIT = 1
 DEFAULT_DEADLINE = 3600
-# Reasons after which the Job for the same spec is never created again.
-IN_PROGRESS = frozenset({"Preparing", "Refreshing", "Pending"})
-
-
-@dataclass
-class Decision:
-    """What the controller should do for one Dataset."""
-
-    status: dict[str, Any]
-    job: dict[str, Any] | None = None  # apply this Job (create if absent)
-    stale_jobs: list[str] = field(default_factory=list)  # delete these Jobs
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+# Ready reasons that mean the current preparation has no outcome yet; any other
+# reason is its final outcome, after which its Job is never created again.
+IN_PROGRESS = frozenset({"Preparing", "Refreshing", "Pending", "StorageUnavailable"})
 
 
 def spec_digest(spec: dict[str, Any], tick: str = "") -> str:
@@ -44,7 +41,7 @@ def job_name(name: str, spec: dict[str, Any], tick: str = "") -> str:
 
 
 def result_key(namespace: str, name: str, job: str) -> str:
-    return f"results/datasets/{namespace}/{name}/{job}.json"
+    return layout.dataset_result_key(namespace, name, job)
 
 
 def build_job(
@@ -68,7 +65,9 @@ def build_job(
         *pods.s3_env(settings),
     ]
     if limit is not None:
-        env.append({"name": "KUBEML_MEMORY_LIMIT_BYTES", "value": str(pods.quantity_bytes(limit))})
+        env.append(
+            {"name": "KUBEML_MEMORY_LIMIT_BYTES", "value": str(quantity.memory_bytes(limit))}
+        )
     creds = spec.source.s3.credentials if spec.source.s3 else None
     if creds is not None:
         env += [
@@ -113,145 +112,239 @@ def _short(version: str | None) -> str | None:
     return version[:12] if version else None
 
 
-def decide(
-    body: dict[str, Any],
-    job: dict[str, Any] | None,
-    result: dict[str, Any] | None,
-    settings: Settings,
-    *,
-    now: str,
-    tick: str = "",
-    result_error: str | None = None,
-    other_jobs: tuple[str, ...] = (),
-) -> Decision:
-    """The next step for a Dataset.
+@dataclass(frozen=True)
+class Target:
+    """Which preparation should exist now: the spec's, at the latest occasion asked
+    for (schedule or on-demand request)."""
 
-    ``job`` is the desired Job as observed (None if absent); ``result`` the
-    manifest it wrote to S3, which the controller reads once the Job has
-    finished (``result_error`` says why it could not be read).
-    ``other_jobs`` names every other Job of this Dataset.
-    """
+    job_name: str
+    tick: str
+    next_in: float | None = None  # seconds until the schedule's next occasion
+    schedule_error: str = ""
+    schedule_never: str = ""  # valid cron that never fires (e.g. "0 0 30 2 *")
+
+
+def target(body: Mapping[str, Any], now: datetime) -> Target:
     meta = body["metadata"]
-    gen = meta.get("generation")
-    status: dict[str, Any] = dict(body.get("status") or {})
-    status["observedGeneration"] = gen
-    conds = status.get("conditions") or []
+    schedule = (body["spec"].get("refresh") or {}).get("schedule")
+    due = schedules.due(schedule, meta.get("creationTimestamp") or "", now)
+    requested = schedules.requested_tick(
+        (meta.get("annotations") or {}).get(labels.REFRESH_REQUESTED), now
+    )
+    tick = max(due.tick, requested)
+    name = job_name(meta["name"], body["spec"], tick)
+    return Target(name, tick, due.next_in, due.error, due.never)
 
-    def cond(type_: str, state: Status, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = set_condition(
-            conds,
+
+def result_needed(body: Mapping[str, Any], job: Mapping[str, Any] | None, t: Target) -> str | None:
+    """The result manifest to read: only once the target Job has finished and its
+    outcome is not yet recorded."""
+    state = jobs.observe(dict(job) if job is not None else None)
+    if state is None or state.active or _finished_before(body, t):
+        return None
+    meta = body["metadata"]
+    return result_key(meta["namespace"], meta["name"], t.job_name)
+
+
+def _finished_before(body: Mapping[str, Any], t: Target) -> bool:
+    status = body.get("status") or {}
+    ready = find(status.get("conditions"), READY)
+    return (
+        status.get("jobName") == t.job_name
+        and ready is not None
+        and ready.get("observedGeneration") == body["metadata"].get("generation")
+        and ready.get("reason") not in IN_PROGRESS
+    )
+
+
+@dataclass
+class _Step:
+    """The status being decided and its conditions, for the helpers below."""
+
+    body: Mapping[str, Any]
+    status: dict[str, Any]
+    now: str
+    out: Outcome = field(default_factory=Outcome)
+
+    def cond(self, type_: str, state: Status, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions"),
             type_,
             state,
             reason,
             message,
-            observed_generation=gen,
-            now=now,
+            observed_generation=self.body["metadata"].get("generation"),
+            now=self.now,
         )
 
+    def warn(self, reason: str, message: str) -> None:
+        self.out.event(self.body, "Warning", reason, message[:1024])
+
+
+def decide(
+    body: Mapping[str, Any],
+    t: Target,
+    job: Mapping[str, Any] | None,
+    result: ResultRead | None,
+    settings: Settings,
+    *,
+    now: str,
+    other_jobs: tuple[str, ...] = (),
+) -> Outcome:
+    """The next step for a Dataset.
+
+    ``job`` is the target Job as observed (None if absent); ``result`` its manifest
+    as read once the Job finished (see ``result_needed``); ``other_jobs`` names
+    every other Job of this Dataset.
+    """
+    meta = body["metadata"]
+    step = _Step(
+        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
+    )
+    step.out.status(body, step.status)
+    _schedule_condition(step, t)
     try:
         # Status is ours and may be older than this code: judge only the spec.
         model = parse_manifest({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         assert isinstance(model, Dataset)
     except ManifestError as err:
-        cond(READY, "False", "InvalidSpec", f"dataset {meta['name']}: {err}")
-        status["conditions"] = conds
-        return Decision(status=status)
-
-    name = job_name(meta["name"], body["spec"], tick)
-    ready = find(conds, READY)
-    same_target = status.get("jobName") == name
-    finished_before = (
-        same_target
-        and ready is not None
-        and ready.get("observedGeneration") == gen
-        and ready.get("reason") not in IN_PROGRESS
-    )
-    state = jobs.observe(job)
-    decision = Decision(status=status)
+        step.cond(READY, "False", "InvalidSpec", f"dataset {meta['name']}: {err}")
+        return step.out
+    if _finished_before(body, t):
+        # Terminal states are sticky: a finished preparation is never re-run nor
+        # re-published, whether or not its Job still exists.
+        return step.out
+    state = jobs.observe(dict(job) if job is not None else None)
+    step.status["jobName"] = t.job_name
+    if state is None or state.active:
+        _preparing(step, model, t, state, settings)
+        return step.out
+    if result is not None and result.unreadable:
+        _unreadable(step, t, result)
+        return step.out
     # Older Jobs of this Dataset go once the current one has an outcome.
-    decision.stale_jobs = [j for j in other_jobs if j != name]
+    step.out.delete += [
+        Ref("batch/v1", "Job", meta["namespace"], j) for j in other_jobs if j != t.job_name
+    ]
+    doc = result.doc if result is not None else None
+    if doc is not None and doc.get("ok"):
+        _published(step, doc)
+    elif doc is not None:
+        _failed_with_result(step, doc)
+    else:
+        _failed_without_result(step, model, state, result)
+    return step.out
 
-    if finished_before:
-        # Terminal states are sticky: a finished preparation is never re-run
-        # nor re-published, whether or not its Job still exists.
-        status["conditions"] = conds
-        return decision
 
+def _schedule_condition(step: _Step, t: Target) -> None:
+    """An unusable schedule (admitted by an older CRD, or one that never fires) is
+    shown, not silently ignored; a valid one makes the reconcile look again at its
+    next occasion."""
+    name = step.body["metadata"]["name"]
+    if t.schedule_error:
+        step.cond(SCHEDULED, "False", "InvalidSchedule", f"dataset {name}: {t.schedule_error}")
+    elif t.schedule_never:
+        step.cond(SCHEDULED, "False", "NeverDue", f"dataset {name}: {t.schedule_never}")
+    else:
+        step.status["conditions"] = remove_condition(step.status.get("conditions"), SCHEDULED)
+        step.out.look_again(t.next_in)
+
+
+def _preparing(
+    step: _Step, model: Dataset, t: Target, state: jobs.JobState | None, settings: Settings
+) -> None:
+    status, gen = step.status, step.body["metadata"].get("generation")
+    ready = find(status.get("conditions"), READY)
+    if state is None:
+        step.out.create.append(
+            Create(build_job(dict(step.body), model, t.job_name, settings, t.tick))
+        )
+    verb = "creating" if state is None else "running"
     refreshing = bool(
-        tick
+        t.tick
         and status.get("version")
         and ready is not None
         and ready.get("observedGeneration") == gen
         and ready.get("status") == "True"
     )
-    if state is None or state.active:
-        decision.job = build_job(body, model, name, settings, tick) if state is None else None
-        status["jobName"] = name
-        verb = "creating" if state is None else "running"
-        if refreshing:
-            cond(
-                READY,
-                "True",
-                "Refreshing",
-                f"version {_short(status.get('version'))} is available; refresh job {name} {verb}",
-            )
-        else:
-            cond(READY, "False", "Preparing", f"preparation job {name} {verb}")
-        decision.stale_jobs = []
-        status["conditions"] = conds
-        return decision
-
-    status["jobName"] = name
-    if result is not None and result.get("ok"):
-        _publish(status, result, now)
-        reused = status.get("version") == (body.get("status") or {}).get("version")
-        reason = "Unchanged" if reused else "Prepared"
-        rows = result.get("rows", {})
-        cond(VALIDATED, "True", "Passed", "all validation rules passed")
-        cond(
+    if refreshing:
+        version = _short(status.get("version"))
+        step.cond(
             READY,
             "True",
-            reason,
-            f"version {_short(result['version'])}: {rows.get('total', 0)} rows "
-            f"(train {rows.get('train', 0)}, validation {rows.get('validation', 0)}, "
-            f"test {rows.get('test', 0)})",
+            "Refreshing",
+            f"version {version} is available; refresh job {t.job_name} {verb}",
         )
-        if not reused:
-            decision.events.append(
-                ("Normal", "Prepared", f"published version {_short(result['version'])}")
-            )
-    elif result is not None:
-        reason = str(result.get("reason") or "PreparationFailed")
-        message = str(result.get("message") or "preparation failed")
-        failures = result.get("failures") or []
-        if failures:
-            message = f"{message}: " + "; ".join(str(f) for f in failures)
-        if reason == "ValidationFailed" or failures:
-            cond(VALIDATED, "False", reason, message)
-        cond(READY, "False", reason, f"dataset {meta['name']}: {message}")
-        decision.events.append(("Warning", reason, message[:1024]))
     else:
-        res = pods.resources(model.spec.resources)
-        reason, message = jobs.failure_reason(
-            state,
-            memory_limit=pods.memory_limit(res),
-            deadline=model.spec.active_deadline_seconds or DEFAULT_DEADLINE,
+        step.cond(READY, "False", "Preparing", f"preparation job {t.job_name} {verb}")
+
+
+def _unreadable(step: _Step, t: Target, result: ResultRead) -> None:
+    """The Job finished but its result cannot be read right now: say so and look again;
+    the result is still there when the store comes back."""
+    message = f"job {t.job_name} finished; its result {result.describe()}; retrying"
+    ready = find(step.status.get("conditions"), READY)
+    available = (
+        bool(step.status.get("version")) and ready is not None and ready.get("status") == "True"
+    )
+    step.cond(
+        READY,
+        "True" if available else "False",
+        "StorageUnavailable",
+        f"dataset {step.body['metadata']['name']}: {message}",
+    )
+    step.out.look_again(RETRY_SECONDS)
+
+
+def _published(step: _Step, doc: Mapping[str, Any]) -> None:
+    old_version = (step.body.get("status") or {}).get("version")
+    _publish(step.status, dict(doc), step.now)
+    reused = step.status.get("version") == old_version
+    rows = doc.get("rows", {})
+    step.cond(VALIDATED, "True", "Passed", "all validation rules passed")
+    step.cond(
+        READY,
+        "True",
+        "Unchanged" if reused else "Prepared",
+        f"version {_short(doc['version'])}: {rows.get('total', 0)} rows "
+        f"(train {rows.get('train', 0)}, validation {rows.get('validation', 0)}, "
+        f"test {rows.get('test', 0)})",
+    )
+    if not reused:
+        step.out.event(
+            step.body, "Normal", "Prepared", f"published version {_short(doc['version'])}"
         )
-        if state.succeeded:
-            reason, message = (
-                "ResultMissing",
-                (
-                    f"job {name} succeeded but its result manifest could not be read: "
-                    f"{result_error or 'missing'}"
-                ),
-            )
-        elif result_error:
-            message = f"{message} (no result manifest: {result_error})"
-        cond(READY, "False", reason, f"dataset {meta['name']}: {message}")
-        decision.events.append(("Warning", reason, message[:1024]))
-    status["conditions"] = conds
-    return decision
+
+
+def _failed_with_result(step: _Step, doc: Mapping[str, Any]) -> None:
+    reason = str(doc.get("reason") or "PreparationFailed")
+    message = str(doc.get("message") or "preparation failed")
+    failures = doc.get("failures") or []
+    if failures:
+        message = f"{message}: " + "; ".join(str(f) for f in failures)
+    if reason == "ValidationFailed" or failures:
+        step.cond(VALIDATED, "False", reason, message)
+    step.cond(READY, "False", reason, f"dataset {step.body['metadata']['name']}: {message}")
+    step.warn(reason, message)
+
+
+def _failed_without_result(
+    step: _Step, model: Dataset, state: jobs.JobState, result: ResultRead | None
+) -> None:
+    res = pods.resources(model.spec.resources)
+    reason, message = jobs.failure_reason(
+        state,
+        memory_limit=pods.memory_limit(res),
+        deadline=model.spec.active_deadline_seconds or DEFAULT_DEADLINE,
+    )
+    missing = result.describe() if result is not None else "missing"
+    if state.succeeded:
+        reason = "ResultMissing"
+        message = f"job {state.name} succeeded but its result manifest {missing}"
+    else:
+        message = f"{message} (no result manifest: {missing})"
+    step.cond(READY, "False", reason, f"dataset {step.body['metadata']['name']}: {message}")
+    step.warn(reason, message)
 
 
 def _publish(status: dict[str, Any], result: dict[str, Any], now: str) -> None:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from .. import labels
 from ..api import Deployment, ManifestError, parse_manifest
-from ..api.deployment import Alerts
+from ..api.deployment import Alerts, DeploymentSpec
 from ..conditions import Status, find, set_condition
+from ..schedules import parse_time
 from ..settings import Settings
-from . import registry, server_objects
+from ..storage import layout
+from . import registry, retraining, server_objects
+from .modelversion import artifact_refusal
+from .outcome import Create, Outcome, Patch, Ref
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
-
-
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    apply: list[dict[str, Any]] = field(default_factory=list)
-    delete: list[tuple[str, str, str]] = field(default_factory=list)  # apiVersion, kind, name
-    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def resolve(
@@ -40,7 +39,7 @@ def resolve(
 
 def profile_uri(settings: Settings, mv: dict[str, Any]) -> str:
     dv = mv["spec"]["lineage"]["datasetVersion"]
-    return f"s3://{settings.bucket}/datasets/{dv}/profile.json"
+    return layout.profile_uri(settings.bucket, mv["metadata"]["namespace"], dv)
 
 
 def rollout(app: dict[str, Any] | None) -> tuple[int, int, int, bool]:
@@ -67,7 +66,12 @@ def _stalled(app: dict[str, Any] | None) -> str | None:
 
 def _mv_problem(mv: dict[str, Any]) -> tuple[str, str] | None:
     ready = find((mv.get("status") or {}).get("conditions"), READY)
-    if ready is not None and ready.get("status") == "False":
+    # A blocked deletion says nothing against the artifact: the version still serves.
+    if (
+        ready is not None
+        and ready.get("status") == "False"
+        and ready.get("reason") != "DeletionBlocked"
+    ):
         return str(ready.get("reason")), str(ready.get("message"))
     return None
 
@@ -82,170 +86,312 @@ def _track(mv: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def decide(
-    body: dict[str, Any],
-    versions: list[dict[str, Any]],
-    apps: dict[str, dict[str, Any] | None],
-    *,
-    prometheus_operator: bool,
-    settings: Settings,
-    now: str,
-) -> Decision:
-    meta = body["metadata"]
-    name, ns, gen = meta["name"], meta["namespace"], meta.get("generation")
-    status: dict[str, Any] = dict(body.get("status") or {})
-    status["observedGeneration"] = gen
-    conds = status.get("conditions") or []
-    decision = Decision(status=status)
+@dataclass(frozen=True)
+class DeploymentView:
+    """Everything observed about one kubeml.io Deployment."""
 
-    def cond(type_: str, state: Status, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = set_condition(
-            conds, type_, state, reason, message, observed_generation=gen, now=now
+    body: Mapping[str, Any]
+    versions: list[dict[str, Any]]  # of its model, versions being deleted included
+    apps: Mapping[str, dict[str, Any] | None]  # track -> apps/v1 Deployment
+    prometheus_operator: bool = False
+    # For spec.retraining:
+    template: Mapping[str, Any] | None = None
+    dataset: Mapping[str, Any] | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    drift: retraining.DriftReading | None = None
+
+
+@dataclass
+class _Step:
+    body: Mapping[str, Any]
+    status: dict[str, Any]
+    now: str
+    out: Outcome = field(default_factory=Outcome)
+
+    def cond(self, type_: str, state: Status, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions"),
+            type_,
+            state,
+            reason,
+            message,
+            observed_generation=self.body["metadata"].get("generation"),
+            now=self.now,
         )
-        status["conditions"] = conds
 
+
+def decide(
+    view: DeploymentView, settings: Settings, *, now: str, drift_poll_seconds: float = 60.0
+) -> Outcome:
+    step = _serve(view, settings, now)
+    plan = _plan(view, step.status, now, drift_poll_seconds)
+    _carry_out(step, view, plan)
+    return step.out
+
+
+def wants_drift(view: DeploymentView, settings: Settings, *, now: str) -> bool:
+    """Whether the retraining plan needs the serving pods' drift gauges (phase one)."""
+    if not (view.body.get("spec") or {}).get("retraining"):
+        return False
+    step = _serve(view, settings, now)
+    return _plan(view, step.status, now, 60.0).needs_drift
+
+
+def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -> retraining.Plan:
+    return retraining.plan(
+        {**view.body, "status": status},
+        template=view.template,
+        dataset=view.dataset,
+        runs=view.runs,
+        versions=view.versions,
+        drift=view.drift,
+        now=parse_time(now) or datetime.now(UTC),
+        drift_poll_seconds=poll,
+    )
+
+
+def _carry_out(step: _Step, view: DeploymentView, plan: retraining.Plan) -> None:
+    if plan.status is None:
+        step.status.pop("retraining", None)
+    else:
+        step.status["retraining"] = plan.status
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
+    for mv_name, aliases in plan.aliases.items():
+        mv = by_name[mv_name]
+        step.out.patches.append(
+            Patch(
+                Ref.of(mv),
+                {"spec": {"aliases": aliases}},
+                str(mv["metadata"].get("resourceVersion") or ""),
+                why="retraining alias move",
+            )
+        )
+    if plan.refresh is not None and view.dataset is not None and plan.status is not None:
+        stamp = plan.status["refreshRequestedTime"]
+        step.out.patches.append(
+            Patch(
+                Ref.of(view.dataset),
+                {"metadata": {"annotations": {labels.REFRESH_REQUESTED: stamp}}},
+                str(view.dataset["metadata"].get("resourceVersion") or ""),
+                why="refresh request",
+            )
+        )
+    if plan.run is not None:
+        step.out.create.append(Create(plan.run))
+    for type_, reason, message in plan.events:
+        step.out.event(view.body, "Normal" if type_ == "Normal" else "Warning", reason, message)
+    step.out.look_again(plan.requeue_after)
+
+
+def _serve(view: DeploymentView, settings: Settings, now: str) -> _Step:
+    body = view.body
+    meta = body["metadata"]
+    name = meta["name"]
+    step = _Step(
+        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
+    )
+    step.out.status(body, step.status)
     try:
         model = parse_manifest({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         assert isinstance(model, Deployment)
     except ManifestError as err:
-        cond(READY, "False", "InvalidSpec", f"deployment {name}: {err}")
-        cond(PROGRESSING, "False", "InvalidSpec", str(err))
-        cond(DEGRADED, "True", "InvalidSpec", str(err))
-        return decision
+        step.cond(READY, "False", "InvalidSpec", f"deployment {name}: {err}")
+        step.cond(PROGRESSING, "False", "InvalidSpec", str(err))
+        step.cond(DEGRADED, "True", "InvalidSpec", str(err))
+        return step
     spec = model.spec
-    stable_mv, reason, message = resolve(versions, spec.model, spec.version, spec.alias)
-    if stable_mv is None:
-        # Waiting, not failing: a pipeline applied in one go (a GitOps sync) has
-        # its Deployment before training registered a version. Like a pod waiting
-        # for its ConfigMap, it progresses once the version exists.
-        cond(READY, "False", reason, f"deployment {name}: {message}")
-        cond(PROGRESSING, "True", reason, f"waiting: {message}")
-        cond(DEGRADED, "False", reason, "nothing has failed; no version to serve yet")
-        return decision
-
-    canary_mv = None
-    if spec.canary is not None:
-        canary_mv, creason, cmessage = resolve(
-            versions, spec.model, spec.canary.version, spec.canary.alias
+    stable_mv, reason, message = resolve(view.versions, spec.model, spec.version, spec.alias)
+    refusal = None if stable_mv is None else artifact_refusal(stable_mv, settings)
+    if stable_mv is None or refusal is not None:
+        # Waiting, not failing: a pipeline applied in one go (a GitOps sync) has its
+        # Deployment before training registered a version. A version whose artifact
+        # lies in another namespace's space is never served.
+        if refusal is not None:
+            reason, message = "ArtifactNotAllowed", refusal
+        step.cond(READY, "False", reason, f"deployment {name}: {message}")
+        step.cond(
+            PROGRESSING, "True" if refusal is None else "False", reason, f"waiting: {message}"
         )
-        if canary_mv is not None and canary_mv["metadata"]["name"] == stable_mv["metadata"]["name"]:
-            canary_mv = None  # nothing to compare: serve it as stable only
-        elif canary_mv is None:
-            decision.events.append(("Warning", creason, f"canary: {cmessage}"))
+        step.cond(
+            DEGRADED,
+            "True" if refusal else "False",
+            reason,
+            message if refusal else "nothing has failed; no version to serve yet",
+        )
+        return step
+    canary_mv = _canary(step, view, spec, stable_mv, settings)
     percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
+    replicas = _replicas(spec, percent)
+    _children(step, view, spec, stable_mv, canary_mv, replicas, settings)
+    _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
+    return step
 
+
+def _canary(
+    step: _Step,
+    view: DeploymentView,
+    spec: DeploymentSpec,
+    stable_mv: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any] | None:
+    if spec.canary is None:
+        return None
+    canary_mv, reason, message = resolve(
+        view.versions, spec.model, spec.canary.version, spec.canary.alias
+    )
+    refusal = None if canary_mv is None else artifact_refusal(canary_mv, settings)
+    if refusal is not None:
+        canary_mv, reason, message = None, "ArtifactNotAllowed", refusal
+    if canary_mv is not None and canary_mv["metadata"]["name"] == stable_mv["metadata"]["name"]:
+        return None  # nothing to compare: serve it as stable only
+    if canary_mv is None:
+        step.out.event(step.body, "Warning", reason, f"canary: {message}")
+    return canary_mv
+
+
+def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
+    """(stable, canary) replicas; stable None when the HPA owns it."""
     if spec.autoscaling is not None:
-        stable_replicas: int | None = None  # the HPA owns it
         lo = spec.autoscaling.min_replicas
-        canary_replicas = max(1, round(lo * percent / max(1, 100 - percent))) if percent else 0
-    else:
-        total = spec.replicas if spec.replicas is not None else 1
-        stable_replicas, canary_replicas = server_objects.split_replicas(total, percent)
+        return None, max(1, round(lo * percent / max(1, 100 - percent))) if percent else 0
+    total = spec.replicas if spec.replicas is not None else 1
+    return server_objects.split_replicas(total, percent)
 
-    decision.apply.append(
+
+def _children(
+    step: _Step,
+    view: DeploymentView,
+    spec: DeploymentSpec,
+    stable_mv: dict[str, Any],
+    canary_mv: dict[str, Any] | None,
+    replicas: tuple[int | None, int],
+    settings: Settings,
+) -> None:
+    body, out = dict(view.body), step.out
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    out.apply.append(
         server_objects.server_deployment(
-            body,
-            "stable",
-            stable_mv,
-            stable_replicas,
-            spec,
-            settings,
-            profile_uri(settings, stable_mv),
+            body, "stable", stable_mv, replicas[0], spec, settings, profile_uri(settings, stable_mv)
         )
     )
-    decision.apply.append(server_objects.service(body))
+    out.apply.append(server_objects.service(body))
     if canary_mv is not None:
-        decision.apply.append(
+        out.apply.append(
             server_objects.server_deployment(
                 body,
                 "canary",
                 canary_mv,
-                canary_replicas,
+                replicas[1],
                 spec,
                 settings,
                 profile_uri(settings, canary_mv),
             )
         )
     else:
-        decision.delete.append(("apps/v1", "Deployment", server_objects.app_name(name, "canary")))
+        out.delete.append(Ref("apps/v1", "Deployment", ns, server_objects.app_name(name, "canary")))
     if spec.autoscaling is not None:
-        decision.apply.append(server_objects.hpa(body, spec))
+        out.apply.append(server_objects.hpa(body, spec))
     else:
-        decision.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", name))
+        out.delete.append(Ref("autoscaling/v2", "HorizontalPodAutoscaler", ns, name))
     monitoring = spec.monitoring
-    wants_monitor = (monitoring is None or monitoring.enabled) and (
-        monitoring is None or monitoring.service_monitor is not False
+    wants_monitor = monitoring is None or (
+        monitoring.enabled and monitoring.service_monitor is not False
     )
-    if prometheus_operator and wants_monitor:
-        interval = monitoring.scrape_interval if monitoring else "30s"
-        alerts = monitoring.alerts if monitoring else Alerts()
-        decision.apply.append(server_objects.service_monitor(body, interval))
-        decision.apply.append(server_objects.prometheus_rule(body, spec.model, alerts))
-    elif prometheus_operator:
-        decision.delete += [
-            ("monitoring.coreos.com/v1", "ServiceMonitor", name),
-            ("monitoring.coreos.com/v1", "PrometheusRule", name),
+    if view.prometheus_operator and wants_monitor:
+        out.apply.append(
+            server_objects.service_monitor(
+                body, monitoring.scrape_interval if monitoring else "30s"
+            )
+        )
+        out.apply.append(
+            server_objects.prometheus_rule(
+                body, spec.model, monitoring.alerts if monitoring else Alerts()
+            )
+        )
+    elif view.prometheus_operator:
+        out.delete += [
+            Ref("monitoring.coreos.com/v1", "ServiceMonitor", ns, name),
+            Ref("monitoring.coreos.com/v1", "PrometheusRule", ns, name),
         ]
 
-    # Status from what the apps/v1 Deployments report.
-    stable_app, canary_app = apps.get("stable"), apps.get("canary")
-    old = (body.get("status") or {}).get("stable") or {}
+
+def _report(
+    step: _Step,
+    view: DeploymentView,
+    spec: DeploymentSpec,
+    stable_mv: dict[str, Any],
+    canary_mv: dict[str, Any] | None,
+    replicas: tuple[int | None, int],
+    percent: int,
+) -> None:
+    """Status from what the apps/v1 Deployments report."""
+    status, name = step.status, view.body["metadata"]["name"]
+    stable_app, canary_app = view.apps.get("stable"), view.apps.get("canary")
+    old = (view.body.get("status") or {}).get("stable") or {}
     stable = _track(stable_mv, stable_app)
-    if stable_replicas is not None:
-        stable["replicas"] = stable_replicas
+    if replicas[0] is not None:
+        stable["replicas"] = replicas[0]
     _, s_ready, s_updated, s_done = rollout(stable_app)
-    app_version = (
-        (stable_app or {})
-        .get("spec", {})
-        .get("template", {})
-        .get("metadata", {})
-        .get("labels", {})
-        .get("kubeml.io/version")
+    app_labels = (
+        (stable_app or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
     )
-    s_done = s_done and app_version == str(stable_mv["spec"]["version"])
+    s_done = s_done and app_labels.get("kubeml.io/version") == str(stable_mv["spec"]["version"])
     if old.get("version") and old.get("version") != stable["version"] and not s_done:
         status["previous"] = {k: v for k, v in old.items() if k in ("version", "modelVersion")}
     elif s_done:
         status.pop("previous", None)
     status["stable"] = stable
+    c_ready = 0
     if canary_mv is not None:
         status["canary"] = {
             **_track(canary_mv, canary_app),
             "trafficPercent": percent,
-            "replicas": canary_replicas,
+            "replicas": replicas[1],
         }
+        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
     else:
         status.pop("canary", None)
-    c_ready = (
-        int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
-        if canary_mv is not None
-        else 0
-    )
     status["readyReplicas"] = s_ready + c_ready
-    status["replicas"] = stable["replicas"] + (canary_replicas if canary_mv else 0)
-    status["endpoint"] = f"http://{name}.{ns}.svc:80"
+    status["replicas"] = stable["replicas"] + (replicas[1] if canary_mv else 0)
+    status["endpoint"] = f"http://{name}.{view.body['metadata']['namespace']}.svc:80"
+    _conditions(
+        step,
+        spec,
+        stable,
+        stable_mv,
+        canary_mv,
+        stable_app,
+        (s_ready, s_updated, s_done),
+        (c_ready, percent),
+    )
 
+
+def _conditions(
+    step: _Step,
+    spec: DeploymentSpec,
+    stable: dict[str, Any],
+    stable_mv: dict[str, Any],
+    canary_mv: dict[str, Any] | None,
+    stable_app: dict[str, Any] | None,
+    progress: tuple[int, int, bool],
+    canary: tuple[int, int],
+) -> None:
+    status, name = step.status, step.body["metadata"]["name"]
+    s_ready, s_updated, s_done = progress
     problem = _mv_problem(stable_mv)
     stalled = _stalled(stable_app)
     version_label = f"v{stable['version']}"
-    if problem is not None:
-        reason, message = problem
-        cond(DEGRADED, "True", reason, f"{stable['modelVersion']}: {message}")
-        status["lastFailure"] = {"reason": reason, "message": message, "time": now}
-    elif stalled is not None:
-        cond(DEGRADED, "True", "ProgressDeadlineExceeded", stalled)
-        status["lastFailure"] = {
-            "reason": "ProgressDeadlineExceeded",
-            "message": stalled,
-            "time": now,
-        }
+    failure = problem or (("ProgressDeadlineExceeded", stalled) if stalled is not None else None)
+    if failure is not None:
+        message = f"{stable['modelVersion']}: {failure[1]}" if problem else failure[1]
+        step.cond(DEGRADED, "True", failure[0], message)
+        status["lastFailure"] = {"reason": failure[0], "message": failure[1], "time": step.now}
     else:
-        cond(DEGRADED, "False", "AsExpected", "no known problem")
+        step.cond(DEGRADED, "False", "AsExpected", "no known problem")
         status.pop("lastFailure", None)
-
     if s_done:
-        cond(
+        step.cond(
             PROGRESSING,
             "False",
             "RolloutComplete",
@@ -253,32 +399,39 @@ def decide(
         )
     else:
         frm = f" from v{status['previous']['version']}" if status.get("previous") else ""
-        cond(
+        step.cond(
             PROGRESSING,
             "True",
             "RollingOut",
             f"rolling{frm} to {version_label}: {s_updated}/{stable['replicas']} updated, "
             f"{s_ready} ready",
         )
-    serving_ok = s_ready > 0 or stable["replicas"] == 0
-    if s_done and serving_ok and problem is None:
+    if s_done and (s_ready > 0 or stable["replicas"] == 0) and problem is None:
         msg = f"serving {spec.model} {version_label} on {s_ready} replica(s)"
         if canary_mv is not None:
-            msg += f"; canary v{canary_mv['spec']['version']} at {percent}% ({c_ready} ready)"
-        was = ((body.get("status") or {}).get("previous") or {}).get("version")
+            msg += f"; canary v{canary_mv['spec']['version']} at {canary[1]}% ({canary[0]} ready)"
+        msg += _leaving(stable_mv, spec)
+        was = ((step.body.get("status") or {}).get("previous") or {}).get("version")
         if was is not None:
-            decision.events.append(
-                ("Normal", "RolledOut", f"now serving {version_label} (was v{was})")
+            step.out.event(
+                step.body, "Normal", "RolledOut", f"now serving {version_label} (was v{was})"
             )
-        cond(READY, "True", "Serving", msg)
+        step.cond(READY, "True", "Serving", msg)
     elif problem is not None and s_ready == 0:
-        cond(READY, "False", problem[0], f"deployment {name}: {problem[1]}")
+        step.cond(READY, "False", problem[0], f"deployment {name}: {problem[1]}")
     else:
         reason = "RollingOut" if s_ready else "Unavailable"
-        cond(
+        step.cond(
             READY,
             "False",
             reason,
             f"deployment {name}: {s_ready}/{stable['replicas']} ready on {version_label}",
         )
-    return decision
+
+
+def _leaving(mv: dict[str, Any], spec: DeploymentSpec) -> str:
+    """A served version being deleted keeps serving until another takes its place."""
+    if not mv["metadata"].get("deletionTimestamp"):
+        return ""
+    until = f"another version holds alias {spec.alias}" if spec.alias else "spec.version changes"
+    return f"; {mv['metadata']['name']} is being deleted and serves until {until}"

@@ -1,20 +1,39 @@
-"""ModelVersion decisions: is the artifact intact, which aliases it holds, may it go."""
+"""Registry decisions for one model: every version's artifact, aliases and deletion.
+
+Aliases are a property of the whole model, so the versions of one model are
+decided together: one outcome moves an alias (a conditional patch of the loser's
+spec), and writes each version's own status and events.
+
+Namespaces are tenants. A version may point only at an artifact in its own
+namespace's model space (``namespaces/<ns>/models/``) or under a prefix the cluster
+admin shared (``KUBEML_SHARED_ARTIFACTS``); anything else is refused, never read,
+served or deleted. On deletion the operator removes only an artifact in the
+namespace's own space that no remaining version uses.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from ..conditions import Status, set_condition
-from .registry import AliasChange
+from ..conditions import Status, find, set_condition
+from ..schedules import parse_time
+from ..settings import Settings
+from ..storage import layout, parse_uri
+from .outcome import Outcome, Patch, Ref, S3Delete
+from .registry import AliasChange, reconcile_aliases
 
 READY = "Ready"
 HISTORY_LIMIT = 50
+FINALIZER = "kubeml.io/finalizer"
+RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class ArtifactCheck:
-    """What the controller found in S3 (a failure has reason and message)."""
+    """What the operator found in S3 (a failure has reason and message)."""
 
     sha256: str | None = None
     size: int | None = None
@@ -24,14 +43,41 @@ class ArtifactCheck:
     transient: bool = False
 
 
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    spec_aliases: list[str] | None = None  # patch spec.aliases to this
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+@dataclass(frozen=True)
+class ModelView:
+    """Everything observed about one model."""
+
+    versions: Sequence[Mapping[str, Any]]  # every version, those being deleted included
+    checks: Mapping[str, ArtifactCheck] = field(default_factory=dict)  # made this time
+    serving: Mapping[str, Sequence[str]] = field(default_factory=dict)  # version -> Deployments
+    shared_uris: frozenset[str] = frozenset()  # artifacts other models of the namespace use
+    namespace_terminating: bool = False
 
 
-def needs_hash(body: dict[str, Any], etag: str | None, size: int | None) -> bool:
+def artifact_refusal(mv: Mapping[str, Any], settings: Settings) -> str | None:
+    """Why the operator must not touch this version's artifact (None: it may)."""
+    uri = str(mv["spec"]["artifact"]["uri"])
+    ns = mv["metadata"]["namespace"]
+    if layout.model_artifact_owner(uri, settings.bucket) == ns:
+        return None
+    if any(uri.startswith(p) for p in settings.shared_artifact_prefixes):
+        return None
+    space = f"s3://{settings.bucket}/{layout.models_prefix(ns)}"
+    return (
+        f"{uri} is outside namespace {ns}'s model space ({space}) and not under a prefix "
+        "the cluster admin shared; the operator neither verifies, serves nor deletes it"
+    )
+
+
+def owned_key(mv: Mapping[str, Any], settings: Settings) -> tuple[str, str] | None:
+    """(bucket, key) of the artifact if it lies in the version's own namespace."""
+    uri = str(mv["spec"]["artifact"]["uri"])
+    if layout.model_artifact_owner(uri, settings.bucket) != mv["metadata"]["namespace"]:
+        return None
+    return parse_uri(uri)
+
+
+def needs_hash(body: Mapping[str, Any], etag: str | None, size: int | None) -> bool:
     """Hash again only when the object changed since it was last verified."""
     st = body.get("status") or {}
     return not (
@@ -42,93 +88,224 @@ def needs_hash(body: dict[str, Any], etag: str | None, size: int | None) -> bool
     )
 
 
-def decide(
-    body: dict[str, Any],
-    check: ArtifactCheck,
-    aliases: AliasChange | None,
-    deployments: list[str],
-    *,
+def checks_due(
+    versions: Sequence[Mapping[str, Any]],
+    last_checked: Mapping[str, datetime],
+    settings: Settings,
+    now: datetime,
+) -> tuple[list[str], float | None]:
+    """Which artifacts to look at now, and in how many seconds the next one is due.
+
+    A version is looked at when it has no verdict for its current spec, after a
+    transient failure (soon), and otherwise every ``artifact_recheck_seconds``.
+    """
+    due: list[str] = []
+    wait: float | None = None
+    for mv in versions:
+        if mv["metadata"].get("deletionTimestamp") or artifact_refusal(mv, settings):
+            continue
+        name = mv["metadata"]["name"]
+        interval = _interval(mv, settings)
+        last = last_checked.get(name) or _verified_at(mv)
+        left = interval - (now - last).total_seconds() if last is not None else 0.0
+        if left <= 0:
+            due.append(name)
+            # Checked now: the verdict is written and looked at again in due time.
+            left = max(interval, RETRY_SECONDS)
+        wait = left if wait is None else min(wait, left)
+    return due, wait
+
+
+def _interval(mv: Mapping[str, Any], settings: Settings) -> float:
+    status = mv.get("status") or {}
+    ready = find(status.get("conditions"), READY)
+    if ready is None or ready.get("observedGeneration") != mv["metadata"].get("generation"):
+        return 0.0
+    if ready.get("reason") in TRANSIENT_REASONS:
+        return RETRY_SECONDS
+    return settings.artifact_recheck_seconds
+
+
+# Storage failures that say nothing about the artifact itself.
+TRANSIENT_REASONS = frozenset({"EndpointUnreachable", "StorageUnavailable", "TLSError"})
+
+
+def _verified_at(mv: Mapping[str, Any]) -> datetime | None:
+    ready = find((mv.get("status") or {}).get("conditions"), READY)
+    stamp = (mv.get("status") or {}).get("verifiedTime") or (ready or {}).get("lastTransitionTime")
+    return parse_time(str(stamp)) if stamp else None
+
+
+def decide(view: ModelView, settings: Settings, *, now: str) -> Outcome:
+    out = Outcome()
+    changes = reconcile_aliases(list(view.versions), now)
+    still_used = {
+        str(v["spec"]["artifact"]["uri"])
+        for v in view.versions
+        if not v["metadata"].get("deletionTimestamp")
+    } | view.shared_uris
+    for mv in view.versions:
+        name = mv["metadata"]["name"]
+        change = changes.get(name) or AliasChange()
+        status = _status(mv, view.checks.get(name), settings, now, out)
+        _record_aliases(mv, status, change, out)
+        serving = sorted(view.serving.get(name) or [])
+        if serving:
+            status["deployments"] = serving
+        else:
+            status.pop("deployments", None)
+        if mv["metadata"].get("deletionTimestamp"):
+            _deleting(mv, status, serving, view, still_used, settings, now, out)
+        elif FINALIZER not in (mv["metadata"].get("finalizers") or []):
+            finalizers = [*(mv["metadata"].get("finalizers") or []), FINALIZER]
+            out.patches.append(_meta_patch(mv, {"finalizers": finalizers}, "add finalizer"))
+        out.status(mv, status)
+    return out
+
+
+def _status(
+    mv: Mapping[str, Any],
+    check: ArtifactCheck | None,
+    settings: Settings,
     now: str,
-) -> Decision:
-    meta, spec = body["metadata"], body["spec"]
-    gen = meta.get("generation")
-    status: dict[str, Any] = dict(body.get("status") or {})
-    status["observedGeneration"] = gen
-    decision = Decision(status=status)
-    artifact = spec["artifact"]
+    out: Outcome,
+) -> dict[str, Any]:
+    status: dict[str, Any] = dict(mv.get("status") or {})
+    status["observedGeneration"] = mv["metadata"].get("generation")
+    refusal = artifact_refusal(mv, settings)
+    if refusal is not None:
+        _verdict(mv, status, ("False", "ArtifactNotAllowed", refusal), now, out)
+    elif check is not None:
+        _verdict(mv, status, _judge(mv, status, check, now), now, out)
+    return status
+
+
+def _judge(
+    mv: Mapping[str, Any], status: dict[str, Any], check: ArtifactCheck, now: str
+) -> tuple[Status, str, str]:
+    artifact = mv["spec"]["artifact"]
     uri = artifact["uri"]
-    previous_ready = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == READY), None
+    previous = find(status.get("conditions"), READY)
+    if check.reason is not None:
+        if check.transient and previous is not None and previous.get("status") == "True":
+            # A storage outage is not evidence against the artifact: keep the verdict.
+            return "True", str(previous["reason"]), str(previous["message"])
+        return "False", check.reason, check.message
+    if check.size != artifact["size"]:
+        expected = artifact["size"]
+        return "False", "ArtifactMismatch", f"{uri} is {check.size} bytes, expected {expected}"
+    if check.sha256 != artifact["sha256"]:
+        return (
+            "False",
+            "ArtifactMismatch",
+            (f"sha256 of {uri} is {check.sha256}, expected {artifact['sha256']}"),
+        )
+    status["verifiedSha256"] = check.sha256
+    status["verifiedEtag"] = check.etag
+    if previous is None or previous.get("status") != "True" or not status.get("verifiedTime"):
+        status["verifiedTime"] = now
+    return (
+        "True",
+        "Verified",
+        (f"{uri} ({check.size} bytes) matches sha256 {artifact['sha256'][:12]}"),
     )
 
-    state: Status
-    if check.reason is not None:
-        reason, message = check.reason, f"modelversion {meta['name']}: {check.message}"
-        if check.transient and previous_ready and previous_ready.get("status") == "True":
-            # A storage outage is not evidence against the artifact: keep the verdict.
-            reason, message = str(previous_ready["reason"]), str(previous_ready["message"])
-            state = "True"
-        else:
-            state = "False"
-    elif check.size != artifact["size"]:
-        state, reason = "False", "ArtifactMismatch"
-        message = f"{uri} is {check.size} bytes, expected {artifact['size']}"
-    elif check.sha256 != artifact["sha256"]:
-        state, reason = "False", "ArtifactMismatch"
-        message = f"sha256 of {uri} is {check.sha256}, expected {artifact['sha256']}"
-    else:
-        state, reason = "True", "Verified"
-        message = f"{uri} ({check.size} bytes) matches sha256 {artifact['sha256'][:12]}"
-        status["verifiedSha256"] = check.sha256
-        status["verifiedEtag"] = check.etag
-        if (
-            previous_ready is None
-            or previous_ready.get("status") != "True"
-            or not status.get("verifiedTime")
-        ):
-            status["verifiedTime"] = now
-    if state == "False":
+
+def _verdict(
+    mv: Mapping[str, Any],
+    status: dict[str, Any],
+    verdict: tuple[Status, str, str],
+    now: str,
+    out: Outcome,
+) -> None:
+    state, reason, message = verdict
+    if reason != "Verified" and state == "False":
+        message = f"modelversion {mv['metadata']['name']}: {message}"
         status.pop("verifiedSha256", None)
         status.pop("verifiedEtag", None)
-        if previous_ready is None or previous_ready.get("reason") != reason:
-            decision.events.append(("Warning", reason, message[:1024]))
-
+        previous = find(status.get("conditions"), READY)
+        if previous is None or previous.get("reason") != reason:
+            out.event(mv, "Warning", reason, message[:1024])
     status["conditions"] = set_condition(
         status.get("conditions"),
         READY,
         state,
         reason,
         message,
-        observed_generation=gen,
+        observed_generation=mv["metadata"].get("generation"),
         now=now,
     )
 
-    if aliases is not None:
-        if aliases.spec_aliases is not None:
-            decision.spec_aliases = aliases.spec_aliases
-        status["aliases"] = aliases.status_aliases
-        names = sorted(a["name"] for a in aliases.status_aliases)
-        status["aliasList"] = ",".join(names) if names else None
-        if aliases.history:
-            history = [*reversed(aliases.history), *(status.get("aliasHistory") or [])]
-            status["aliasHistory"] = history[:HISTORY_LIMIT]
-        decision.events += aliases.events
-    if status.get("aliasList") is None:
+
+def _record_aliases(
+    mv: Mapping[str, Any], status: dict[str, Any], change: AliasChange, out: Outcome
+) -> None:
+    if change.spec_aliases is not None:
+        out.patches.append(
+            Patch(
+                Ref.of(mv),
+                {"spec": {"aliases": change.spec_aliases}},
+                str(mv["metadata"].get("resourceVersion") or ""),
+                why="alias moved to a newer claim",
+            )
+        )
+    status["aliases"] = change.status_aliases
+    names = sorted(a["name"] for a in change.status_aliases)
+    if names:
+        status["aliasList"] = ",".join(names)
+    else:
         status.pop("aliasList", None)
-    status["deployments"] = sorted(deployments) or None
-    if status["deployments"] is None:
-        status.pop("deployments")
-    return decision
+    if change.history:
+        history = [*reversed(change.history), *(status.get("aliasHistory") or [])]
+        status["aliasHistory"] = history[:HISTORY_LIMIT]
+    for type_, reason, message in change.events:
+        out.event(mv, "Normal" if type_ == "Normal" else "Warning", reason, message)
 
 
-def deletion_blockers(body: dict[str, Any], deployments: list[str]) -> list[str]:
+def deletion_blockers(body: Mapping[str, Any], deployments: Sequence[str]) -> list[str]:
     """Why this version may not be deleted yet (empty: it may)."""
     out = []
     # The spec is the user's current intent; status may lag behind a removal
     # the operator has not reconciled yet, and must not strand the version.
     claimed = list((body.get("spec") or {}).get("aliases") or [])
     for alias in sorted(set(claimed)):
-        out.append(f"it holds alias {alias}; move the alias to another version first")
+        out.append(f"it holds alias {alias}; give the alias to another version first")
     for d in sorted(deployments):
         out.append(f"Deployment {d} serves it; point the Deployment elsewhere first")
     return out
+
+
+def _deleting(
+    mv: Mapping[str, Any],
+    status: dict[str, Any],
+    serving: Sequence[str],
+    view: ModelView,
+    still_used: set[str],
+    settings: Settings,
+    now: str,
+    out: Outcome,
+) -> None:
+    """A version being deleted keeps serving and holding its aliases until they move;
+    then its artifact (if it is ours and unused) goes, then the finalizer."""
+    finalizers = list(mv["metadata"].get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        return
+    name = mv["metadata"]["name"]
+    blockers = [] if view.namespace_terminating else deletion_blockers(mv, serving)
+    if blockers:
+        message = f"modelversion {name} cannot be deleted yet: " + "; ".join(blockers)
+        status["conditions"] = set_condition(
+            status.get("conditions"), READY, "False", "DeletionBlocked", message, now=now
+        )
+        return
+    key = owned_key(mv, settings)
+    uri = str(mv["spec"]["artifact"]["uri"])
+    if mv["spec"].get("deletionPolicy", "Delete") == "Delete" and key and uri not in still_used:
+        out.s3_deletes.append(S3Delete(key[0], key[1], why=f"modelversion {name} deleted"))
+    remaining = [f for f in finalizers if f != FINALIZER]
+    out.patches.append(_meta_patch(mv, {"finalizers": remaining}, "remove finalizer"))
+
+
+def _meta_patch(mv: Mapping[str, Any], meta: dict[str, Any], why: str) -> Patch:
+    rv = str(mv["metadata"].get("resourceVersion") or "")
+    return Patch(Ref.of(mv), {"metadata": meta}, rv, why=why)

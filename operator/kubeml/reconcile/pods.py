@@ -66,32 +66,6 @@ def resources(spec: ResourceRequirements | None) -> dict[str, Any]:
     return out
 
 
-_UNITS = {
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "m": 1e-3,
-}
-
-
-def quantity_bytes(value: str | int) -> int:
-    """Bytes in a memory quantity such as 512Mi or 1G."""
-    text = str(value).strip()
-    for suffix in sorted(_UNITS, key=len, reverse=True):
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * _UNITS[suffix])
-    return int(float(text))
-
-
 def memory_limit(res: dict[str, Any]) -> str | None:
     limit = (res.get("limits") or {}).get("memory")
     return str(limit) if limit is not None else None

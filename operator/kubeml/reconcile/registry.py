@@ -2,10 +2,15 @@
 
 Aliases live in `ModelVersion.spec.aliases` (a user or `kubeml promote` sets
 them); the operator records in `status.aliases` since when each is held.
-When two versions claim one alias, the newest claim wins: a claim the
-operator has not yet acknowledged counts as newer than any acknowledged one.
-So moving an alias is one write by the user, and everyone who resolves it
-(Deployments, gates) sees the new holder at once.
+When two versions claim one alias the later claim wins, judged by the
+resourceVersion at which each claim was first seen (recorded in status): on etcd
+these are the revisions of the writes, so they order claims made on different
+objects even milliseconds apart, whichever the operator happens to see first. A
+claim not yet acknowledged is dated by the object's current resourceVersion; every
+status write the operator makes acknowledges or removes the claims it saw, so that
+date is never later than the claim's own write by any write of ours. Moving an
+alias is one write by the user, and everyone who resolves it (Deployments, gates)
+sees the new holder at once.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Body = Mapping[str, Any]
-FAR_FUTURE = "9999-12-31T23:59:59Z"
 
 
 def version_name(model: str, version: int) -> str:
@@ -27,11 +31,24 @@ def next_version(existing: Iterable[Body]) -> int:
     return 1 + max((int(b["spec"]["version"]) for b in existing), default=0)
 
 
-def _since(body: Body, alias: str) -> str:
+def _revision(value: Any) -> int | None:
+    text = str(value or "")
+    return int(text) if text.isdigit() else None
+
+
+def claim_order(body: Body, alias: str) -> tuple[int, int]:
+    """Sort key of a version's claim on ``alias``: later claims sort higher.
+
+    (1, revision) when the claim's revision is known: acknowledged claims carry the
+    one recorded when first seen, others the object's current one. A revision that
+    is not an integer (not etcd) falls back to: acknowledged before unacknowledged.
+    """
     for held in (body.get("status") or {}).get("aliases") or []:
         if held.get("name") == alias:
-            return str(held.get("since") or FAR_FUTURE)
-    return FAR_FUTURE
+            recorded = _revision(held.get("claimVersion"))
+            return (1, recorded) if recorded is not None else (0, 0)
+    current = _revision((body.get("metadata") or {}).get("resourceVersion"))
+    return (1, current) if current is not None else (2, 0)
 
 
 def _claims(body: Body) -> list[str]:
@@ -39,11 +56,11 @@ def _claims(body: Body) -> list[str]:
 
 
 def holder(versions: Iterable[Body], alias: str) -> Body | None:
-    """The version holding ``alias`` (newest claim; then highest version)."""
+    """The version holding ``alias`` (the latest claim; then the highest version)."""
     claimants = [b for b in versions if alias in _claims(b)]
     if not claimants:
         return None
-    return max(claimants, key=lambda b: (_since(b, alias), int(b["spec"]["version"])))
+    return max(claimants, key=lambda b: (claim_order(b, alias), int(b["spec"]["version"])))
 
 
 @dataclass
@@ -97,7 +114,11 @@ def reconcile_aliases(versions: list[Body], now: str) -> dict[str, AliasChange]:
                 ch.events.append(("Normal", "AliasMoved", f"alias {alias} moved to {wname}"))
         wch = changes[wname]
         if not any(h["name"] == alias for h in wch.status_aliases):
-            wch.status_aliases.append({"name": alias, "since": now})
+            holding = {"name": alias, "since": now}
+            seen_at = _revision((winner.get("metadata") or {}).get("resourceVersion"))
+            if seen_at is not None:
+                holding["claimVersion"] = str(seen_at)
+            wch.status_aliases.append(holding)
             entry: dict[str, Any] = {"alias": alias, "action": "Assigned", "time": now}
             if previous:
                 entry["previous"] = previous

@@ -12,13 +12,16 @@ The loop a Deployment's ``spec.retraining`` closes:
 3. A run that passes its gates has its version promoted to the alias; if the
    Deployment then cannot serve it (Degraded), the alias goes back.
 
-Pure: everything observed comes in, a Plan goes out; the controller does I/O.
+Pure: everything observed comes in, a Plan goes out; the driver does I/O. Reading
+drift means scraping every serving pod, so it happens in two phases: the plan first
+runs without a reading and says whether it needs one (``needs_drift``); only then
+are the pods read and the plan made again with the reading.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 from .. import labels
 from ..api.estimators import DEFAULT_METRICS, ESTIMATORS
 from ..conditions import find, is_true
-from ..schedules import format_time, latest_tick, parse_time
+from ..schedules import due, format_time, parse_time
 from . import pods, registry
 
 Body = Mapping[str, Any]
@@ -75,6 +78,12 @@ class Plan:
     refresh: str | None = None  # a Dataset to ask for new data
     aliases: dict[str, list[str]] = field(default_factory=dict)  # ModelVersion -> spec.aliases
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    needs_drift: bool = False  # plan again with a drift reading
+    requeue_after: float | None = None  # look again then (cooldowns, schedules, drift)
+
+    def look_again(self, seconds: float | None) -> None:
+        if seconds is not None and (self.requeue_after is None or seconds < self.requeue_after):
+            self.requeue_after = max(0.0, seconds)
 
 
 def run_name(deployment: str, dataset_version: str) -> str:
@@ -212,6 +221,25 @@ def _roll_back(
     )
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What the plan reads, worked out once."""
+
+    policy: Mapping[str, Any]
+    triggers: Mapping[str, Any]
+    runs: list[Body]  # newest first
+    versions: list[Body]  # of this model
+    active: list[Body]
+    cooldown: timedelta
+    now: datetime
+
+    @property
+    def last_run_time(self) -> datetime | None:
+        if not self.runs:
+            return None
+        return parse_time(str(self.runs[0]["metadata"].get("creationTimestamp") or ""))
+
+
 def plan(
     deployment: Body,
     *,
@@ -219,138 +247,200 @@ def plan(
     dataset: Body | None,
     runs: Iterable[Body],
     versions: Iterable[Body],
-    drift: Callable[[], DriftReading] | None,
+    drift: DriftReading | None,
     now: datetime,
+    drift_poll_seconds: float = 60.0,
 ) -> Plan:
     spec = deployment.get("spec") or {}
     policy = spec.get("retraining")
     if not policy:
         return Plan(status=None)
-    now_s = format_time(now)
     current = (deployment.get("status") or {}).get("retraining") or {}
     rs: dict[str, Any] = copy.deepcopy(dict(current))
     out = Plan(status=rs)
-    runs = list(runs)
     newest_first = sorted(
         runs, key=lambda r: str(r["metadata"].get("creationTimestamp") or ""), reverse=True
     )
-    mvs = [v for v in versions if (v.get("spec") or {}).get("model") == spec.get("model")]
+    seen = _Seen(
+        policy,
+        policy.get("triggers") or {},
+        newest_first,
+        [v for v in versions if (v.get("spec") or {}).get("model") == spec.get("model")],
+        [r for r in newest_first if not _finished(r)],
+        timedelta(seconds=int(policy.get("cooldownSeconds", 3600))),
+        now,
+    )
     if newest_first:
         rs["runs"] = [r["metadata"]["name"] for r in newest_first][:RUN_HISTORY]
-    active = [r for r in newest_first if not _finished(r)]
-    if active:
-        rs["activeRun"] = active[0]["metadata"]["name"]
+    if seen.active:
+        rs["activeRun"] = seen.active[0]["metadata"]["name"]
     else:
         rs.pop("activeRun", None)
-
     alias = policy.get("promoteAlias")
     if alias:
-        _promote(out, rs, newest_first, mvs, alias, now_s)
-        _roll_back(out, rs, deployment, mvs, now_s)
+        _promote(out, rs, newest_first, seen.versions, alias, format_time(now))
+        _roll_back(out, rs, deployment, seen.versions, format_time(now))
+    rs["message"] = _next_step(
+        out, rs, deployment, template, dataset, seen, drift, drift_poll_seconds
+    )
+    return out
 
-    def say(message: str) -> Plan:
-        rs["message"] = message
-        return out
 
-    template_name = policy["template"]["name"]
+def _next_step(
+    out: Plan,
+    rs: dict[str, Any],
+    deployment: Body,
+    template: Body | None,
+    dataset: Body | None,
+    seen: _Seen,
+    drift: DriftReading | None,
+    poll: float,
+) -> str:
+    """Start a run on new data, or ask for new data; returns what the loop is doing."""
+    template_name = seen.policy["template"]["name"]
     if template is None:
-        return say(f"template TrainingRun {template_name} not found")
+        return f"template TrainingRun {template_name} not found"
     ds_name = template["spec"]["datasetRef"]["name"]
     if dataset is None:
-        return say(f"dataset {ds_name} (of template {template_name}) not found")
-    if active:
-        return say(f"retraining run {rs['activeRun']} is running")
-
-    triggers = policy.get("triggers") or {}
-    cooldown = timedelta(seconds=int(policy.get("cooldownSeconds", 3600)))
+        return f"dataset {ds_name} (of template {template_name}) not found"
+    if seen.active:
+        return f"retraining run {rs['activeRun']} is running"
     ds_status = dataset.get("status") or {}
     ds_ready = find(ds_status.get("conditions"), "Ready")
-    preparing = ds_ready is not None and ds_ready.get("reason") in PREPARING
     ds_version = str(ds_status.get("version") or "")
     usable = ds_ready is not None and ds_ready.get("status") == "True" and ds_version
-    trained = {str(((v.get("spec") or {}).get("lineage") or {}).get("datasetVersion")) for v in mvs}
-    trained |= {str(((r.get("spec") or {}).get("datasetRef") or {}).get("version")) for r in runs}
-    new_data = bool(usable) and ds_version not in trained
-
-    last_run_time = (
-        parse_time(str(newest_first[0]["metadata"].get("creationTimestamp") or ""))
-        if newest_first
-        else None
-    )
+    trained = {
+        str(((v.get("spec") or {}).get("lineage") or {}).get("datasetVersion"))
+        for v in seen.versions
+    } | {str(((r.get("spec") or {}).get("datasetRef") or {}).get("version")) for r in seen.runs}
     last_trigger = rs.get("lastTrigger") or {}
+    last_run = seen.last_run_time
     pending = last_trigger.get("reason") in ("Drift", "Schedule") and (
-        last_run_time is None or last_trigger.get("time", "") > format_time(last_run_time)
+        last_run is None or last_trigger.get("time", "") > format_time(last_run)
+    )
+    if usable and ds_version not in trained and (seen.triggers.get("datasetChange") or pending):
+        return _start(out, rs, deployment, template, ds_name, ds_version, seen, pending)
+    preparing = ds_ready is not None and ds_ready.get("reason") in PREPARING
+    return _ask_for_data(
+        out, rs, deployment, ds_name, ds_version, seen, drift, poll, pending, preparing
     )
 
-    if new_data and (triggers.get("datasetChange") or pending):
-        if last_run_time is not None and last_run_time + cooldown > now:
-            return say(
-                f"dataset {ds_name} version {_short(ds_version)} is new; retraining waits for "
-                f"the cooldown until {format_time(last_run_time + cooldown)}"
-            )
-        trigger = (
-            dict(last_trigger)
-            if pending
-            else {
-                "reason": "DatasetChanged",
-                "message": f"dataset {ds_name} published version {_short(ds_version)}",
-                "time": now_s,
-            }
-        )
-        rs["lastTrigger"] = trigger
-        out.run = run_manifest(deployment, template, ds_version, alias, trigger)
-        name = out.run["metadata"]["name"]
-        rs["activeRun"] = name
-        rs["runs"] = [name, *(rs.get("runs") or [])][:RUN_HISTORY]
-        out.events.append(
-            (
-                "Normal",
-                "RetrainingStarted",
-                f"{trigger['message']}: started {name} on version {_short(ds_version)}",
-            )
-        )
-        return say(f"retraining run {name} started on dataset {ds_name} {_short(ds_version)}")
 
-    # Nothing new to train on: do drift or the schedule ask for new data?
-    reason, message = "", ""
-    # Read only here: scraping every server pod is the costly part of a reconcile.
-    reading = drift() if drift is not None and triggers.get("drift", True) else None
-    worst = reading.worst() if reading is not None else None
+def _start(
+    out: Plan,
+    rs: dict[str, Any],
+    deployment: Body,
+    template: Body,
+    ds_name: str,
+    ds_version: str,
+    seen: _Seen,
+    pending: bool,
+) -> str:
+    last_run = seen.last_run_time
+    if last_run is not None and last_run + seen.cooldown > seen.now:
+        out.look_again((last_run + seen.cooldown - seen.now).total_seconds())
+        return (
+            f"dataset {ds_name} version {_short(ds_version)} is new; retraining waits for "
+            f"the cooldown until {format_time(last_run + seen.cooldown)}"
+        )
+    trigger = (
+        dict(rs.get("lastTrigger") or {})
+        if pending
+        else {
+            "reason": "DatasetChanged",
+            "message": f"dataset {ds_name} published version {_short(ds_version)}",
+            "time": format_time(seen.now),
+        }
+    )
+    rs["lastTrigger"] = trigger
+    out.run = run_manifest(
+        deployment, template, ds_version, seen.policy.get("promoteAlias"), trigger
+    )
+    name = out.run["metadata"]["name"]
+    rs["activeRun"] = name
+    rs["runs"] = [name, *(rs.get("runs") or [])][:RUN_HISTORY]
+    out.events.append(
+        (
+            "Normal",
+            "RetrainingStarted",
+            f"{trigger['message']}: started {name} on version {_short(ds_version)}",
+        )
+    )
+    return f"retraining run {name} started on dataset {ds_name} {_short(ds_version)}"
+
+
+def _ask_for_data(
+    out: Plan,
+    rs: dict[str, Any],
+    deployment: Body,
+    ds_name: str,
+    ds_version: str,
+    seen: _Seen,
+    drift: DriftReading | None,
+    poll: float,
+    pending: bool,
+    preparing: bool,
+) -> str:
+    """Nothing new to train on: do drift or the schedule ask for new data?"""
+    spec = deployment.get("spec") or {}
+    use_drift = bool(seen.triggers.get("drift", True))
+    if use_drift and drift is None:
+        out.needs_drift = True  # read the pods, then plan again
+        return ""
+    if use_drift:
+        out.look_again(poll)
+    worst = drift.worst() if drift is not None else None
     threshold = float(((spec.get("monitoring") or {}).get("alerts") or {}).get("driftPsi", 0.2))
     requested = str(rs.get("refreshRequestedTime") or "")
+    since = max(str(deployment["metadata"].get("creationTimestamp") or ""), requested)
+    schedule = due(seen.triggers.get("schedule"), since, seen.now)
+    out.look_again(schedule.next_in)
+    reason, message = "", ""
     if worst is not None and worst[1] > threshold:
-        assert reading is not None
+        assert drift is not None
         reason = "Drift"
         message = (
             f"feature {worst[0]} drifted: PSI {worst[1]:.3f} > {threshold:g} "
-            f"(highest of {reading.pods} server pod(s))"
+            f"(highest of {drift.pods} server pod(s))"
         )
-    else:
-        since = max(str(deployment["metadata"].get("creationTimestamp") or ""), requested)
-        tick = latest_tick(triggers.get("schedule"), since, now)
-        if tick:
-            reason, message = "Schedule", f"scheduled retraining at {tick}"
+    elif schedule.tick:
+        reason, message = "Schedule", f"scheduled retraining at {schedule.tick}"
     if not reason:
         if pending and not preparing:
-            return say(
-                f"{last_trigger.get('message')}; dataset {ds_name} has no new data "
+            last = rs.get("lastTrigger") or {}
+            return (
+                f"{last.get('message')}; dataset {ds_name} has no new data "
                 f"(version {_short(ds_version)} is already trained on)"
             )
         drift_note = f"; highest drift PSI {worst[1]:.3f} ({worst[0]})" if worst else ""
-        return say(f"no new data in dataset {ds_name}{drift_note}")
+        return f"no new data in dataset {ds_name}{drift_note}"
+    return _request(out, rs, ds_name, requested, seen, reason, message, preparing)
 
+
+def _request(
+    out: Plan,
+    rs: dict[str, Any],
+    ds_name: str,
+    requested: str,
+    seen: _Seen,
+    reason: str,
+    message: str,
+    preparing: bool,
+) -> str:
     last_request = parse_time(requested) if requested else None
-    if last_request is not None and last_request + cooldown > now:
-        return say(
+    if last_request is not None and last_request + seen.cooldown > seen.now:
+        out.look_again((last_request + seen.cooldown - seen.now).total_seconds())
+        return (
             f"{message}; new data was asked of dataset {ds_name} at {requested}, "
-            f"again after {format_time(last_request + cooldown)}"
+            f"again after {format_time(last_request + seen.cooldown)}"
         )
     if preparing:
-        return say(f"{message}; waiting for dataset {ds_name} to finish preparing")
+        return f"{message}; waiting for dataset {ds_name} to finish preparing"
+    now_s = format_time(seen.now)
     out.refresh = ds_name
     rs["refreshRequestedTime"] = now_s
     rs["lastTrigger"] = {"reason": reason, "message": message, "time": now_s}
     out.events.append(
         ("Normal", "RetrainingTriggered", f"{message}: asked dataset {ds_name} for new data")
     )
-    return say(f"{message}; asked dataset {ds_name} for new data")
+    return f"{message}; asked dataset {ds_name} for new data"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import labels
+from .. import labels, quantity
 from ..api import ManifestError, TrainingRun, parse_manifest
 from ..api.estimators import DEFAULT_METRICS, ESTIMATORS
 from ..conditions import Status, find, set_condition
 from ..settings import Settings
-from . import gates, jobs, pods, registry
+from ..storage import layout
+from . import champion, gates, jobs, pods, registry
+from .outcome import Create, EventType, Outcome
+from .results import RETRY_SECONDS, ResultRead
 
 SUCCEEDED = "Succeeded"
 READY = "Ready"
@@ -31,24 +35,12 @@ WAITING = frozenset(
 FIRST_ALIAS = "champion"
 
 
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    job: dict[str, Any] | None = None
-    model_version: dict[str, Any] | None = None  # create this ModelVersion
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-
-
 def job_name(run: str) -> str:
     return f"{run[:50]}-train"
 
 
 def result_key(namespace: str, name: str, uid: str) -> str:
-    return f"results/trainingruns/{namespace}/{name}/{uid}.json"
-
-
-def dataset_uri(bucket: str, version: str) -> str:
-    return f"s3://{bucket}/datasets/{version}/"
+    return layout.run_result_key(namespace, name, uid)
 
 
 def resolve_dataset(
@@ -83,7 +75,7 @@ def build_job(
     body: dict[str, Any],
     run: TrainingRun,
     dataset_version: str,
-    champion: dict[str, Any] | None,
+    holder: dict[str, Any] | None,
     settings: Settings,
 ) -> dict[str, Any]:
     meta = body["metadata"]
@@ -98,9 +90,9 @@ def build_job(
         "dataset": {
             "name": spec.dataset_ref.name,
             "version": dataset_version,
-            "uri": dataset_uri(settings.bucket, dataset_version),
+            "uri": layout.dataset_uri(settings.bucket, meta["namespace"], dataset_version),
         },
-        "champion": _champion_payload(champion),
+        "champion": _champion_payload(holder),
     }
     env: list[dict[str, Any]] = [
         {"name": "KUBEML_TRAININGRUN", "value": json.dumps(payload, sort_keys=True)},
@@ -115,8 +107,7 @@ def build_job(
         *pods.s3_env(settings),
     ]
     if cpu is not None:
-        cores = max(1, int(pods.quantity_bytes(cpu)))  # "2" -> 2, "500m" -> 1
-        env.append({"name": "KUBEML_CPU_LIMIT", "value": str(cores)})
+        env.append({"name": "KUBEML_CPU_LIMIT", "value": str(quantity.whole_cpus(cpu))})
     job_labels = {
         labels.MANAGED_BY: labels.MANAGER,
         labels.PART_OF: "kubeml",
@@ -223,139 +214,225 @@ def produced_by(versions: list[dict[str, Any]], uid: str) -> dict[str, Any] | No
     return None
 
 
+def result_needed(body: Mapping[str, Any], job: Mapping[str, Any] | None) -> str | None:
+    """The result manifest to read: once the Job has finished, until an outcome is recorded."""
+    state = jobs.observe(dict(job) if job is not None else None)
+    if state is None or state.active or _terminal(body):
+        return None
+    meta = body["metadata"]
+    return result_key(meta["namespace"], meta["name"], meta["uid"])
+
+
+def _terminal(body: Mapping[str, Any]) -> bool:
+    current = find((body.get("status") or {}).get("conditions"), SUCCEEDED)
+    return current is not None and current.get("status") in ("True", "False")
+
+
+def beat_holder(body: Mapping[str, Any], versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The version the run must beat as the alias stands now (None: no such gate or holder)."""
+    beat = ((body.get("spec") or {}).get("gates") or {}).get("beat")
+    held = registry.holder(versions, beat["alias"]) if beat else None
+    return dict(held) if held is not None else None
+
+
+@dataclass
+class _Step:
+    body: Mapping[str, Any]
+    status: dict[str, Any]
+    now: str
+    out: Outcome = field(default_factory=Outcome)
+
+    def state(self, succeeded: Status, reason: str, message: str) -> None:
+        gen = self.body["metadata"].get("generation")
+        ready: Status = "True" if succeeded == "True" else "False"
+        conds = set_condition(
+            self.status.get("conditions"),
+            SUCCEEDED,
+            succeeded,
+            reason,
+            message,
+            observed_generation=gen,
+            now=self.now,
+        )
+        self.status["conditions"] = set_condition(
+            conds, READY, ready, reason, message, observed_generation=gen, now=self.now
+        )
+
+    def finish(self, succeeded: Status, reason: str, message: str) -> Outcome:
+        self.state(succeeded, reason, message)
+        self.status.setdefault("completionTime", self.now)
+        kind: EventType = "Normal" if succeeded == "True" else "Warning"
+        self.out.event(self.body, kind, reason, message[:1024])
+        return self.out
+
+
 def decide(
-    body: dict[str, Any],
+    body: Mapping[str, Any],
     *,
-    dataset: dict[str, Any] | None,
-    job: dict[str, Any] | None,
-    result: dict[str, Any] | None,
-    result_error: str | None,
-    champion: dict[str, Any] | None,
+    dataset: Mapping[str, Any] | None,
+    job: Mapping[str, Any] | None,
+    result: ResultRead | None,
     versions: list[dict[str, Any]],
     settings: Settings,
     now: str,
-) -> Decision:
+) -> Outcome:
     meta = body["metadata"]
-    gen = meta.get("generation")
-    status: dict[str, Any] = dict(body.get("status") or {})
-    status["observedGeneration"] = gen
-    conds = status.get("conditions") or []
-    decision = Decision(status=status)
-
-    def state(succeeded: Status, reason: str, message: str) -> None:
-        nonlocal conds
-        ready: Status = "True" if succeeded == "True" else "False"
-        conds = set_condition(
-            conds, SUCCEEDED, succeeded, reason, message, observed_generation=gen, now=now
-        )
-        conds = set_condition(
-            conds, READY, ready, reason, message, observed_generation=gen, now=now
-        )
-        status["conditions"] = conds
-
-    def finish(succeeded: Status, reason: str, message: str) -> Decision:
-        state(succeeded, reason, message)
-        status.setdefault("completionTime", now)
-        decision.events.append(
-            ("Normal" if succeeded == "True" else "Warning", reason, message[:1024])
-        )
-        return decision
-
-    current = find(conds, SUCCEEDED)
-    if current is not None and current.get("status") in ("True", "False"):
-        return decision  # terminal states are sticky: never re-create the Job
-
+    step = _Step(
+        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
+    )
+    step.out.status(body, step.status)
+    if _terminal(body):
+        return step.out  # terminal states are sticky: never re-create the Job
     try:
         run = parse_manifest({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         assert isinstance(run, TrainingRun)
     except ManifestError as err:
-        return finish("False", "InvalidSpec", f"trainingrun {meta['name']}: {err}")
+        return step.finish("False", "InvalidSpec", f"trainingrun {meta['name']}: {err}")
+    observed = jobs.observe(dict(job) if job is not None else None)
+    if job is not None and not step.status.get("datasetVersion"):
+        _adopt(step, dict(job))
+    if observed is None or observed.active:
+        _start_or_wait(step, run, observed, dataset, versions, settings)
+        return step.out
+    if result is not None and result.unreadable:
+        message = f"job {observed.name} finished; its result {result.describe()}; retrying"
+        step.state("Unknown", "StorageUnavailable", f"trainingrun {meta['name']}: {message}")
+        step.out.look_again(RETRY_SECONDS)
+        return step.out
+    doc = result.doc if result is not None else None
+    if doc is None:
+        return _failed_without_result(step, run, observed, result)
+    if not doc.get("ok"):
+        reason = str(doc.get("reason") or "TrainingFailed")
+        return step.finish("False", reason, f"trainingrun {meta['name']}: {doc.get('message')}")
+    return _judge(step, run, doc, versions)
 
-    observed = jobs.observe(job)
-    dataset_version = status.get("datasetVersion")
-    if job is not None and not dataset_version:
-        # The operator died after creating the Job but before recording it:
-        # the Job itself says which dataset version it trains on.
-        dataset_version = _job_dataset_version(job)
-        status["datasetVersion"] = dataset_version
-        status["jobName"] = job["metadata"]["name"]
-        status.setdefault("startTime", (job.get("metadata") or {}).get("creationTimestamp", now))
-    if observed is None and not status.get("jobName"):
-        version, reason, message = resolve_dataset(run, dataset)
+
+def _adopt(step: _Step, job: dict[str, Any]) -> None:
+    """The operator died after creating the Job but before recording it: the Job
+    itself says which dataset version it trains on."""
+    step.status["datasetVersion"] = _job_dataset_version(job)
+    step.status["jobName"] = job["metadata"]["name"]
+    step.status.setdefault("startTime", job["metadata"].get("creationTimestamp", step.now))
+
+
+def _start_or_wait(
+    step: _Step,
+    run: TrainingRun,
+    observed: jobs.JobState | None,
+    dataset: Mapping[str, Any] | None,
+    versions: list[dict[str, Any]],
+    settings: Settings,
+) -> None:
+    status, name = step.status, step.body["metadata"]["name"]
+    if observed is not None:
+        step.state("Unknown", "Running", f"training job {observed.name} running")
+        return
+    version = status.get("datasetVersion")
+    if not status.get("jobName"):
+        version, reason, message = resolve_dataset(run, dict(dataset) if dataset else None)
         if version is None:
-            state("Unknown", reason, message)
-            return decision
-        dataset_version = version
-        status["datasetVersion"] = version
-        status["jobName"] = job_name(meta["name"])
-        status["startTime"] = now
-        decision.job = build_job(body, run, version, champion, settings)
-        state(
-            "Unknown",
-            "Running",
-            f"training job {status['jobName']} created on dataset version {version[:12]}",
-        )
-        return decision
-    if observed is None:
-        # The Job vanished before finishing (deleted by hand): run it again.
-        assert dataset_version is not None
-        decision.job = build_job(body, run, dataset_version, champion, settings)
-        state("Unknown", "Running", f"training job {status['jobName']} re-created")
-        return decision
-    if observed.active:
-        state("Unknown", "Running", f"training job {observed.name} running")
-        return decision
+            step.state("Unknown", reason, message)
+            return
+        status.update(datasetVersion=version, jobName=job_name(name), startTime=step.now)
+        verb = f"created on dataset version {version[:12]}"
+    else:
+        verb = "re-created"  # the Job vanished before finishing (deleted by hand)
+    holder = beat_holder(step.body, versions)
+    step.out.create.append(Create(build_job(dict(step.body), run, str(version), holder, settings)))
+    step.state("Unknown", "Running", f"training job {status['jobName']} {verb}")
 
-    assert dataset_version is not None
-    if result is not None and not result.get("ok"):
-        reason = str(result.get("reason") or "TrainingFailed")
-        return finish("False", reason, f"trainingrun {meta['name']}: {result.get('message')}")
-    if result is None:
-        if observed.succeeded:
-            return finish(
-                "False",
-                "ResultMissing",
-                f"job {observed.name} succeeded but its result manifest could not "
-                f"be read: {result_error or 'missing'}",
-            )
-        res = pods.resources(run.spec.resources)
-        reason, message = jobs.failure_reason(
-            observed,
-            memory_limit=pods.memory_limit(res),
-            deadline=run.spec.active_deadline_seconds or DEFAULT_DEADLINE,
-        )
-        return finish("False", reason, f"trainingrun {meta['name']}: {message}")
 
-    metrics = (result.get("metrics") or {}).get("test") or {}
+def _failed_without_result(
+    step: _Step, run: TrainingRun, observed: jobs.JobState, result: ResultRead | None
+) -> Outcome:
+    missing = result.describe() if result is not None else "is missing"
+    if observed.succeeded:
+        message = f"job {observed.name} succeeded but its result manifest {missing}"
+        return step.finish("False", "ResultMissing", message)
+    res = pods.resources(run.spec.resources)
+    reason, message = jobs.failure_reason(
+        observed,
+        memory_limit=pods.memory_limit(res),
+        deadline=run.spec.active_deadline_seconds or DEFAULT_DEADLINE,
+    )
+    return step.finish("False", reason, f"trainingrun {step.body['metadata']['name']}: {message}")
+
+
+def _judge(
+    step: _Step, run: TrainingRun, doc: Mapping[str, Any], versions: list[dict[str, Any]]
+) -> Outcome:
+    """Record the metrics, judge the gates, and register a version if they pass."""
+    status, name = step.status, step.body["metadata"]["name"]
+    metrics = (doc.get("metrics") or {}).get("test") or {}
     status["metrics"] = metrics
-    if (result.get("metrics") or {}).get("validation"):
-        status["validationMetrics"] = result["metrics"]["validation"]
-    status["bestParams"] = result.get("bestParams") or {}
+    if (doc.get("metrics") or {}).get("validation"):
+        status["validationMetrics"] = doc["metrics"]["validation"]
+    status["bestParams"] = doc.get("bestParams") or {}
     task = ESTIMATORS[run.spec.estimator.name].task
     key: str = run.spec.metrics[0] if run.spec.metrics else DEFAULT_METRICS[task][0]
     if key in metrics:
         status["keyMetric"] = f"{key}={metrics[key]:.4f}"
+    comparison = _comparison(step.body, run, doc, versions)
     verdicts = gates.evaluate(
         run.spec.gates,
         metrics,
-        champion_name=(champion or {}).get("metadata", {}).get("name") if champion else None,
-        champion_metrics=result.get("championMetrics"),
-        champion_error=result.get("championError"),
+        champion_name=comparison.name,
+        champion_metrics=comparison.metrics,
+        champion_error=comparison.error,
     )
     status["gates"] = [v.wire() for v in verdicts]
-    if not all(v.passed for v in verdicts):
-        return finish(
-            "False", "GateFailed", f"trainingrun {meta['name']}: {gates.summary(verdicts)}"
-        )
+    passed = all(v.passed for v in verdicts)
+    # A run that lost to the champion it measured has failed its gate, whatever
+    # happened to the alias since; one that won, or has nothing to compare with,
+    # says no more than that the alias moved.
+    if comparison.changed and (passed or comparison.metrics is None):
+        message = f"trainingrun {name}: {comparison.changed}; {gates.summary(verdicts)}"
+        return step.finish("False", "ChampionChanged", message)
+    if not passed:
+        return step.finish("False", "GateFailed", f"trainingrun {name}: {gates.summary(verdicts)}")
+    mv = _register(step, run, doc, versions, comparison)
+    status["modelVersion"] = mv
+    return step.finish("True", "Succeeded", f"{gates.summary(verdicts)}; registered {mv}")
 
-    mine = produced_by(versions, meta["uid"])
-    if mine is None:
-        number = registry.next_version(versions)
-        decision.model_version = build_model_version(
-            body, run, result, dataset_version, number, versions
-        )
-        name = decision.model_version["metadata"]["name"]
-    else:
-        name = mine["metadata"]["name"]
-    status["modelVersion"] = name
-    return finish("True", "Succeeded", f"{gates.summary(verdicts)}; registered {name}")
+
+def _comparison(
+    body: Mapping[str, Any],
+    run: TrainingRun,
+    doc: Mapping[str, Any],
+    versions: list[dict[str, Any]],
+) -> champion.Comparison:
+    beat = run.spec.gates.beat if run.spec.gates else None
+    if beat is None:
+        return champion.Comparison()
+    version = str((body.get("status") or {}).get("datasetVersion") or doc.get("datasetVersion"))
+    return champion.compare(beat.alias, doc, beat_holder(body, versions), version, FIRST_ALIAS)
+
+
+def _register(
+    step: _Step,
+    run: TrainingRun,
+    doc: Mapping[str, Any],
+    versions: list[dict[str, Any]],
+    comparison: champion.Comparison,
+) -> str:
+    """The name of this run's version, creating it if it does not exist yet. The number
+    is one above the highest; a concurrent run may take it first, and the creation
+    then conflicts and the run is decided again."""
+    mine = produced_by(versions, step.body["metadata"]["uid"])
+    if mine is not None:
+        return str(mine["metadata"]["name"])
+    mv = build_model_version(
+        dict(step.body),
+        run,
+        dict(doc),
+        str(step.status["datasetVersion"]),
+        registry.next_version(versions),
+        versions,
+    )
+    mv["metadata"]["annotations"].update(comparison.annotations)
+    beat = run.spec.gates.beat if run.spec.gates else None
+    if comparison.claim and beat is not None and beat.alias not in mv["spec"].get("aliases", []):
+        mv["spec"]["aliases"] = [*mv["spec"].get("aliases", []), beat.alias]
+    step.out.create.append(Create(mv, exists_ok=False))
+    return str(mv["metadata"]["name"])

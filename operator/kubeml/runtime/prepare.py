@@ -2,9 +2,9 @@
 
 Input: $KUBEML_DATASET (namespace, name, generation, spec), $KUBEML_RESULT_KEY, the S3
 settings and credentials of kubeml.storage.S3Settings.from_env. Output: the version's
-files under datasets/<version>/ and a result manifest at $KUBEML_RESULT_KEY that the
-operator turns into status. Exit codes: 0 success, 2 bad input (the Job's
-podFailurePolicy fails it at once), 3 transient (the Job retries).
+files under namespaces/<namespace>/datasets/<version>/ and a result manifest at
+$KUBEML_RESULT_KEY that the operator turns into status. Exit codes: 0 success, 2 bad
+input (the Job's podFailurePolicy fails it at once), 3 transient (the Job retries).
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ def prepare_dataset(
             del prepared
             version = content_version(files)
             lap("write")
-            published = publish(store, version, files, {"rows": rows, "columns": columns})
+            published = publish(
+                store, request.namespace, version, files, {"rows": rows, "columns": columns}
+            )
             lap("upload")
     except (DataError, StorageError) as err:
         outcome = _failed(err)

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.files import WrittenFile
-from ..storage import ArtifactStore, KeyNotFound, StorageError, digest_entries
+from ..storage import ArtifactStore, KeyNotFound, StorageError, digest_entries, layout
 from ..storage.store import ObjectInfo
 
 log = logging.getLogger(__name__)
-DATASETS_PREFIX = "datasets"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "kubeml.io/dataset-manifest/v1"
 _CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
@@ -21,16 +20,12 @@ _CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".json": "applic
 @dataclass(frozen=True)
 class Published:
     version: str
-    prefix: str  # "datasets/<version>/"
+    prefix: str  # "namespaces/<namespace>/datasets/<version>/"
     files: dict[str, ObjectInfo]  # by file name
     manifest: ObjectInfo
     reused: bool
     uploaded_bytes: int
     upload_seconds: float
-
-
-def version_prefix(version: str) -> str:
-    return f"{DATASETS_PREFIX}/{version}/"
 
 
 def manifest_doc(version: str, files: list[WrittenFile], extra: dict[str, Any]) -> dict[str, Any]:
@@ -63,12 +58,17 @@ def _existing(store: ArtifactStore, key: str, version: str) -> dict[str, Any] | 
 
 
 def publish(
-    store: ArtifactStore, version: str, files: list[WrittenFile], extra: dict[str, Any]
+    store: ArtifactStore,
+    namespace: str,
+    version: str,
+    files: list[WrittenFile],
+    extra: dict[str, Any],
 ) -> Published:
-    """Upload ``files`` under datasets/<version>/ and the manifest last (it marks the
-    version complete). If the manifest already exists, nothing is uploaded: the same
-    content was published before, by this Dataset or another with the same data."""
-    prefix = version_prefix(version)
+    """Upload ``files`` under the namespace's datasets/<version>/ and the manifest last
+    (it marks the version complete). If the manifest already exists, nothing is
+    uploaded: the same content was published before, by this Dataset or another of
+    the namespace with the same data."""
+    prefix = layout.dataset_prefix(namespace, version)
     manifest_key = prefix + MANIFEST
     existing = _existing(store, manifest_key, version)
     if existing is not None:

@@ -3,7 +3,7 @@
 Input: $KUBEML_TRAININGRUN (namespace, name, generation, spec, dataset version,
 champion), $KUBEML_RESULT_KEY, $KUBEML_CPU_LIMIT and the S3 settings of
 kubeml.storage.S3Settings.from_env. Output: the model artifact at
-models/<model>/<sha256>.skops and a result manifest at $KUBEML_RESULT_KEY.
+namespaces/<namespace>/models/<model>/<sha256>.skops and a result manifest at $KUBEML_RESULT_KEY.
 Exit codes: 0 success, 2 bad input (the failure manifest is written first; the Job's
 podFailurePolicy fails at once), 3 transient (S3 unreachable: the Job retries),
 1 an unexpected error (reported too, retried by the Job's backoffLimit).
@@ -119,7 +119,7 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         if champion_error:
             log.warning("%s: %s", request.display, champion_error)
     evaluate_seconds = time.perf_counter() - started
-    artifact = upload_model(store, spec.model, fitted.model)
+    artifact = upload_model(store, request.namespace, spec.model, fitted.model)
     return {
         "ok": True,
         "metrics": metrics,
@@ -128,6 +128,9 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         "artifact": artifact,
         "signature": _signature(fitted, features, data),
         "environment": environment(),
+        # Which version the gates compare against: the one measured here, whoever
+        # holds the alias by the time the operator reads this.
+        "champion": _measured(request),
         "championMetrics": champion,
         "championError": champion_error,
         "timings": {
@@ -137,6 +140,12 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         },
         "datasetVersion": data.version,
     }
+
+
+def _measured(request: TrainRequest) -> dict[str, Any] | None:
+    if request.champion is None:
+        return None
+    return {"name": request.champion.name, "version": request.champion.version}
 
 
 def _signature(

@@ -158,6 +158,10 @@ class ArtifactStore:
     def put_json(self, key: str, obj: object) -> ObjectInfo:
         return self.put_bytes(key, canonical_json(obj), content_type="application/json")
 
+    def delete(self, key: str) -> None:
+        """Delete one object (S3 answers success for a key that is already gone)."""
+        self._call(key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many were deleted."""
         if not prefix:

@@ -10,23 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from ... import models
-from ...storage import ArtifactStore
+from ...storage import ArtifactStore, layout
 
-MODELS_PREFIX = "models"
 _DISTRIBUTIONS = ("scikit-learn", "numpy", "skops", "pandas")
 
 
-def model_key(model_name: str, sha256: str) -> str:
-    return f"{MODELS_PREFIX}/{model_name}/{sha256}{models.SUFFIX}"
-
-
-def upload_model(store: ArtifactStore, model_name: str, model: Any) -> dict[str, Any]:
+def upload_model(
+    store: ArtifactStore, namespace: str, model_name: str, model: Any
+) -> dict[str, Any]:
     """Serialize with skops (via a temp file: a forest can be hundreds of MB) and
-    upload once; the same bytes are already there when the key exists."""
+    upload once, into the namespace's model space; the same bytes are already there
+    when the key exists."""
     with tempfile.TemporaryDirectory(prefix="kubeml-model-") as tmp:
         path = Path(tmp) / f"model{models.SUFFIX}"
         sha256, size = models.save_file(model, path)
-        key = model_key(model_name, sha256)
+        key = layout.model_key(namespace, model_name, sha256)
         if not store.exists(key):
             store.put_file(key, path, sha256=sha256, content_type="application/zip")
     return {"uri": store.uri(key), "sha256": sha256, "size": size, "format": models.FORMAT}

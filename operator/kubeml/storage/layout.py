@@ -1,0 +1,69 @@
+"""Where KubeML keeps things in the bucket: one prefix per namespace.
+
+Namespaces are tenants. Everything the operator's Jobs write for a namespace lives
+under ``namespaces/<namespace>/``, so a cluster admin can give each namespace S3
+credentials scoped to its own prefix, and the operator can prove that a key it is
+asked to delete or serve belongs to the namespace asking:
+
+    namespaces/<ns>/datasets/<sha256>/        a prepared data version (content addressed)
+    namespaces/<ns>/models/<model>/<sha256>.skops
+    namespaces/<ns>/results/datasets/<dataset>/<job>.json
+    namespaces/<ns>/results/trainingruns/<run>/<uid>.json
+"""
+
+from __future__ import annotations
+
+from .uri import make_uri, parse_uri
+
+ROOT = "namespaces"
+MODEL_SUFFIX = ".skops"
+
+
+def tenant_prefix(namespace: str) -> str:
+    if not namespace or "/" in namespace:
+        raise ValueError(f"not a namespace name: {namespace!r}")
+    return f"{ROOT}/{namespace}/"
+
+
+def dataset_prefix(namespace: str, version: str) -> str:
+    return f"{tenant_prefix(namespace)}datasets/{version}/"
+
+
+def dataset_uri(bucket: str, namespace: str, version: str) -> str:
+    return make_uri(bucket, dataset_prefix(namespace, version))
+
+
+def profile_uri(bucket: str, namespace: str, version: str) -> str:
+    return make_uri(bucket, dataset_prefix(namespace, version) + "profile.json")
+
+
+def models_prefix(namespace: str) -> str:
+    return f"{tenant_prefix(namespace)}models/"
+
+
+def model_key(namespace: str, model: str, sha256: str) -> str:
+    return f"{models_prefix(namespace)}{model}/{sha256}{MODEL_SUFFIX}"
+
+
+def dataset_result_key(namespace: str, dataset: str, job: str) -> str:
+    return f"{tenant_prefix(namespace)}results/datasets/{dataset}/{job}.json"
+
+
+def run_result_key(namespace: str, run: str, uid: str) -> str:
+    return f"{tenant_prefix(namespace)}results/trainingruns/{run}/{uid}.json"
+
+
+def model_artifact_owner(uri: str, bucket: str) -> str | None:
+    """The namespace whose model space holds ``uri`` (None: not a KubeML model key in
+    ``bucket``). Keys with ``..`` or empty segments are nobody's: S3 keys are plain
+    strings, but a path-like key could read as another namespace's to a human."""
+    try:
+        b, key = parse_uri(uri)
+    except ValueError:
+        return None
+    parts = key.split("/")
+    if b != bucket or len(parts) < 5 or parts[0] != ROOT or parts[2] != "models":
+        return None
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    return parts[1]
