@@ -8,6 +8,7 @@ does by default, so unknown fields are errors rather than silently pruned.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -16,7 +17,9 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeml.api import KINDS
 from kubeml.k8s import objects
-from tests.support.cases import Case, example_files, invalid_cases, load_yaml, valid_updates
+from kubeml.schedules import ScheduleError, parse
+from tests.support.cases import ROOT, Case, example_files, invalid_cases, load_yaml, valid_updates
+from tests.support.cron import schedule
 
 pytestmark = pytest.mark.integration
 PLURALS = {kind: cls.crd.plural for kind, cls in KINDS.items()}
@@ -85,3 +88,41 @@ def test_admission_accepts_allowed_updates(
         "resourceVersion": created["metadata"]["resourceVersion"],
     }
     _send(kube_api, "PUT", _url(new, namespace, new["metadata"]["name"]), new)
+
+
+def _schedule_admitted(api: client.ApiClient, namespace: str, schedule: str) -> bool:
+    doc = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
+    doc["spec"]["refresh"] = {"schedule": schedule}
+    try:
+        _send(api, "POST", _url(doc, namespace), doc)
+    except ApiException as err:
+        rejected = err
+    else:
+        return True
+    # A rejection names the field, as for every other invalid manifest.
+    assert rejected.status == 422, rejected.body
+    assert "spec.refresh.schedule" in json.loads(rejected.body)["message"], rejected.body
+    return False
+
+
+def test_admission_accepts_exactly_the_schedules_the_scheduler_understands(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """Bug: the CRD pattern anchored only one alternative each, so `@dailyfoo`,
+    `61 25 * * *`, `*/0 * * * *` got in, and the scheduler then ignored them."""
+    table = load_yaml(ROOT / "tests" / "cases" / "schedules.yaml")
+    rng = random.Random(7)
+    samples = [(s, True) for s in table["valid"] + table["never"]]
+    samples += [(s, False) for s in table["invalid"]]
+    samples += [schedule(rng) for _ in range(300)]
+    disagreements = []
+    for text, _ in samples:
+        try:
+            parse(text)
+            understood = True
+        except ScheduleError:
+            understood = False
+        if _schedule_admitted(kube_api, namespace, text) != understood:
+            disagreements.append((text, understood))
+    assert not disagreements, disagreements
+    assert sum(1 for _, ok in samples if ok) > 25  # both sides are exercised

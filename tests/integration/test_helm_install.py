@@ -212,11 +212,13 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
                 "--subresource=status",
             )
             assert not can_i(kubectl, release_namespace, "get", "secrets", namespace)
-            # Retraining: runs are created, Datasets annotated, server pods listed (to
-            # read their drift gauges), and nothing more on pods.
+            # Retraining: runs are created, Datasets annotated, server pods listed and
+            # watched (their addresses, to read drift gauges), and nothing more on pods.
             assert can_i(kubectl, release_namespace, "create", "trainingruns.kubeml.io", namespace)
             assert can_i(kubectl, release_namespace, "patch", "datasets.kubeml.io", namespace)
-            assert can_i(kubectl, release_namespace, "list", "pods", namespace)
+            for verb in ("list", "watch"):
+                assert can_i(kubectl, release_namespace, verb, "pods", namespace)
+                assert can_i(kubectl, release_namespace, verb, "services", namespace)
             for verb, resource in (("get", "pods"), ("create", "pods"), ("get", "pods/log")):
                 assert not can_i(kubectl, release_namespace, verb, resource, namespace)
 
@@ -241,7 +243,7 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
             kube.wait_condition(
                 kube_api, namespace, "ModelVersion", mv_name, "Ready", status="True", timeout=120
             )
-            # kopf puts its finalizer on the version with the chart's patch right.
+            # The operator puts its finalizer on the version with the chart's patch right.
             poll(
                 lambda: (
                     "kubeml.io/finalizer"
@@ -285,8 +287,6 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
                 "-p",
                 '{"spec":{"aliases":[]}}',
             )
-            # Deleting before the operator has released the alias would strand the
-            # version: a version being deleted is no longer reconciled.
             poll(
                 lambda: (
                     not (

@@ -120,6 +120,7 @@ def test_iris_forest_with_a_grid(
     assert set(r["environment"]) == {"python", "scikit-learn", "numpy", "skops", "pandas"}
     assert set(r["timings"]) == {"loadSeconds", "fitSeconds", "evaluateSeconds"}
     assert r["championMetrics"] is None and r["championError"] is None
+    assert r["champion"] is None  # nothing measured, and the result says so
     sig = r["signature"]
     assert sig["task"] == "classification" and sig["classes"] == ["0", "1", "2"]
     assert [i["name"] for i in sig["inputs"]][:1] == ["sepal length (cm)"]
@@ -128,7 +129,8 @@ def test_iris_forest_with_a_grid(
     art = r["artifact"]
     assert art["format"] == "skops"
     bucket, key = parse_uri(art["uri"])
-    assert bucket == store.bucket and key == f"models/iris/{art['sha256']}.skops"
+    # In the namespace's own model space (the request's namespace is "test").
+    assert bucket == store.bucket and key == f"namespaces/test/models/iris/{art['sha256']}.skops"
     data = store.get_bytes(key, expected_sha256=art["sha256"])
     assert len(data) == art["size"]
     model = models.load(data, art["sha256"])
@@ -164,6 +166,8 @@ def test_champion_is_measured_on_our_test_split(
     # Same model, same test split: the champion's measurement is the run's own.
     assert r["championMetrics"] == forest_result["metrics"]["test"]
     assert r["championError"] is None
+    # The result names the version it measured: the gate judges against exactly that.
+    assert r["champion"] == {"name": champion["name"], "version": champion["version"]}
 
 
 def test_unloadable_champion_is_reported_not_fatal(

@@ -296,9 +296,10 @@ EXPECTED_RULES = {
     ("kubeml.io", "deployments/status"): {"patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"create", "patch"},
-    ("", "pods"): {"list"},
-    ("autoscaling", "horizontalpodautoscalers"): {"create", "patch", "delete"},
+    ("", "services"): {"list", "watch", "create", "patch"},
+    ("", "pods"): {"list", "watch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("", "namespaces"): {"get"},
     ("monitoring.coreos.com", "servicemonitors"): {"create", "patch", "delete"},
     ("monitoring.coreos.com", "prometheusrules"): {"create", "patch", "delete"},
     ("", "events"): {"create"},
@@ -334,6 +335,11 @@ def test_cluster_role_grants_exactly_what_the_controllers_use(
     for kind in applied:
         verbs = set().union(*(v for (_, r), v in EXPECTED_RULES.items() if r == PLURALS[kind]))
         assert {"create", "patch"} <= verbs, kind
+    # Every kind the cache is fed from can be listed and watched.
+    from kubeml.controllers import WATCHES
+
+    for w in WATCHES:
+        assert {"list", "watch"} <= EXPECTED_RULES[(w.group, w.plural)], w.kind
 
 
 def test_watch_namespaces_get_roles_not_a_cluster_role(

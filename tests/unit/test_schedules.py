@@ -122,3 +122,52 @@ def test_a_day_no_listed_month_has_is_valid_cron_that_never_fires() -> None:
     never = due("0 0 30 2 *", CREATED, at)
     assert (never.tick, never.next_in, never.error) == ("", None, "")
     assert "never fires" in never.never
+
+
+def test_the_schedule_table_agrees_with_the_scheduler_and_pydantic() -> None:
+    from pydantic import ValidationError
+
+    from kubeml.api import Dataset
+    from tests.support.cases import ROOT, load_yaml
+
+    table = load_yaml(ROOT / "tests" / "cases" / "schedules.yaml")
+    base = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
+    at = datetime(2026, 11, 28, tzinfo=UTC)
+
+    def admitted(schedule: str) -> bool:
+        doc = {**base, "spec": {**base["spec"], "refresh": {"schedule": schedule}}}
+        try:
+            Dataset.model_validate(doc)
+        except ValidationError as err:
+            assert "schedule" in str(err)
+            return False
+        return True
+
+    for schedule in table["valid"]:
+        assert admitted(schedule) and due(schedule, CREATED, at).next_in, schedule
+    for schedule in table["never"]:
+        assert admitted(schedule) and due(schedule, CREATED, at).never, schedule
+    for schedule in table["invalid"]:
+        assert not admitted(schedule), schedule
+        with pytest.raises(ScheduleError):
+            parse(schedule)
+
+
+def test_random_schedules_are_admitted_exactly_when_cron_rules_allow() -> None:
+    import random
+
+    from tests.support.cron import schedule
+
+    rng = random.Random(11)
+    admitted = 0
+    for _ in range(5000):
+        text, valid = schedule(rng)
+        try:
+            parsed = parse(text)
+        except ScheduleError:
+            assert not valid, text
+            continue
+        assert valid, text
+        admitted += 1
+        assert parsed.never or parsed.next(datetime(2026, 1, 1, tzinfo=UTC)), text
+    assert admitted > 50  # the generator reaches both sides
