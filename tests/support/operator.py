@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 
@@ -21,7 +22,13 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, s3_env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        s3_env: dict[str, str],
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.env = {
             **os.environ,
             **s3_env,
@@ -31,6 +38,7 @@ class OperatorProcess:
             # Tests tamper with artifacts and expect the registry to notice within
             # seconds; by default an unchanged artifact is looked at hourly.
             "KUBEML_ARTIFACT_RECHECK_SECONDS": "5",
+            **(extra_env or {}),
         }
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,6 +77,27 @@ class OperatorProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.env['KUBEML_METRICS_PORT']}/metrics"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples matching ``labels`` (0 if it has none yet)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
+
+    def ready(self) -> bool:
+        """Its metrics endpoint answers (the driver has started)."""
+        try:
+            self.metric("kubeml_operator_queue_depth")
+        except OSError:
+            return False
+        return True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

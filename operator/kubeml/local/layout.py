@@ -108,6 +108,15 @@ class Layout:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log (JSON lines): who asked what, with which client."""
+        return self.logs / "audit.log"
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.run / "audit-policy.yaml"
+
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
 

@@ -155,6 +155,7 @@ class Supervisor:
         self.start("etcd", components.etcd(cfg, layout))
         self.wait(lambda: readiness.etcd_healthy(cfg.etcd_url), "etcd", "etcd")
 
+        components.write_audit_policy(layout)
         self.start("kube-apiserver", components.apiserver(cfg, layout, pki))
         ctx = readiness.client_context(pki)
         try:
