@@ -93,7 +93,6 @@ def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
         # Explicit free ports: kopf reads port 0 in its liveness URL as port 80.
         "KUBEML_HEALTH_PORT": str(_free_port()),
         "KUBEML_METRICS_PORT": str(_free_port()),
-        "KUBEML_RESYNC_SECONDS": "15",
     }
     # This interpreter's kubeml, not whatever is on PATH (the venv need not be active).
     proc = procs.spawn(

@@ -22,7 +22,11 @@ ERRORS = Counter(
 )
 QUEUE_DEPTH = Gauge(
     "kubeml_operator_queue_depth",
-    "Objects waiting to be reconciled (including those waiting for a requeue time).",
+    "Objects whose reconcile is due and waiting for a worker.",
+)
+QUEUE_SCHEDULED = Gauge(
+    "kubeml_operator_queue_scheduled",
+    "Objects asked to be reconciled again later (schedules, cooldowns, re-checks, backoff).",
 )
 RECONCILING = Gauge("kubeml_operator_reconciles_active", "Reconciliations running now.")
 API_REQUESTS = Counter(

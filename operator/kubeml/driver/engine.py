@@ -75,11 +75,12 @@ class Driver:
         self.conflicts: Backoff[Key] = Backoff(base=0.05, cap=5.0)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
+        metrics.QUEUE_DEPTH.set_function(self.queue.due_now)
+        metrics.QUEUE_SCHEDULED.set_function(lambda: len(self.queue) - self.queue.due_now())
 
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         if kind in self.controllers and namespace and name:
             self.queue.add(Key(kind, namespace, name), delay)
-            metrics.QUEUE_DEPTH.set(len(self.queue))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
@@ -92,7 +93,6 @@ class Driver:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
-            metrics.QUEUE_DEPTH.set(len(self.queue))
             metrics.RECONCILING.inc()
             try:
                 await self.reconcile(key)

@@ -79,6 +79,11 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._due)
 
+    def due_now(self) -> int:
+        """Keys whose time has come (waiting for a worker), not those asked for later."""
+        now = self._clock()
+        return sum(1 for due in self._due.values() if due <= now)
+
     @property
     def active(self) -> int:
         return len(self._active)
