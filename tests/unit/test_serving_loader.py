@@ -12,6 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
 from kubeml import models
+from kubeml.api.deployment import ServerOptions
 from kubeml.serving.config import ConfigError, ServerConfig
 from kubeml.serving.errors import NotReady
 from kubeml.serving.loader import load_once, load_with_retries
@@ -83,7 +84,17 @@ def test_config_from_env(artifact: bytes) -> None:
     assert cfg.max_request_bytes == 65536 and (cfg.host, cfg.port) == ("127.0.0.5", 9000)
     assert cfg.signature.features == tuple(FEATURES)
     defaults = ServerConfig.from_env(env(artifact))
-    assert (defaults.host, defaults.port, defaults.max_batch_size) == ("0.0.0.0", 8080, 32)
+    assert (defaults.host, defaults.port, defaults.grpc_port) == ("0.0.0.0", 8080, 0)
+    # Without the operator's variables the server batches as the API's defaults say.
+    opts = ServerOptions()
+    assert (defaults.max_batch_size, defaults.max_batch_requests) == (
+        opts.max_batch_size,
+        opts.max_batch_requests,
+    )
+    assert (defaults.max_request_bytes, defaults.max_connections) == (
+        opts.max_request_bytes,
+        opts.max_connections,
+    )
     assert defaults.profile_uri is None
 
 
