@@ -152,7 +152,7 @@ def test_signature_that_does_not_fit_the_model(artifact: bytes) -> None:
         load_once(cfg2, lambda bucket: store)  # type: ignore[arg-type,return-value]
 
 
-def test_transient_failures_are_retried_final_ones_are_not(
+def test_what_the_store_may_fix_is_retried_what_the_bytes_say_is_not(
     artifact: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("kubeml.serving.loader.RETRY_FIRST_S", 0.01)
@@ -167,10 +167,28 @@ def test_transient_failures_are_retried_final_ones_are_not(
         lambda reason, msg: reasons.append(reason),  # type: ignore[arg-type,return-value]
     )
     assert loaded.predictor is not None and reasons == ["EndpointUnreachable"] * 2
-    missing = FakeStore({})
+
+    # Missing, then tampered, then restored: the server becomes ready by itself.
+    key = "models/iris/4.skops"
+    store = FakeStore({})
+    seen: list[str] = []
+
+    def on_retry(reason: str, message: str) -> None:
+        seen.append(reason)
+        if reason == "KeyNotFound":
+            store.objects[key] = artifact[:-1] + bytes([artifact[-1] ^ 1])
+        else:
+            store.objects[key] = artifact
+
+    loaded = load_with_retries(cfg, lambda bucket: store, threading.Event(), on_retry)  # type: ignore[arg-type,return-value]
+    assert loaded.predictor is not None and seen == ["KeyNotFound", "ArtifactMismatch"]
+
+    sig = {**SIG, "inputs": SIG["inputs"][:3]}
+    wrong = ServerConfig.from_env(env(artifact, KUBEML_SIGNATURE=json.dumps(sig)))
+    store = FakeStore({key: artifact})
     with pytest.raises(NotReady) as err:
-        load_with_retries(cfg, lambda bucket: missing, threading.Event(), lambda r, m: None)  # type: ignore[arg-type,return-value]
-    assert err.value.reason == "KeyNotFound" and missing.calls == 1
+        load_with_retries(wrong, lambda bucket: store, threading.Event(), lambda r, m: None)  # type: ignore[arg-type,return-value]
+    assert err.value.reason == "SignatureMismatch" and store.calls == 1
 
 
 def test_profile_enables_drift_and_its_absence_does_not_block(artifact: bytes) -> None:

@@ -1,9 +1,12 @@
 """Fetching, verifying and preparing the model, off the event loop.
 
 The artifact's bytes are re-hashed before anything parses them
-(``kubeml.models.load``); a mismatch, an untrusted type or a signature that does
-not fit the model is final: the server stays unready with the reason. S3 being
-unreachable or overloaded is retried with back-off, since it usually passes.
+(``kubeml.models.load``). Whatever may change in the store is retried with
+back-off while the server stays unready with the reason: S3 unreachable or
+refusing, the object missing, and bytes that do not match the recorded sha256
+(someone may restore them; a pod that refused once must become ready by itself
+when they are right, not wait for a restart). What the verified bytes say is
+final: an untrusted type or a signature that does not fit the model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from .signature import CompiledSignature
 log = logging.getLogger("kubeml.serve")
 
 RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 30.0
+# Low enough that a restored artifact is served within well under a minute, high
+# enough that a broken pod costs S3 one download per quarter minute.
+RETRY_MAX_S = 15.0
+# Verdicts on bytes that matched their sha256: retrying cannot change them.
+FINAL = frozenset({"UntrustedArtifact", "CorruptArtifact", "SignatureMismatch"})
 
 
 @dataclass
@@ -120,17 +127,22 @@ def load_with_retries(
     stop: threading.Event,
     on_retry: Callable[[str, str], None],
 ) -> Loaded:
-    """Keep trying while S3 failures are transient; ``on_retry(reason, message)``
-    reports each failed attempt so readiness can say why it is still loading."""
+    """Keep trying while the failure is one the store may fix; ``on_retry(reason,
+    message)`` reports each failed attempt so readiness says why it is not ready."""
     delay = RETRY_FIRST_S
     while True:
         try:
             return load_once(cfg, store_for)
         except StorageError as err:
-            if not err.transient:
-                raise NotReady(err.reason, err.message) from err
-            on_retry(err.reason, err.message)
-            log.warning("loading %s: %s (retrying in %.0fs)", cfg.artifact_uri, err.message, delay)
+            reason, message = err.reason, err.message
+        except NotReady as err:
+            if err.reason in FINAL:
+                raise
+            reason, message = err.reason, err.message
+        on_retry(reason, message)
+        log.warning(
+            "loading %s: %s: %s (retrying in %.0fs)", cfg.artifact_uri, reason, message, delay
+        )
         if stop.wait(delay):
             raise NotReady("ShuttingDown", "stopped while loading the model")
         delay = min(RETRY_MAX_S, delay * 2)
