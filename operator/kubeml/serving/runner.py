@@ -19,7 +19,7 @@ from .worker import PredictWorker
 
 if TYPE_CHECKING:
     from .http import HttpProtocol
-    from .loader import Loaded, StoreFor
+    from .loader import Loaded, Source
 
 log = logging.getLogger("kubeml.serve")
 
@@ -82,10 +82,10 @@ def write_termination_log(path: str | None, reason: str, message: str) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: ServerConfig, store_for: StoreFor | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, store_for: Source | None = None) -> None:
         self.cfg = cfg
-        # None: an S3 client from the environment, made in the loading thread (boto3 and
-        # scikit-learn take seconds to import; the port must be open before that).
+        # None: each object read by a child process (serving/object_fetch.py), so
+        # boto3 never enters the server's memory.
         self.store_for = store_for
         self.server = ModelServer(cfg)
         self.worker = PredictWorker(init=_worker_init)
@@ -169,10 +169,9 @@ class Runner:
             write_termination_log(self.cfg.termination_log, reason, message)
 
         def load() -> Loaded:
-            from .loader import load_with_retries, store_for_env
+            from .loader import load_with_retries
 
-            store_for = self.store_for or store_for_env()
-            return load_with_retries(self.cfg, store_for, self._loader_stop, on_retry)
+            return load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
 
         # Not the predict thread: a slow S3 must not hold up anything else.
         try:
