@@ -465,7 +465,7 @@ def measure(servers: list[Server], model: Model, wrk: str, args: argparse.Namesp
     loads = list(args.loads) + [x for x in GRPC_LOADS if x not in args.loads]
     return sorted(
         out,
-        key=lambda r: (r.protocol, order[r.server], loads.index((r.connections, r.rows))),
+        key=lambda r: (r.protocol != "http", order[r.server], loads.index((r.connections, r.rows))),
     )
 
 
@@ -592,6 +592,8 @@ NOTES = [
     "  predict thread and back); on a quiet machine they cost tens of microseconds, on",
     "  an oversubscribed one each waits for the scheduler (measured ~13% of a predict",
     "  at load average 12).",
+    "- gRPC load comes from a Python client (grpc_load.py, grpc.aio) whose own CPU",
+    "  shares the two cores with the servers (wrk costs far less per request).",
     "- MLServer (default) runs one inference worker without batching: requests queue",
     "  behind one another. The bare endpoint predicts on its event loop: at",
     "  concurrency 32 requests queue the same way (its p99 is the queue, not a bug).",

@@ -190,6 +190,7 @@ class HttpProtocol(asyncio.Protocol):
         self.receiving = False
         self.rejected = False
         self.draining = False  # reading and dropping a rejected request's body
+        self.linger_until = 0.0  # ... but not past this time, however the client sends
         self.closing = False
         self.paused = False
         self.state = IDLE
@@ -355,7 +356,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         lim = self.limits
         if self.draining:
-            if now - self.since > LINGER_S:
+            if now > self.linger_until or now - self.since > lim.body_timeout:
                 self.close_quietly()
         elif self.state == HEAD:
             if now - self.since > lim.header_timeout:
@@ -400,6 +401,7 @@ class HttpProtocol(asyncio.Protocol):
         self.rejected = True
         self.draining = linger
         self.since = time.monotonic()
+        self.linger_until = self.since + LINGER_S
         self._not_receiving()
         self.body = []
         slot = _Slot(True, False)
