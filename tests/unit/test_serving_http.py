@@ -489,3 +489,15 @@ def test_binary_tensors_over_the_wire(running: Running) -> None:
     out = json.loads(body[:n])["outputs"][0]
     assert out["parameters"]["binary_data_size"] == 6 * 8
     assert np.frombuffer(body[n:], "<i8").tolist() == running.model.predict(rows).tolist()
+
+
+def test_a_large_header_block_in_one_read_with_its_body_is_431(tight: Running) -> None:
+    body = json.dumps(infer_doc(tight.X[:1], "one")).encode()
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(30))
+    with connect(tight) as s:
+        s.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n" + headers
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )  # fmt: skip
+        status, _, answer = read_response(s, bytearray())
+        assert status == 431 and b"2048" in answer and closed(s)

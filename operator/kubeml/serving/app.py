@@ -1,9 +1,10 @@
 """The model server's behaviour, independent of the HTTP stack.
 
-``ModelServer.handle(method, path, body, respond)`` answers every request through
-``respond(Response)``: synchronously for health, metadata and errors, later (from
-the batcher's callback) for predictions. Transports (``http.py``, ``asgi.py``) only
-move bytes. Every request-dependent failure is a 4xx with ``{"error": ...}``; the
+``ModelServer.handle(method, path, body, respond, meta)`` answers every HTTP request
+through ``respond(Response)``: synchronously for health, metadata and errors, later
+(from the batcher's callback) for predictions. Transports (``http.py``, ``asgi.py``)
+only move bytes; gRPC (``grpc_api.py``) decodes its messages into the same request
+and shares ``submit``. Every request-dependent failure is a 4xx with ``{"error": ...}``; the
 only 500 is an exception inside predict, which is logged and answered while the
 server goes on serving.
 """

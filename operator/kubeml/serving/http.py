@@ -185,7 +185,8 @@ class HttpProtocol(asyncio.Protocol):
         self.content_type: bytes | None = None
         self.header_length: bytes | None = None
         self.content_encoding: bytes | None = None
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes read while the head was incomplete
+        self.head_fields = 0  # size of the header fields parsed so far
         self.expect_continue = False
         self.receiving = False
         self.rejected = False
@@ -236,7 +237,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(400, f"malformed HTTP request: {err}")
             return
         if self.state == HEAD and not self.rejected:
-            # Counted after feeding: a chunk may also hold the end of the head and a body.
+            # A header still arriving is not counted by on_header yet: count the bytes
+            # (after feeding, since a chunk may also hold the end of the head and a body).
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_head:
                 self._reject(431, f"request header block larger than {self.limits.max_head} bytes")
@@ -247,7 +249,7 @@ class HttpProtocol(asyncio.Protocol):
         self.answered_at = None  # back: no longer expected
         self.state = HEAD
         self.since = time.monotonic()
-        self.head_bytes = 0
+        self.head_bytes = self.head_fields = 0
         self.url = b""
         self.body = []
         self.size = 0
@@ -265,6 +267,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.rejected:
+            return
+        # Also counted here: a head that ends within one large read never stays in
+        # the HEAD state long enough for data_received's count to see it.
+        self.head_fields += len(name) + len(value) + 4
+        if self.head_fields > self.limits.max_head:
+            self._reject(431, f"request header block larger than {self.limits.max_head} bytes")
             return
         lname = name.lower()
         if lname == b"content-length":
