@@ -245,22 +245,3 @@ def test_manifests_match_the_golden_files() -> None:
     if os.environ.get("KUBEML_UPDATE_GOLDEN") or not path.exists():
         path.write_text(rendered)
     assert rendered == path.read_text(), "KUBEML_UPDATE_GOLDEN=1 pytest ... to accept changes"
-
-
-def test_grpc_is_exposed_by_default_and_can_be_turned_off() -> None:
-    on = decide(body(), [mv(2, ["champion"])])
-    dep = next(o for o in on.apply if o["kind"] == "Deployment")
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 8081}
-    assert env["KUBEML_GRPC_PORT"] == "8081"
-    svc = next(o for o in on.apply if o["kind"] == "Service")
-    assert [p["name"] for p in svc["spec"]["ports"]] == ["http", "grpc"]
-
-    off = decide(body(server={"grpc": False}), [mv(2, ["champion"])])
-    dep = next(o for o in off.apply if o["kind"] == "Deployment")
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    assert [p["name"] for p in c["ports"]] == ["http"] and env["KUBEML_GRPC_PORT"] == "0"
-    svc = next(o for o in off.apply if o["kind"] == "Service")
-    assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]
