@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -166,6 +167,81 @@ def test_predictions_through_v2_and_v1_match_the_models_own(
         assert 400 <= code < 500 and "error" in bad
 
 
+def test_open_inference_protocol_clients_get_the_models_own_predictions(
+    kube_api: client.ApiClient,
+    served: str,
+    s3_client: Any,
+) -> None:
+    """tritonclient, the protocol's common client, with its defaults (binary tensors
+    both ways), with JSON, and over gRPC, against every server pod."""
+    import pandas as pd
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    model, mv = model_of(kube_api, served, "iris-classifier-v1", s3_client)
+    names = [c["name"] for c in mv["spec"]["signature"]["inputs"]]
+    X = np.array(ROWS * 8, dtype=np.float64)  # 32 rows
+    frame = pd.DataFrame(X, columns=names)
+    want = np.asarray(model.predict(frame)).astype(np.int64)
+    want_proba = model.predict_proba(frame)
+    pods = ready_pods(kube_api, served, "iris")
+    assert len(pods) == 2
+    svc = client.CoreV1Api(kube_api).read_namespaced_service("iris", served)
+    assert {p.name: p.port for p in svc.spec.ports} == {"http": 80, "grpc": 8081}
+    for pod in pods:
+        ports = {p.name: p.container_port for p in pod.spec.containers[0].ports}
+        assert ports == {"http": 8080, "grpc": 8081}
+        ip = pod.status.pod_ip
+        http = httpclient.InferenceServerClient(f"{ip}:8080")
+        assert http.is_server_ready() and http.is_model_ready("iris-classifier")
+        # Defaults: the input as raw bytes, every output asked for as raw bytes.
+        tensor = httpclient.InferInput("input-0", list(X.shape), "FP64")
+        tensor.set_data_from_numpy(X)
+        res = http.infer("iris-classifier", [tensor])
+        (out,) = res.get_response()["outputs"]
+        assert out["parameters"]["binary_data_size"] == 32 * 8 and "data" not in out
+        np.testing.assert_array_equal(res.as_numpy("predict"), want)
+        # JSON both ways, one FP32 input per feature, probabilities too.
+        columns = []
+        for i, n in enumerate(names):
+            col = httpclient.InferInput(n, [len(X)], "FP32")
+            col.set_data_from_numpy(X[:, i].astype(np.float32), binary_data=False)
+            columns.append(col)
+        outputs = [
+            httpclient.InferRequestedOutput("predict", binary_data=False),
+            httpclient.InferRequestedOutput("predict_proba", binary_data=False),
+        ]
+        res = http.infer("iris-classifier", columns, outputs=outputs)
+        assert all("data" in o for o in res.get_response()["outputs"])
+        f32 = pd.DataFrame(X.astype(np.float32).astype(np.float64), columns=names)
+        np.testing.assert_array_equal(res.as_numpy("predict"), model.predict(f32))
+        np.testing.assert_allclose(
+            np.asarray(res.as_numpy("predict_proba")).reshape(-1, 3), model.predict_proba(f32)
+        )
+        http.close()
+        # gRPC on its own port: metadata, readiness, predictions and probabilities.
+        rpc = grpcclient.InferenceServerClient(f"{ip}:8081")
+        assert rpc.is_server_live() and rpc.is_model_ready("iris-classifier")
+        meta = rpc.get_model_metadata("iris-classifier", as_json=True)
+        assert [i["name"] for i in meta["inputs"]] == names
+        tensor = grpcclient.InferInput("input-0", list(X.shape), "FP64")
+        tensor.set_data_from_numpy(X)
+        asked = [grpcclient.InferRequestedOutput(n) for n in ("predict", "predict_proba")]
+        res = rpc.infer("iris-classifier", [tensor], outputs=asked)
+        np.testing.assert_array_equal(res.as_numpy("predict"), want)
+        np.testing.assert_allclose(res.as_numpy("predict_proba").reshape(-1, 3), want_proba)
+        bad = grpcclient.InferInput("input-0", [2, 3], "FP64")
+        bad.set_data_from_numpy(X[:2, :3])
+        with pytest.raises(Exception, match="INVALID_ARGUMENT") as err:
+            rpc.infer("iris-classifier", [bad])
+        assert "[n, 4]" in str(err.value)
+        rpc.close()
+        with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'code="200",model="iris-classifier",protocol="grpc"' in metrics
+        assert 'code="400",model="iris-classifier",protocol="grpc"' in metrics
+
+
 def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
     local_cluster: Any,
     kube_api: client.ApiClient,
@@ -275,7 +351,7 @@ def test_a_canary_at_25_percent_gets_one_of_four_replicas(
     assert dep["status"]["canary"]["trafficPercent"] == 25
 
 
-def test_a_tampered_artifact_keeps_pods_unready_with_the_reason_visible(
+def test_a_tampered_artifact_keeps_pods_unready_until_it_is_restored(
     kube_api: client.ApiClient,
     served: str,
     s3_client: Any,
@@ -323,6 +399,27 @@ def test_a_tampered_artifact_keeps_pods_unready_with_the_reason_visible(
     assert ready_pods(kube_api, served, "tampered") == []
     dep = kube.get(kube_api, served, "Deployment", "tampered")
     assert kube.condition(dep, "Ready")["status"] == "False"  # type: ignore[index]
+
+    # The right bytes back: the same pod verifies again by itself and becomes ready
+    # within a minute, without a restart or anything done to the Deployment.
+    s3_client.put_object(Bucket=bucket, Key=key, Body=data)
+    restored = time.monotonic()
+
+    def same_pod_ready() -> client.V1Pod | None:
+        p = core.read_namespaced_pod(pod.metadata.name, served)
+        ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        return p if ready else None
+
+    again = poll(same_pod_ready, timeout=60, what="the pod ready after the restore", interval=0.5)
+    print(f"\n[tamper] pod ready {time.monotonic() - restored:.1f} s after the restore")
+    assert again.status.container_statuses[0].restart_count == 0
+    code, out = post(
+        f"http://{pod.status.pod_ip}:8080/v1/models/tamper:predict", {"instances": ROWS}
+    )
+    assert code == 200 and len(out["predictions"]) == len(ROWS)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "tampered", "Ready", status="True", timeout=180
+    )
 
 
 def test_prometheus_discovers_and_scrapes_the_server_pods(

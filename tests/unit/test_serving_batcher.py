@@ -40,13 +40,20 @@ async def _run(
     sizes: list[int],
     *,
     max_rows: int = 8,
+    max_requests: int = 64,
     max_delay: float = 0.0,
     expected: int = 0,
 ) -> tuple[list[Any], Batcher]:
     loop = asyncio.get_running_loop()
     with PredictWorker() as pool:
         b = Batcher(
-            loop, recorder, pool, max_rows=max_rows, max_delay=max_delay, expected=lambda: expected
+            loop,
+            recorder,
+            pool,
+            max_rows=max_rows,
+            max_requests=max_requests,
+            max_delay=max_delay,
+            expected=lambda: expected,
         )
         futures = []
         for i, n in enumerate(sizes):
@@ -68,6 +75,16 @@ def test_a_burst_is_batched_up_to_the_row_limit_in_order() -> None:
     rec = Recorder()
     asyncio.run(_run(rec, [1] * 20, max_rows=8))
     assert [sum(b) for b in rec.batches] == [8, 8, 4]
+
+
+def test_a_batch_is_bounded_by_requests_as_well_as_rows() -> None:
+    rec = Recorder()
+    asyncio.run(_run(rec, [32] * 5 + [1] * 5, max_rows=1024, max_requests=3))
+    assert rec.batches == [[32, 32, 32], [32, 32, 1], [1, 1, 1], [1]]
+    # Multi-row requests share predict calls: the rows bound alone would not split them.
+    rec = Recorder()
+    asyncio.run(_run(rec, [32] * 8, max_rows=1024, max_requests=64))
+    assert rec.batches == [[32] * 8]
 
 
 def test_a_request_larger_than_the_limit_goes_alone_and_is_not_split() -> None:

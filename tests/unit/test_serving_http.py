@@ -38,7 +38,7 @@ SIG = CompiledSignature.from_json(
 LIMIT = 4096
 
 
-def make_server() -> tuple[ModelServer, RandomForestClassifier, np.ndarray]:
+def make_server(**limits: Any) -> tuple[ModelServer, RandomForestClassifier, np.ndarray]:
     X, y = load_iris(return_X_y=True)
     model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
     cfg = ServerConfig(
@@ -49,6 +49,7 @@ def make_server() -> tuple[ModelServer, RandomForestClassifier, np.ndarray]:
         artifact_sha256="0" * 64,
         signature=SIG,
         max_request_bytes=LIMIT,
+        **limits,
     )
     server = ModelServer(cfg)
     server.set_loaded(Loaded(Predictor(model, SIG), None))
@@ -56,8 +57,8 @@ def make_server() -> tuple[ModelServer, RandomForestClassifier, np.ndarray]:
 
 
 class Running:
-    def __init__(self) -> None:
-        self.server, self.model, self.X = make_server()
+    def __init__(self, **limits: Any) -> None:
+        self.server, self.model, self.X = make_server(**limits)
         self.loop = asyncio.new_event_loop()
         self.pool = PredictWorker()
         self.server.attach(self.loop, self.pool)
@@ -65,8 +66,9 @@ class Running:
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-            srv, _ = self.loop.run_until_complete(http.start(self.server, "127.0.0.1", 0))
+            srv, conns = self.loop.run_until_complete(http.start(self.server, "127.0.0.1", 0))
             self.srv = srv
+            self.connections = conns
             self.port = srv.sockets[0].getsockname()[1]
             started.set()
             self.loop.run_forever()
@@ -343,3 +345,159 @@ def test_sequential_requests_on_one_connection_are_not_held_back(running: Runnin
             s.sendall(post("/v2/models/iris/infer", infer_doc(running.X[i : i + 1], f"s{i}")))
             assert read_response(s, buf)[0] == 200
             assert running.server.returning() <= 1
+
+
+# -- limits -------------------------------------------------------------------------------
+
+TIGHT = {
+    "max_url_bytes": 256,
+    "max_header_bytes": 2048,
+    "header_timeout_s": 0.5,
+    "body_timeout_s": 0.5,
+    "keepalive_timeout_s": 0.5,
+    "max_connections": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def tight() -> Iterator[Running]:
+    r = Running(**TIGHT)
+    yield r
+    r.stop()
+
+
+def closed(s: socket.socket) -> bool:
+    s.settimeout(5)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_long_request_target_is_414_and_a_large_header_block_431(tight: Running) -> None:
+    with connect(tight) as s:
+        s.sendall(b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = read_response(s, bytearray())
+        assert status == 414 and b"256" in body and closed(s)
+    with connect(tight) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(30)))
+        status, _, body = read_response(s, bytearray())
+        assert status == 431 and b"2048" in body and closed(s)
+    with connect(tight) as s:  # a large body is not a large head
+        body = json.dumps(infer_doc(tight.X[:120], "big")).encode()
+        assert len(body) > 2048
+        s.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+        )
+        assert read_response(s, bytearray())[0] == 200
+
+
+def test_slow_headers_are_408_and_idle_keep_alive_connections_are_closed(tight: Running) -> None:
+    with connect(tight) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        status, _, body = read_response(s, bytearray())
+        assert status == 408 and b"headers" in body and closed(s)
+    with connect(tight) as s:
+        s.sendall(post("/v2/models/iris/infer", infer_doc(tight.X[:1], "a"))[:-5])
+        status, _, body = read_response(s, bytearray())
+        assert status == 408 and b"stalled" in body and closed(s)
+    with connect(tight) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s, bytearray())[0] == 200
+        assert closed(s)  # idle past the keep-alive timeout: closed without a word
+
+
+def until(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_the_connection_cap_closes_idle_connections_first() -> None:
+    r = Running(max_connections=4)
+    idle = [connect(r) for _ in range(4)]
+    busy: list[socket.socket] = []
+    try:
+        until(lambda: len(r.connections) == 4, "4 connections held")
+        with connect(r) as s:  # at the cap: an idle one makes room
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s, bytearray())[0] == 200
+        for c in idle:
+            c.close()
+        until(lambda: not r.connections, "idle connections gone")
+        for _ in range(4):  # every connection mid-request: nothing to evict
+            c = connect(r)
+            c.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+            busy.append(c)
+        until(
+            lambda: sum(c.state == http.HEAD for c in list(r.connections)) == 4,
+            "4 connections mid-request",
+        )
+        with connect(r) as s:
+            status, _, body = read_response(s, bytearray())
+            assert status == 503 and b"too many connections" in body
+    finally:
+        for c in idle + busy:
+            c.close()
+        r.stop()
+
+
+def test_a_413_is_read_by_a_client_still_sending_its_body(running: Running) -> None:
+    body = b"x" * (LIMIT * 64)
+    with connect(running) as s:
+        s.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+        )
+        s.sendall(body)  # all of it: the server reads and drops what it will not keep
+        status, _, answer = read_response(s, bytearray())
+        assert status == 413 and json.loads(answer)["error"].startswith("request body larger")
+        assert closed(s)
+
+
+def test_binary_tensors_over_the_wire(running: Running) -> None:
+    rows = running.X[:6]
+    raw = rows.tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [6, 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    with connect(running) as s:
+        s.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+            % (len(head), len(head) + len(raw))
+            + head
+            + raw
+        )
+        status, headers, body = read_response(s, bytearray())
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    n = int(headers["inference-header-content-length"])
+    out = json.loads(body[:n])["outputs"][0]
+    assert out["parameters"]["binary_data_size"] == 6 * 8
+    assert np.frombuffer(body[n:], "<i8").tolist() == running.model.predict(rows).tolist()
+
+
+def test_a_large_header_block_in_one_read_with_its_body_is_431(tight: Running) -> None:
+    body = json.dumps(infer_doc(tight.X[:1], "one")).encode()
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(30))
+    with connect(tight) as s:
+        s.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n" + headers
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )  # fmt: skip
+        status, _, answer = read_response(s, bytearray())
+        assert status == 431 and b"2048" in answer and closed(s)

@@ -12,6 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
 from kubeml import models
+from kubeml.api.deployment import ServerOptions
 from kubeml.serving.config import ConfigError, ServerConfig
 from kubeml.serving.errors import NotReady
 from kubeml.serving.loader import load_once, load_with_retries
@@ -45,8 +46,7 @@ class FakeStore:
         if key not in self.objects:
             raise KeyNotFound(f"s3://b/{key}: no such key", bucket="b", key=key)
         value = self.objects[key]
-        assert isinstance(value, bytes)
-        return value
+        return value if isinstance(value, bytes) else json.dumps(value).encode()
 
     def get_json(self, key: str) -> Any:
         if key not in self.objects:
@@ -83,7 +83,17 @@ def test_config_from_env(artifact: bytes) -> None:
     assert cfg.max_request_bytes == 65536 and (cfg.host, cfg.port) == ("127.0.0.5", 9000)
     assert cfg.signature.features == tuple(FEATURES)
     defaults = ServerConfig.from_env(env(artifact))
-    assert (defaults.host, defaults.port, defaults.max_batch_size) == ("0.0.0.0", 8080, 32)
+    assert (defaults.host, defaults.port, defaults.grpc_port) == ("0.0.0.0", 8080, 0)
+    # Without the operator's variables the server batches as the API's defaults say.
+    opts = ServerOptions()
+    assert (defaults.max_batch_size, defaults.max_batch_requests) == (
+        opts.max_batch_size,
+        opts.max_batch_requests,
+    )
+    assert (defaults.max_request_bytes, defaults.max_connections) == (
+        opts.max_request_bytes,
+        opts.max_connections,
+    )
     assert defaults.profile_uri is None
 
 
@@ -141,7 +151,7 @@ def test_signature_that_does_not_fit_the_model(artifact: bytes) -> None:
         load_once(cfg2, lambda bucket: store)  # type: ignore[arg-type,return-value]
 
 
-def test_transient_failures_are_retried_final_ones_are_not(
+def test_what_the_store_may_fix_is_retried_what_the_bytes_say_is_not(
     artifact: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("kubeml.serving.loader.RETRY_FIRST_S", 0.01)
@@ -156,10 +166,28 @@ def test_transient_failures_are_retried_final_ones_are_not(
         lambda reason, msg: reasons.append(reason),  # type: ignore[arg-type,return-value]
     )
     assert loaded.predictor is not None and reasons == ["EndpointUnreachable"] * 2
-    missing = FakeStore({})
+
+    # Missing, then tampered, then restored: the server becomes ready by itself.
+    key = "models/iris/4.skops"
+    store = FakeStore({})
+    seen: list[str] = []
+
+    def on_retry(reason: str, message: str) -> None:
+        seen.append(reason)
+        if reason == "KeyNotFound":
+            store.objects[key] = artifact[:-1] + bytes([artifact[-1] ^ 1])
+        else:
+            store.objects[key] = artifact
+
+    loaded = load_with_retries(cfg, lambda bucket: store, threading.Event(), on_retry)  # type: ignore[arg-type,return-value]
+    assert loaded.predictor is not None and seen == ["KeyNotFound", "ArtifactMismatch"]
+
+    sig = {**SIG, "inputs": SIG["inputs"][:3]}
+    wrong = ServerConfig.from_env(env(artifact, KUBEML_SIGNATURE=json.dumps(sig)))
+    store = FakeStore({key: artifact})
     with pytest.raises(NotReady) as err:
-        load_with_retries(cfg, lambda bucket: missing, threading.Event(), lambda r, m: None)  # type: ignore[arg-type,return-value]
-    assert err.value.reason == "KeyNotFound" and missing.calls == 1
+        load_with_retries(wrong, lambda bucket: store, threading.Event(), lambda r, m: None)  # type: ignore[arg-type,return-value]
+    assert err.value.reason == "SignatureMismatch" and store.calls == 1
 
 
 def test_profile_enables_drift_and_its_absence_does_not_block(artifact: bytes) -> None:

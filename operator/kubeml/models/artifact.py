@@ -7,6 +7,7 @@ files and constructs only types it was told to trust.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -15,7 +16,6 @@ from typing import Any
 
 import skops.io as sio
 
-from ..storage.hashing import sha256_bytes, sha256_file
 from .errors import ArtifactMismatch, CorruptArtifact, UntrustedArtifact
 from .trusted import foreign, refused
 
@@ -36,6 +36,10 @@ def save(model: Any) -> bytes:
 def save_file(model: Any, path: str | Path) -> tuple[str, int]:
     """Write the skops archive to ``path`` (large models never sit in memory twice);
     returns its sha256 and size."""
+    # Imported here: kubeml.storage brings boto3, which the model server (a user of
+    # load) keeps out of its process.
+    from ..storage.hashing import sha256_file
+
     sio.dump(model, path, compression=_COMPRESSION, compresslevel=_LEVEL)
     return sha256_file(path)
 
@@ -47,7 +51,7 @@ def load(data: bytes, expected_sha256: str) -> Any:
     The digest is checked before anything is parsed, so tampered bytes never reach
     the deserializer.
     """
-    actual = sha256_bytes(data)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256.lower():
         raise ArtifactMismatch(expected_sha256, actual)
     names = _type_names(data)

@@ -11,6 +11,8 @@ from ..settings import Settings
 from . import pods
 
 PORT = 8080
+# The Open Inference Protocol's gRPC form, on its own port as KServe and MLServer do.
+GRPC_PORT = 8081
 CONTAINER = "server"
 
 
@@ -20,6 +22,19 @@ def app_name(name: str, track: str) -> str:
 
 def selector(name: str) -> dict[str, str]:
     return {labels.DEPLOYMENT: name, labels.COMPONENT: "server"}
+
+
+def server_options_env(opts: ServerOptions) -> dict[str, str]:
+    """The server's tuning as environment variables: what a pod gets, and what the
+    serving benchmark runs with (so both use exactly the API's defaults)."""
+    return {
+        "KUBEML_MAX_BATCH_SIZE": str(opts.max_batch_size),
+        "KUBEML_MAX_BATCH_REQUESTS": str(opts.max_batch_requests),
+        "KUBEML_MAX_BATCH_DELAY_MS": str(opts.max_batch_delay_ms),
+        "KUBEML_MAX_REQUEST_BYTES": str(opts.max_request_bytes),
+        "KUBEML_MAX_CONNECTIONS": str(opts.max_connections),
+        "KUBEML_GRPC_PORT": str(GRPC_PORT if opts.grpc else 0),
+    }
 
 
 def _server_env(
@@ -33,9 +48,7 @@ def _server_env(
         {"name": "KUBEML_ARTIFACT_URI", "value": spec["artifact"]["uri"]},
         {"name": "KUBEML_ARTIFACT_SHA256", "value": spec["artifact"]["sha256"]},
         {"name": "KUBEML_SIGNATURE", "value": json.dumps(spec["signature"], sort_keys=True)},
-        {"name": "KUBEML_MAX_BATCH_SIZE", "value": str(opts.max_batch_size)},
-        {"name": "KUBEML_MAX_BATCH_DELAY_MS", "value": str(opts.max_batch_delay_ms)},
-        {"name": "KUBEML_MAX_REQUEST_BYTES", "value": str(opts.max_request_bytes)},
+        *({"name": k, "value": v} for k, v in server_options_env(opts).items()),
         {"name": "KUBEML_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KUBEML_PORT", "value": str(PORT)},
         {"name": "TMPDIR", "value": "/tmp"},
@@ -61,6 +74,10 @@ def server_deployment(
     meta = owner["metadata"]
     name = meta["name"]
     mv_spec = mv["spec"]
+    opts = spec.server or ServerOptions()
+    ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    if opts.grpc:
+        ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
     pod_labels = {
         **selector(name),
         labels.MANAGED_BY: labels.MANAGER,
@@ -116,10 +133,8 @@ def server_deployment(
                             "image": settings.runtime_image,
                             "imagePullPolicy": settings.image_pull_policy,
                             "command": ["kubeml", "serve"],
-                            "env": _server_env(
-                                mv, spec.server or ServerOptions(), settings, profile_uri
-                            ),
-                            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                            "env": _server_env(mv, opts, settings, profile_uri),
+                            "ports": ports,
                             # Liveness starts counting only once the process answers:
                             # a slow import on a busy node is not a hung server.
                             "startupProbe": {
@@ -157,6 +172,19 @@ def server_deployment(
 
 def service(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
+    ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    server = (owner.get("spec") or {}).get("server") or {}
+    if server.get("grpc", ServerOptions().grpc):
+        # appProtocol tells meshes and gateways that this port speaks HTTP/2 gRPC.
+        ports.append(
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -169,7 +197,7 @@ def service(owner: dict[str, Any]) -> dict[str, Any]:
         "spec": {
             # Both tracks behind one Service: traffic splits by ready replica count.
             "selector": selector(meta["name"]),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 

@@ -3,12 +3,14 @@
 Input: $KUBEML_MODEL, $KUBEML_MODEL_VERSION, $KUBEML_MODELVERSION, $KUBEML_ARTIFACT_URI,
 $KUBEML_ARTIFACT_SHA256, $KUBEML_SIGNATURE (JSON), optional $KUBEML_PROFILE_URI, the
 batching and size limits ($KUBEML_MAX_BATCH_SIZE, $KUBEML_MAX_BATCH_DELAY_MS,
-$KUBEML_MAX_REQUEST_BYTES), $KUBEML_HOST / $KUBEML_PORT, and the S3 settings of
+$KUBEML_MAX_REQUEST_BYTES, $KUBEML_MAX_BATCH_REQUESTS, $KUBEML_MAX_CONNECTIONS),
+$KUBEML_HOST / $KUBEML_PORT, $KUBEML_GRPC_PORT (0: no gRPC), and the S3 settings of
 kubeml.storage.S3Settings.from_env. Endpoints and behaviour: kubeml.serving.
 
 Exit codes: 0 after a graceful shutdown (SIGTERM), 2 when the environment does not
 describe a servable model. A model that fails verification does not exit: the
-server stays up, unready, with the reason at /v2/health/ready.
+server stays up, unready, with the reason at /v2/health/ready, and verifies again
+with back-off (ready once the artifact's bytes are right).
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Before numpy/scikit-learn load their thread pools, where that is still possible.
-    from ..serving.runner import single_threaded_env
+    from ..serving.runner import bounded_malloc, single_threaded_env
 
     single_threaded_env()
+    bounded_malloc()
     from dataclasses import replace
 
     from prometheus_client import disable_created_metrics

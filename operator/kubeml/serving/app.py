@@ -1,9 +1,10 @@
 """The model server's behaviour, independent of the HTTP stack.
 
-``ModelServer.handle(method, path, body, respond)`` answers every request through
-``respond(Response)``: synchronously for health, metadata and errors, later (from
-the batcher's callback) for predictions. Transports (``http.py``, ``asgi.py``) only
-move bytes. Every request-dependent failure is a 4xx with ``{"error": ...}``; the
+``ModelServer.handle(method, path, body, respond, meta)`` answers every HTTP request
+through ``respond(Response)``: synchronously for health, metadata and errors, later
+(from the batcher's callback) for predictions. Transports (``http.py``, ``asgi.py``)
+only move bytes; gRPC (``grpc_api.py``) decodes its messages into the same request
+and shares ``submit``. Every request-dependent failure is a 4xx with ``{"error": ...}``; the
 only 500 is an exception inside predict, which is logged and answered while the
 server goes on serving.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -38,13 +40,30 @@ log = logging.getLogger("kubeml.serve")
 JSON = "application/json"
 
 
+OCTET = "application/octet-stream"
+# Request media types an inference body may have. None: many clients (tritonclient
+# among them) send no Content-Type at all.
+ACCEPTED_MEDIA = frozenset({b"", b"application/json", b"application/octet-stream"})
+
+
 class Response(NamedTuple):
     status: int
     body: bytes
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
 
 
+class RequestMeta(NamedTuple):
+    """The request headers the server acts on (raw values, None when absent)."""
+
+    content_type: bytes | None = None
+    header_length: bytes | None = None  # Inference-Header-Content-Length
+    content_encoding: bytes | None = None
+
+
+NO_META = RequestMeta()
 Respond = Callable[[Response], None]
+Route = Callable[[bytes, Respond, RequestMeta], None]
 
 
 def error(status: int, message: str) -> Response:
@@ -85,6 +104,7 @@ class ModelServer:
             self.run_batch,
             worker,
             max_rows=self.cfg.max_batch_size,
+            max_requests=self.cfg.max_batch_requests,
             max_delay=self.cfg.max_batch_delay_ms / 1000.0,
             expected=lambda: self.arriving + self.returning(),
         )
@@ -123,7 +143,7 @@ class ModelServer:
 
     # -- routing ---------------------------------------------------------------------
 
-    def _route_table(self) -> dict[tuple[str, str], Callable[[bytes, Respond], None]]:
+    def _route_table(self) -> dict[tuple[str, str], Route]:
         name, v = self.cfg.model, self.cfg.version_str
         m = f"/v2/models/{name}"
         mv = f"{m}/versions/{v}"
@@ -142,7 +162,9 @@ class ModelServer:
             ("GET", f"/v1/models/{name}"): self._v1_status,
         }
 
-    def handle(self, method: str, path: str, body: bytes, respond: Respond) -> None:
+    def handle(
+        self, method: str, path: str, body: bytes, respond: Respond, meta: RequestMeta = NO_META
+    ) -> None:
         route = self._routes.get((method, path))
         if route is None:
             path = path.partition("?")[0]
@@ -150,7 +172,7 @@ class ModelServer:
         if route is None:
             respond(self._no_route(method, path))
             return
-        route(body, respond)
+        route(body, respond, meta)
 
     def _no_route(self, method: str, path: str) -> Response:
         """404 naming what was wrong (model, version or path), 405 for a wrong method."""
@@ -180,24 +202,25 @@ class ModelServer:
             doc["message"] = self.message
         return doc
 
-    def _live(self, body: bytes, respond: Respond) -> None:
+    def _live(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         respond(Response(200, b'{"live":true}'))
 
-    def _ready(self, body: bytes, respond: Respond) -> None:
+    def _ready(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         respond(Response(200 if self.ready else 503, dumps(self._state_doc())))
 
-    def _model_ready(self, body: bytes, respond: Respond) -> None:
+    def _model_ready(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         doc = {"name": self.cfg.model, "version": self.cfg.version_str, **self._state_doc()}
         respond(Response(200 if self.ready else 503, dumps(doc)))
 
-    def _v1_status(self, body: bytes, respond: Respond) -> None:
+    def _v1_status(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         doc = {"name": self.cfg.model, **self._state_doc()}
         respond(Response(200 if self.ready else 503, dumps(doc)))
 
-    def _server_metadata(self, body: bytes, respond: Respond) -> None:
-        respond(Response(200, dumps({"name": "kubeml", "version": __version__, "extensions": []})))
+    def _server_metadata(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+        doc = {"name": "kubeml", "version": __version__, "extensions": ["binary_tensor_data"]}
+        respond(Response(200, dumps(doc)))
 
-    def _model_metadata(self, body: bytes, respond: Respond) -> None:
+    def _model_metadata(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         respond(Response(200, dumps(self.model_metadata())))
 
     def model_metadata(self) -> dict[str, Any]:
@@ -218,6 +241,7 @@ class ModelServer:
             "modelVersion": self.cfg.modelversion,
             "sha256": self.cfg.artifact_sha256,
             "maxBatchSize": self.cfg.max_batch_size,
+            "maxBatchRequests": self.cfg.max_batch_requests,
         }
         if sig.classes is not None:
             params["classes"] = list(sig.classes)
@@ -230,38 +254,72 @@ class ModelServer:
             "parameters": params,
         }
 
-    def _metrics(self, body: bytes, respond: Respond) -> None:
+    def _metrics(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         respond(Response(200, self.metrics.exposition(), METRICS_TYPE))
 
     # -- inference -----------------------------------------------------------------------
 
-    def _infer_v2(self, body: bytes, respond: Respond) -> None:
-        self._infer("v2", body, respond)
+    def _infer_v2(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+        self._infer("v2", body, respond, meta)
 
-    def _infer_v1(self, body: bytes, respond: Respond) -> None:
-        self._infer("v1", body, respond)
+    def _infer_v1(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+        self._infer("v1", body, respond, meta)
 
-    def _infer(self, protocol: str, body: bytes, respond: Respond) -> None:
+    def _infer(self, protocol: str, body: bytes, respond: Respond, meta: RequestMeta) -> None:
         start = time.perf_counter()
-        decoder, batcher = self.decoder, self.batcher
+        decoder = self.decoder
         # Loaded is enough: while shutting down the server is unready (endpoints drop
         # it) but still answers requests already on their way.
-        if decoder is None or batcher is None:
+        if decoder is None or self.batcher is None:
             self._answer(protocol, start, respond, error(503, f"model not ready: {self.reason}"))
             return
         try:
-            req = decoder.v2(body) if protocol == "v2" else decoder.v1(body)
+            body = self._content(body, meta)
+            if protocol == "v2":
+                req = decoder.v2(body, _header_length(meta.header_length))
+            else:
+                req = decoder.v1(body)
         except RequestError as err:
             self._answer(protocol, start, respond, error(err.status, err.message))
             return
+        self.submit(req, partial(self._deliver, protocol, req, start, respond))
+
+    def _content(self, body: bytes, meta: RequestMeta) -> bytes:
+        """The body after the checks its headers call for: an accepted media type,
+        and decompressed (within the size limit) if the client compressed it."""
+        media = (meta.content_type or b"").split(b";", 1)[0].strip().lower()
+        if media not in ACCEPTED_MEDIA and not media.endswith(b"+json"):
+            shown = media.decode("latin-1")[:100]
+            raise RequestError(
+                415,
+                f"Content-Type {shown} is not accepted: send application/json (with the "
+                "binary tensor data extension, Inference-Header-Content-Length and any of "
+                "application/json or application/octet-stream)",
+            )
+        encoding = (meta.content_encoding or b"identity").strip().lower()
+        if encoding == b"identity":
+            return body
+        if encoding not in (b"gzip", b"deflate"):
+            shown = encoding.decode("latin-1")[:50]
+            raise RequestError(415, f"Content-Encoding {shown} is not supported (gzip, deflate)")
+        return _decompress(body, 31 if encoding == b"gzip" else 15, self.cfg.max_request_bytes)
+
+    def submit(self, req: InferRequest, done: Callable[[Any], None]) -> None:
+        """Queue a validated request for the batcher; ``done`` gets a Prediction or the
+        exception predict raised, on the loop thread. HTTP and gRPC share this."""
+        batcher = self.batcher
+        assert batcher is not None
         self.inflight += 1
-        done = partial(self._deliver, protocol, req, start, respond)
-        batcher.submit(Job(req.rows, req.n, req.want_proba, done))
+
+        def finished(outcome: Any) -> None:
+            self.inflight -= 1
+            done(outcome)
+
+        batcher.submit(Job(req.rows, req.n, req.want_proba, finished))
 
     def _deliver(
         self, protocol: str, req: InferRequest, start: float, respond: Respond, outcome: Any
     ) -> None:
-        self.inflight -= 1
         if isinstance(outcome, BaseException):
             msg = f"prediction failed: {type(outcome).__name__}: {outcome}"
             self._answer(protocol, start, respond, error(500, msg[:2000]))
@@ -269,7 +327,13 @@ class ModelServer:
         encoder = self.encoder
         assert encoder is not None
         if protocol == "v2":
-            body = encoder.v2(req.id, outcome.pred, outcome.proba, req.want_predict, req.want_proba)
+            body, head = encoder.v2(
+                req.id, outcome.pred, outcome.proba, req.want_predict, req.want_proba, req.binary
+            )
+            if head is not None:
+                headers = (("inference-header-content-length", str(head)),)
+                self._answer(protocol, start, respond, Response(200, body, OCTET, headers))
+                return
         else:
             body = encoder.v1(outcome.pred, outcome.proba if req.want_proba else None)
         self._answer(protocol, start, respond, Response(200, body))
@@ -320,6 +384,30 @@ class ModelServer:
                 loaded.drift.observe(cols)
         except Exception:
             log.exception("updating prediction metrics failed")
+
+
+def _header_length(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 12:
+        raise RequestError(400, "Inference-Header-Content-Length must be a non-negative integer")
+    return int(text)
+
+
+def _decompress(body: bytes, wbits: int, limit: int) -> bytes:
+    """Inflate at most ``limit`` bytes: a small compressed body must not become a
+    huge one in memory (413 instead)."""
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise RequestError(400, f"the compressed body cannot be decompressed: {err}") from err
+    if len(out) > limit:
+        raise RequestError(413, f"decompressed request body larger than {limit} bytes")
+    if not d.eof:
+        raise RequestError(400, "the compressed body is truncated")
+    return out
 
 
 def _labels(classes: np.ndarray) -> list[str]:

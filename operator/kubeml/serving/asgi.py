@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .app import ModelServer, Response
+from .app import ModelServer, RequestMeta, Response
 from .encode import error_body
 
 Scope = MutableMapping[str, Any]
@@ -60,7 +60,7 @@ class AsgiApp:
             if not fut.done():  # the client may have gone and the await been cancelled
                 fut.set_result(resp)
 
-        self.server.handle(scope["method"], path, b"".join(chunks), respond)
+        self.server.handle(scope["method"], path, b"".join(chunks), respond, _meta(scope))
         await _send(send, await fut)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -71,6 +71,18 @@ class AsgiApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _meta(scope: Scope) -> RequestMeta:
+    found: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers", ()):
+        if name in (b"content-type", b"inference-header-content-length", b"content-encoding"):
+            found[name] = value
+    return RequestMeta(
+        found.get(b"content-type"),
+        found.get(b"inference-header-content-length"),
+        found.get(b"content-encoding"),
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -91,6 +103,7 @@ async def _send(send: Send, resp: Response) -> None:
             "headers": [
                 (b"content-type", resp.content_type.encode()),
                 (b"content-length", str(len(resp.body)).encode()),
+                *((k.encode(), v.encode()) for k, v in resp.headers),
             ],
         }
     )

@@ -5,7 +5,10 @@ per-tree Python overhead), so throughput under concurrency comes from predicting
 many requests' rows in one call. The rules:
 
 - While the worker is busy, requests queue up; the moment it finishes, everything
-  queued (up to ``max_rows``) goes out as the next batch. Nobody sleeps: the
+  queued (up to ``max_rows`` rows and ``max_requests`` requests) goes out as the
+  next batch. Both bounds matter: a bound in rows alone lets one multi-row request
+  fill a batch by itself, a bound in requests alone lets a batch's predict grow
+  without limit. Nobody sleeps: the
   batch is whatever arrived during the previous predict.
 - When the worker is idle, a new request is dispatched at the end of the current
   event-loop iteration (``call_soon``): requests parsed from the same burst of
@@ -61,6 +64,7 @@ class Batcher:
         *,
         max_rows: int,
         max_delay: float,
+        max_requests: int = 64,
         expected: Callable[[], int] = lambda: 0,
         on_crash: Callable[[BaseException], Any] | None = None,
     ) -> None:
@@ -68,6 +72,7 @@ class Batcher:
         self._run = run_batch
         self._worker = worker
         self.max_rows = max(1, max_rows)
+        self.max_requests = max(1, max_requests)
         self.max_delay = max(0.0, max_delay)
         self._expected = expected
         self._on_crash = on_crash
@@ -111,18 +116,28 @@ class Batcher:
         self._worker.submit(self._run, jobs, self._loop, partial(self._finished, jobs))
 
     def _should_wait(self) -> bool:
-        return self.max_delay > 0 and self._pending_rows < self.max_rows and self._expected() > 0
+        return (
+            self.max_delay > 0
+            and self._pending_rows < self.max_rows
+            and len(self._pending) < self.max_requests
+            and self._expected() > 0
+        )
 
     def _timer_fired(self) -> None:
         self._timer = None
         self._dispatch(force=True)
 
     def _take(self) -> list[Job]:
-        """Jobs in arrival order up to max_rows rows; a job bigger than that goes alone
-        (requests are never split: each gets its answer from one predict call)."""
+        """Jobs in arrival order up to max_rows rows and max_requests requests; a job
+        bigger than max_rows goes alone (requests are never split: each gets its
+        answer from one predict call)."""
         jobs = [self._pending.popleft()]
         rows = jobs[0].n
-        while self._pending and rows + self._pending[0].n <= self.max_rows:
+        while (
+            self._pending
+            and len(jobs) < self.max_requests
+            and rows + self._pending[0].n <= self.max_rows
+        ):
             job = self._pending.popleft()
             rows += job.n
             jobs.append(job)

@@ -13,6 +13,9 @@ from .signature import CompiledSignature
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_ROWS = 10_000
+# Defaults of the API's ServerOptions, which the operator always sets explicitly.
+DEFAULT_BATCH_ROWS = 1024
+DEFAULT_BATCH_REQUESTS = 64
 
 
 class ConfigError(Exception):
@@ -28,12 +31,22 @@ class ServerConfig:
     artifact_sha256: str
     signature: CompiledSignature
     profile_uri: str | None = None
-    max_batch_size: int = 32
+    max_batch_size: int = DEFAULT_BATCH_ROWS
+    max_batch_requests: int = DEFAULT_BATCH_REQUESTS
     max_batch_delay_ms: float = 2.0
     max_request_bytes: int = 8 << 20
     max_request_rows: int = DEFAULT_MAX_ROWS
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
+    # 0: no gRPC endpoint.
+    grpc_port: int = 0
+    # What one client can make the server hold (limits.py says why each is so).
+    max_connections: int = 1024
+    max_url_bytes: int = 8 << 10
+    max_header_bytes: int = 64 << 10
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
     termination_log: str | None = None
     drift_window: int = 5000
     # After SIGTERM: keep serving (unready) this long, for endpoints to update.
@@ -85,12 +98,20 @@ class ServerConfig:
             artifact_sha256=sha,
             signature=signature,
             profile_uri=e.get("KUBEML_PROFILE_URI", "").strip() or None,
-            max_batch_size=int(number("KUBEML_MAX_BATCH_SIZE", 32, 1, 4096)),
+            max_batch_size=int(number("KUBEML_MAX_BATCH_SIZE", DEFAULT_BATCH_ROWS, 1, 65536)),
+            max_batch_requests=int(
+                number("KUBEML_MAX_BATCH_REQUESTS", DEFAULT_BATCH_REQUESTS, 1, 4096)
+            ),
             max_batch_delay_ms=number("KUBEML_MAX_BATCH_DELAY_MS", 2.0, 0, 1000),
             max_request_bytes=int(number("KUBEML_MAX_REQUEST_BYTES", 8 << 20, 1024, 1 << 30)),
             max_request_rows=int(number("KUBEML_MAX_REQUEST_ROWS", DEFAULT_MAX_ROWS, 1, 10**7)),
             host=e.get("KUBEML_HOST", "").strip() or "0.0.0.0",
             port=int(number("KUBEML_PORT", DEFAULT_PORT, 1, 65535)),
+            grpc_port=int(number("KUBEML_GRPC_PORT", 0, 0, 65535)),
+            max_connections=int(number("KUBEML_MAX_CONNECTIONS", 1024, 1, 100_000)),
+            header_timeout_s=number("KUBEML_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+            body_timeout_s=number("KUBEML_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600),
+            keepalive_timeout_s=number("KUBEML_KEEPALIVE_TIMEOUT_SECONDS", 75.0, 0.1, 3600),
             termination_log=e.get("KUBEML_TERMINATION_LOG", "").strip() or None,
             drift_window=int(number("KUBEML_DRIFT_WINDOW", 5000, 1, 1_000_000)),
             shutdown_delay_s=number("KUBEML_SHUTDOWN_DELAY_SECONDS", 3.0, 0, 300),

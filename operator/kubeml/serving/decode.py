@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import values
+from . import binary, values
 from .errors import bad_request
 from .signature import ACCEPTED_DATATYPES, CompiledSignature
 
@@ -37,6 +37,8 @@ class InferRequest:
     want_predict: bool = True
     want_proba: bool = False
     id: str | None = None
+    # Outputs to answer as raw bytes (the binary tensor data extension).
+    binary: frozenset[str] = frozenset()
 
 
 class Decoder:
@@ -86,15 +88,25 @@ class Decoder:
 
     # -- Open Inference Protocol v2 ---------------------------------------------------
 
-    def v2(self, body: bytes) -> InferRequest:
-        doc = self._json(body)
+    def v2(self, body: bytes, header_length: int | None = None) -> InferRequest:
+        """A JSON body, or with ``header_length`` one in the binary tensor data extension."""
+        if header_length is None:
+            return self.v2_doc(self._json(body))
+        head, tail = binary.split_request(body, header_length)
+        doc = self._json(head)
+        binary.attach_inputs(doc, tail)
+        return self.v2_doc(doc)
+
+    def v2_doc(self, doc: dict[str, Any]) -> InferRequest:
+        """The request as a JSON-shaped document whose tensors' ``data`` may already be
+        arrays (raw bytes decoded); HTTP and gRPC both end here."""
         inputs = doc.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise bad_request("inputs must be a non-empty list of tensors")
         req_id = doc.get("id")
         if req_id is not None and not isinstance(req_id, str):
             raise bad_request("id must be a string")
-        want_predict, want_proba = self._v2_outputs(doc)
+        want_predict, want_proba, binary_out = self._v2_outputs(doc)
         for t in inputs:
             if not isinstance(t, dict):
                 raise bad_request("every input must be an object with name, shape, datatype, data")
@@ -104,16 +116,20 @@ class Decoder:
         else:
             rows, n = self._v2_columns(inputs)
         values.check_rows(n, self.max_rows)
-        return InferRequest(rows, n, want_predict, want_proba, req_id)
+        return InferRequest(rows, n, want_predict, want_proba, req_id, binary_out)
 
-    def _v2_outputs(self, doc: dict[str, Any]) -> tuple[bool, bool]:
-        proba = self._probabilities_flag(doc.get("parameters"))
+    def _v2_outputs(self, doc: dict[str, Any]) -> tuple[bool, bool, frozenset[str]]:
+        params = doc.get("parameters")
+        proba = self._probabilities_flag(params)
+        all_binary = _flag(params, "binary_data_output", "parameters")
         outputs = doc.get("outputs")
         if outputs is None:
-            return True, proba
+            wanted = {PREDICT, PREDICT_PROBA} if proba else {PREDICT}
+            return True, proba, frozenset(wanted if all_binary else ())
         if not isinstance(outputs, list) or not outputs:
             raise bad_request("outputs must be a non-empty list of {name}")
         names = set()
+        binary_out = set()
         for o in outputs:
             name = o.get("name") if isinstance(o, dict) else None
             if not isinstance(name, str):
@@ -122,7 +138,13 @@ class Decoder:
                 known = ", ".join(sorted(self._outputs))
                 raise bad_request(f"unknown output {name!r}; this model has: {known}")
             names.add(name)
-        return PREDICT in names, proba or PREDICT_PROBA in names
+            own = _flag(o.get("parameters"), "binary_data", f"output {name!r} parameters")
+            if own or (all_binary and "binary_data" not in (o.get("parameters") or {})):
+                binary_out.add(name)
+        want_proba = proba or PREDICT_PROBA in names
+        if proba and all_binary:
+            binary_out.add(PREDICT_PROBA)
+        return PREDICT in names, want_proba, frozenset(binary_out)
 
     @staticmethod
     def _tensor_header(t: dict[str, Any]) -> tuple[str, list[int], str]:
@@ -281,6 +303,17 @@ class Decoder:
                 values.column(list(col), f"feature {name!r}", dtype, None, self.allow_missing)
             )
         return out
+
+
+def _flag(params: Any, key: str, where: str) -> bool:
+    if params is None:
+        return False
+    if not isinstance(params, dict):
+        raise bad_request(f"{where} must be a JSON object")
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise bad_request(f"{where}.{key} must be true or false")
+    return value
 
 
 def concat(batches: Sequence[Rows]) -> Rows:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from . import binary
 from .decode import PREDICT, PREDICT_PROBA
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -46,36 +47,47 @@ class Encoder:
         proba: np.ndarray | None,
         want_predict: bool,
         want_proba: bool,
-    ) -> bytes:
+        binary_out: frozenset[str] = frozenset(),
+    ) -> tuple[bytes, int | None]:
+        """(body, JSON header length when outputs travel as raw bytes after it)."""
         outputs: list[dict[str, Any]] = []
+        raw: list[bytes] = []
         n = len(pred)
+
+        def add(out: dict[str, Any], arr: np.ndarray) -> None:
+            if out["name"] in binary_out:
+                data = binary.encode(out["datatype"], arr)
+                out.setdefault("parameters", {})["binary_data_size"] = len(data)
+                raw.append(data)
+            else:
+                out["data"] = _json_array(arr)
+            outputs.append(out)
+
         if want_predict:
-            outputs.append(
-                {
-                    "name": PREDICT,
-                    "datatype": self.datatype,
-                    "shape": [n],
-                    "data": _json_array(pred),
-                }
-            )
+            add({"name": PREDICT, "datatype": self.datatype, "shape": [n]}, pred)
         if want_proba and proba is not None:
             out: dict[str, Any] = {
                 "name": PREDICT_PROBA,
                 "datatype": "FP64",
                 "shape": [n, proba.shape[1]],
-                "data": proba.ravel(),
             }
             if self.classes is not None:
                 out["parameters"] = {"classes": self.classes}
-            outputs.append(out)
-        return dumps(
+            add(out, proba.ravel())
+        head = dumps(
             {
                 "model_name": self.model,
                 "model_version": self.version,
-                "id": req_id if req_id is not None else f"{self._prefix}-{next(self._counter)}",
+                "id": req_id if req_id is not None else self.next_id(),
                 "outputs": outputs,
             }
         )
+        if not raw:
+            return head, None
+        return b"".join([head, *raw]), len(head)
+
+    def next_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
 
     def v1(self, pred: np.ndarray, proba: np.ndarray | None) -> bytes:
         doc: dict[str, Any] = {"predictions": _json_array(pred)}

@@ -1,33 +1,41 @@
 """Fetching, verifying and preparing the model, off the event loop.
 
 The artifact's bytes are re-hashed before anything parses them
-(``kubeml.models.load``); a mismatch, an untrusted type or a signature that does
-not fit the model is final: the server stays unready with the reason. S3 being
-unreachable or overloaded is retried with back-off, since it usually passes.
+(``kubeml.models.load``). Whatever may change in the store is retried with
+back-off while the server stays unready with the reason: S3 unreachable or
+refusing, the object missing, and bytes that do not match the recorded sha256
+(someone may restore them; a pod that refused once must become ready by itself
+when they are right, not wait for a restart). What the verified bytes say is
+final: an untrusted type or a signature that does not fit the model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from .. import models
-from ..storage import ArtifactStore, IntegrityError, S3Settings, StorageError, parse_uri
 from .config import ServerConfig
 from .drift import DriftWindow, window_from_profile
 from .errors import NotReady
+from .object_fetch import ChildReader, FetchError, StoreReader
 from .predictor import Predictor
 from .signature import CompiledSignature
 
 log = logging.getLogger("kubeml.serve")
 
 RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 30.0
+# Low enough that a restored artifact is served within well under a minute, high
+# enough that a broken pod costs S3 one download per quarter minute.
+RETRY_MAX_S = 15.0
+# Verdicts on bytes that matched their sha256: retrying cannot change them.
+FINAL = frozenset({"UntrustedArtifact", "CorruptArtifact", "SignatureMismatch"})
 
 
 @dataclass
@@ -36,21 +44,22 @@ class Loaded:
     drift: DriftWindow | None
 
 
-StoreFor = Callable[[str], ArtifactStore]
+class Reader(Protocol):
+    def read(self, uri: str) -> bytes: ...
 
 
-def store_for_env(env: Mapping[str, str] | None = None) -> StoreFor:
-    """An ArtifactStore per bucket, the settings and credentials read from ``env``."""
-
-    def make(bucket: str) -> ArtifactStore:
-        return ArtifactStore(replace(S3Settings.from_env(env), bucket=bucket), env=env)
-
-    return make
+# A reader, or a function making a store per bucket (read in this process).
+Source = Reader | Callable[[str], Any]
 
 
-def fetch(store_for: StoreFor, uri: str) -> bytes:
-    bucket, key = parse_uri(uri)
-    return store_for(bucket).get_bytes(key)
+def reader_of(source: Source | None) -> Reader:
+    """None: the default, a child process per read (boto3 stays out of the server)."""
+    if source is None:
+        return ChildReader()
+    if isinstance(source, ChildReader | StoreReader):
+        return source
+    assert callable(source)
+    return StoreReader(source)
 
 
 def check_signature(model: Any, sig: CompiledSignature) -> None:
@@ -80,12 +89,15 @@ def check_signature(model: Any, sig: CompiledSignature) -> None:
             )
 
 
-def load_once(cfg: ServerConfig, store_for: StoreFor) -> Loaded:
-    """One attempt. Raises NotReady (final) or StorageError (maybe transient)."""
+def load_once(cfg: ServerConfig, source: Source | None) -> Loaded:
+    """One attempt. Raises NotReady or FetchError."""
+    reader = reader_of(source)
     try:
-        data = fetch(store_for, cfg.artifact_uri)
-    except IntegrityError as err:
-        raise NotReady("ArtifactMismatch", err.message) from err
+        data = reader.read(cfg.artifact_uri)
+    except FetchError as err:
+        if err.reason == "IntegrityError":
+            raise NotReady("ArtifactMismatch", err.message) from err
+        raise
     try:
         model = models.load(data, cfg.artifact_sha256)
     except models.ModelArtifactError as err:
@@ -93,17 +105,16 @@ def load_once(cfg: ServerConfig, store_for: StoreFor) -> Loaded:
     check_signature(model, cfg.signature)
     predictor = Predictor(model, cfg.signature)
     predictor.warm_up()
-    return Loaded(predictor, load_drift(cfg, store_for))
+    return Loaded(predictor, load_drift(cfg, reader))
 
 
-def load_drift(cfg: ServerConfig, store_for: StoreFor) -> DriftWindow | None:
+def load_drift(cfg: ServerConfig, source: Source | None) -> DriftWindow | None:
     """The drift window, or None without a usable profile (serving goes on without)."""
     if not cfg.profile_uri:
         return None
     try:
-        bucket, key = parse_uri(cfg.profile_uri)
-        profile = store_for(bucket).get_json(key)
-    except (StorageError, ValueError) as err:
+        profile = json.loads(reader_of(source).read(cfg.profile_uri))
+    except (FetchError, ValueError) as err:
         log.warning("drift disabled: cannot read profile %s: %s", cfg.profile_uri, err)
         return None
     window = window_from_profile(profile, cfg.signature.features, cfg.drift_window)
@@ -116,21 +127,27 @@ def load_drift(cfg: ServerConfig, store_for: StoreFor) -> DriftWindow | None:
 
 def load_with_retries(
     cfg: ServerConfig,
-    store_for: StoreFor,
+    source: Source | None,
     stop: threading.Event,
     on_retry: Callable[[str, str], None],
 ) -> Loaded:
-    """Keep trying while S3 failures are transient; ``on_retry(reason, message)``
-    reports each failed attempt so readiness can say why it is still loading."""
+    """Keep trying while the failure is one the store may fix; ``on_retry(reason,
+    message)`` reports each failed attempt so readiness says why it is not ready."""
+    reader = reader_of(source)
     delay = RETRY_FIRST_S
     while True:
         try:
-            return load_once(cfg, store_for)
-        except StorageError as err:
-            if not err.transient:
-                raise NotReady(err.reason, err.message) from err
-            on_retry(err.reason, err.message)
-            log.warning("loading %s: %s (retrying in %.0fs)", cfg.artifact_uri, err.message, delay)
+            return load_once(cfg, reader)
+        except FetchError as err:
+            reason, message = err.reason, err.message
+        except NotReady as err:
+            if err.reason in FINAL:
+                raise
+            reason, message = err.reason, err.message
+        on_retry(reason, message)
+        log.warning(
+            "loading %s: %s: %s (retrying in %.0fs)", cfg.artifact_uri, reason, message, delay
+        )
         if stop.wait(delay):
             raise NotReady("ShuttingDown", "stopped while loading the model")
         delay = min(RETRY_MAX_S, delay * 2)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .app import ModelServer
 from .config import ServerConfig
@@ -18,7 +19,7 @@ from .worker import PredictWorker
 
 if TYPE_CHECKING:
     from .http import HttpProtocol
-    from .loader import Loaded, StoreFor
+    from .loader import Loaded, Source
 
 log = logging.getLogger("kubeml.serve")
 
@@ -38,6 +39,27 @@ def single_threaded_env() -> None:
     ``_worker_init`` covers the ones already are."""
     for name in THREAD_ENV:
         os.environ.setdefault(name, "1")
+
+
+# glibc mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+
+def bounded_malloc() -> None:
+    """Give memory back after a burst. glibc raises its mmap threshold each time a
+    large block is freed, so after a few big request bodies later ones come from the
+    heap, which rarely shrinks: a server that survived an attack kept its memory. A
+    fixed threshold keeps large buffers in their own mappings (returned on free);
+    two arenas stop each thread (loop, predict, loader, gRPC) from growing its own."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 << 10)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
+        libc.mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):  # not glibc: its defaults stand
+        pass
 
 
 def _worker_init() -> None:
@@ -60,10 +82,10 @@ def write_termination_log(path: str | None, reason: str, message: str) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: ServerConfig, store_for: StoreFor | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, store_for: Source | None = None) -> None:
         self.cfg = cfg
-        # None: an S3 client from the environment, made in the loading thread (boto3 and
-        # scikit-learn take seconds to import; the port must be open before that).
+        # None: each object read by a child process (serving/object_fetch.py), so
+        # boto3 never enters the server's memory.
         self.store_for = store_for
         self.server = ModelServer(cfg)
         self.worker = PredictWorker(init=_worker_init)
@@ -77,16 +99,31 @@ class Runner:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
         load = loop.create_task(self._load())
+        grpc_server = await self._start_grpc()
         try:
             if http == "uvicorn":
                 await self._run_uvicorn()
             else:
                 await self._run_native()
         finally:
+            if grpc_server is not None:
+                # Calls in flight get the drain's time to finish, new ones are refused.
+                await grpc_server.stop(self.cfg.drain_timeout_s)
             self._loader_stop.set()
             load.cancel()
             self.worker.close(timeout=5.0)
         return 0
+
+    async def _start_grpc(self) -> Any:
+        if not self.cfg.grpc_port:
+            return None
+        from . import grpc_api
+
+        srv = await grpc_api.start(self.server, self.cfg.host, self.cfg.grpc_port)
+        log.info(
+            "gRPC (inference.GRPCInferenceService) on %s:%d", self.cfg.host, self.cfg.grpc_port
+        )
+        return srv
 
     async def _run_native(self) -> None:
         from . import http
@@ -129,12 +166,12 @@ class Runner:
 
         def on_retry(reason: str, message: str) -> None:
             loop.call_soon_threadsafe(self.server.set_unready, reason, f"retrying: {message}")
+            write_termination_log(self.cfg.termination_log, reason, message)
 
         def load() -> Loaded:
-            from .loader import load_with_retries, store_for_env
+            from .loader import load_with_retries
 
-            store_for = self.store_for or store_for_env()
-            return load_with_retries(self.cfg, store_for, self._loader_stop, on_retry)
+            return load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
 
         # Not the predict thread: a slow S3 must not hold up anything else.
         try:

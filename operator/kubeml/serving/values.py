@@ -13,6 +13,8 @@ from .signature import INT_DATATYPES, NUMERIC_TYPES
 
 
 def _array(data: Any, what: str) -> np.ndarray:
+    if isinstance(data, np.ndarray):  # raw bytes already decoded by their datatype
+        return data
     if not isinstance(data, list):
         raise bad_request(f"{what}: data must be a JSON array, got {type(data).__name__}")
     try:
@@ -29,6 +31,8 @@ def _number_or_none(v: Any) -> bool:
 
 def numeric(data: Any, what: str, datatype: str | None, allow_missing: bool) -> np.ndarray:
     """float64 values (any shape the JSON nests into); null becomes NaN if allowed."""
+    if isinstance(data, np.ndarray):
+        return _numeric_raw(data, what, allow_missing)
     arr = _array(data, what)
     kind = arr.dtype.kind
     if kind == "f":
@@ -42,6 +46,22 @@ def numeric(data: Any, what: str, datatype: str | None, allow_missing: bool) -> 
     if kind == "b":
         raise bad_request(f"{what}: booleans where numbers are expected")
     raise bad_request(f"{what}: non-numeric value where numbers are expected")
+
+
+def _numeric_raw(arr: np.ndarray, what: str, allow_missing: bool) -> np.ndarray:
+    # Raw floats, unlike JSON numbers, can be NaN or infinite: NaN is a missing
+    # value (where the model takes them), infinity never fits.
+    if arr.dtype.kind == "b":
+        raise bad_request(f"{what}: booleans where numbers are expected")
+    if arr.dtype.kind not in "iuf":
+        raise bad_request(f"{what}: non-numeric value where numbers are expected")
+    out = arr.astype(np.float64)
+    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+        if np.isinf(out).any():
+            raise bad_request(f"{what}: non-finite value")
+        if not allow_missing:
+            raise bad_request(f"{what}: NaN (missing) values are not accepted by this model")
+    return out
 
 
 def _numeric_objects(arr: np.ndarray, what: str, allow_missing: bool) -> np.ndarray:
