@@ -62,6 +62,66 @@ def _server_env(
     return env
 
 
+def _pod_labels(name: str, track: str, mv: dict[str, Any]) -> dict[str, str]:
+    return {
+        **selector(name),
+        labels.MANAGED_BY: labels.MANAGER,
+        labels.PART_OF: "kubeml",
+        "kubeml.io/track": track,
+        labels.MODEL: mv["spec"]["model"],
+        labels.VERSION: str(mv["spec"]["version"]),
+    }
+
+
+def _scrape_annotations(spec: DeploymentSpec) -> dict[str, str]:
+    if spec.monitoring is not None and not spec.monitoring.enabled:
+        return {}
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(PORT),
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _server_container(
+    mv: dict[str, Any], spec: DeploymentSpec, settings: Settings, profile_uri: str | None
+) -> dict[str, Any]:
+    opts = spec.server or ServerOptions()
+    ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    if opts.grpc:
+        ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
+    return {
+        "name": CONTAINER,
+        "image": settings.runtime_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["kubeml", "serve"],
+        "env": _server_env(mv, opts, settings, profile_uri),
+        "ports": ports,
+        # Liveness starts counting only once the process answers: a slow import on a
+        # busy node is not a hung server.
+        "startupProbe": _probe("/v2/health/live", 2, 90),
+        "readinessProbe": _probe("/v2/health/ready", 2, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "resources": pods.resources(spec.resources)
+        if spec.resources
+        else {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+        "securityContext": pods.container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def server_deployment(
     owner: dict[str, Any],
     track: str,
@@ -73,33 +133,7 @@ def server_deployment(
 ) -> dict[str, Any]:
     meta = owner["metadata"]
     name = meta["name"]
-    mv_spec = mv["spec"]
-    opts = spec.server or ServerOptions()
-    ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
-    if opts.grpc:
-        ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
-    pod_labels = {
-        **selector(name),
-        labels.MANAGED_BY: labels.MANAGER,
-        labels.PART_OF: "kubeml",
-        "kubeml.io/track": track,
-        labels.MODEL: mv_spec["model"],
-        labels.VERSION: str(mv_spec["version"]),
-    }
-    monitoring = spec.monitoring
-    annotations = {}
-    if monitoring is None or monitoring.enabled:
-        annotations = {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(PORT),
-            "prometheus.io/path": "/metrics",
-        }
-    probe_common = {
-        "httpGet": {"path": "/v2/health/ready", "port": "http"},
-        "periodSeconds": 2,
-        "timeoutSeconds": 2,
-        "failureThreshold": 3,
-    }
+    pod_labels = _pod_labels(name, track, mv)
     body: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -121,45 +155,13 @@ def server_deployment(
             "progressDeadlineSeconds": 300,
             "revisionHistoryLimit": 3,
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": annotations},
+                "metadata": {"labels": pod_labels, "annotations": _scrape_annotations(spec)},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pods.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": settings.runtime_image,
-                            "imagePullPolicy": settings.image_pull_policy,
-                            "command": ["kubeml", "serve"],
-                            "env": _server_env(mv, opts, settings, profile_uri),
-                            "ports": ports,
-                            # Liveness starts counting only once the process answers:
-                            # a slow import on a busy node is not a hung server.
-                            "startupProbe": {
-                                "httpGet": {"path": "/v2/health/live", "port": "http"},
-                                "periodSeconds": 2,
-                                "timeoutSeconds": 2,
-                                "failureThreshold": 90,
-                            },
-                            "readinessProbe": probe_common,
-                            "livenessProbe": {
-                                "httpGet": {"path": "/v2/health/live", "port": "http"},
-                                "periodSeconds": 10,
-                                "timeoutSeconds": 2,
-                                "failureThreshold": 3,
-                            },
-                            "resources": pods.resources(spec.resources)
-                            if spec.resources
-                            else {
-                                "requests": {"cpu": "100m", "memory": "256Mi"},
-                                "limits": {"memory": "1Gi"},
-                            },
-                            "securityContext": pods.container_security_context(),
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
+                    "containers": [_server_container(mv, spec, settings, profile_uri)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
