@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python bench/job_latency.py [--state-dir DIR] [--runs N]
 
-Starts (or reuses) the local cluster and the operator, prepares the iris
+Starts (or reuses) the local cluster and the operator (with the defaults a user's
+installation gets), prepares the iris
 Dataset once, then creates N TrainingRuns one after another and reports, for
 each, the time from the create call returning to the training Job existing
 (observed with a watch, not by polling). Prints p50/p90/max.
@@ -13,18 +14,16 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import yaml
 from kubernetes import client, watch
+from operators import Bench
 
-from kubeml.demo import EXAMPLES, _operator_running, _start_operator
+from kubeml.demo import EXAMPLES
 from kubeml.k8s import objects
-from kubeml.local import cluster
-from kubeml.local.bootstrap import api_client
-from kubeml.local.layout import Layout
 from kubeml.local.readiness import poll
 
 
@@ -33,25 +32,11 @@ def main() -> None:
     p.add_argument("--state-dir", type=Path, default=None)
     p.add_argument("--runs", type=int, default=10)
     args = p.parse_args()
-    layout = Layout.at(args.state_dir)
-    conn = cluster.up(layout.root, echo=lambda line: None)
-    if not _operator_running(layout):
-        _start_operator(layout, conn)
-    api = api_client(conn.kubeconfig)
-    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    poll(lambda: core.read_namespaced_service_account("default", ns), timeout=30, what="sa")
-    core.create_namespaced_secret(
-        ns,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubeml-s3"),
-            string_data={
-                "AWS_ACCESS_KEY_ID": conn.s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": conn.s3.secret_key,
-            },
-        ),
-    )
+    bench = Bench.start(args.state_dir, Path(tempfile.mkdtemp(prefix="kubeml-bench-jobs-")))
+    bench.ours()
+    api = bench.api
+    batch = client.BatchV1Api(api)
+    ns = bench.namespace("bench")
     ds = yaml.safe_load((EXAMPLES / "dataset.yaml").read_text())
     ds["metadata"]["namespace"] = ns
     objects.apply(api, ds)
@@ -86,7 +71,7 @@ def main() -> None:
         objects.request(
             api, "DELETE", f"/apis/kubeml.io/v1alpha1/namespaces/{ns}/trainingruns/lat-{i}"
         )
-    core.delete_namespace(ns)
+    bench.stop(ns)
     ms = sorted(x * 1000 for x in latencies)
     print(
         f"TrainingRun apply -> Job created, {len(ms)} runs: p50 {statistics.median(ms):.0f} ms,"

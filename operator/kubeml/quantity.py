@@ -1,8 +1,8 @@
-"""Kubernetes resource quantities, parsed exactly once, by the client library's parser.
+"""Kubernetes resource quantities, parsed in one place, by the client library's parser.
 
-``kubernetes.utils.parse_quantity`` gives a Decimal for every form the apiserver
-admits ("250000u", "1e3", "0.5Gi"); floats would round and some forms crashed a
-hand-written parser.
+``kubernetes.utils.parse_quantity`` gives an exact Decimal for every form the
+apiserver admits ("250000u", "1e3", "0.5Gi"); floats would round, and hand-written
+parsers (the operator and the local node agent each had one) disagreed on some forms.
 """
 
 from __future__ import annotations
@@ -26,3 +26,11 @@ def memory_bytes(quantity: str | int | float) -> int:
 def whole_cpus(quantity: str | int | float) -> int:
     """Cores to use for worker threads: at least one, fractions rounded down."""
     return max(1, math.floor(value(quantity)))
+
+
+def ceil_divide(quantity: str | int | float, divisor: str | int | float) -> int:
+    """``quantity / divisor`` rounded up: the downward API's resourceFieldRef rule."""
+    div = value(divisor)
+    if div <= 0:
+        raise ValueError(f"divisor must be positive: {divisor!r}")
+    return math.ceil(value(quantity) / div)

@@ -26,9 +26,9 @@ from kubeml.local import cluster
 from kubeml.local.bootstrap import api_client, default_crds_dir
 from kubeml.local.config import read_config
 from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
 from kubeml.local.s3 import S3Credentials
 from kubeml.local.s3 import client as s3_client_for
+from tests.support import kube
 from tests.support.binaries import built
 from tests.support.operator import OperatorProcess
 
@@ -105,23 +105,7 @@ def namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Ite
     core = client.CoreV1Api(kube_api)
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
     name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                labels={
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            )
-        )
-    )
-    # Pods are refused until the serviceaccount controller has made `default`.
-    poll(
-        lambda: core.read_namespaced_service_account("default", name),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
+    kube.new_namespace(kube_api, name, kube.RESTRICTED)
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 
@@ -160,13 +144,7 @@ def operator(
 @pytest.fixture
 def ml_namespace(namespace: str, kube_api: client.ApiClient, s3_env: dict[str, str]) -> str:
     """A restricted namespace holding the S3 credentials Secret our pods reference."""
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubeml-s3"),
-            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        ),
-    )
+    kube.add_s3_secret(kube_api, namespace, s3_env)
     return namespace
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,15 @@ def settled(api: client.ApiClient, namespace: str, model: str, alias: str) -> di
     return poll(probe, timeout=60, what=f"alias {alias} of {model} settled on one version")
 
 
+def three_versions(
+    api: client.ApiClient, s3: Any, bucket: str, namespace: str, model: str, holder: int
+) -> None:
+    """Versions 1-3 of ``model``, ``holder`` with `champion`, settled."""
+    for n in (1, 2, 3):
+        register(api, s3, bucket, namespace, model, n, claims=("champion",) if n == holder else ())
+    settled(api, namespace, model, "champion")
+
+
 @pytest.fixture
 def registry_ns(operator: OperatorProcess, ml_namespace: str) -> str:
     return ml_namespace
@@ -95,18 +105,7 @@ def test_the_later_of_two_quick_claims_wins(
 ) -> None:
     """Bug: claiming on v3 and then on v2 within 100 ms left the alias on v3 (9 of 20
     rounds): the higher version won when both claims came before acknowledgement."""
-    bucket = s3_env["KUBEML_BUCKET"]
-    for n in (1, 2, 3):
-        register(
-            kube_api,
-            s3_client,
-            bucket,
-            registry_ns,
-            "quick",
-            n,
-            claims=("champion",) if n == 1 else (),
-        )
-    settled(kube_api, registry_ns, "quick", "champion")
+    three_versions(kube_api, s3_client, s3_env["KUBEML_BUCKET"], registry_ns, "quick", holder=1)
     for round_ in range(20):
         aliases.claim(kube_api, registry_ns, "quick", 3, "champion")
         aliases.claim(kube_api, registry_ns, "quick", 2, "champion")
@@ -119,18 +118,7 @@ def test_the_later_of_two_quick_claims_wins(
 def test_two_writers_moving_one_alias_leave_exactly_one_holder(
     kube_api: client.ApiClient, registry_ns: str, s3_client: Any, s3_env: dict[str, str]
 ) -> None:
-    bucket = s3_env["KUBEML_BUCKET"]
-    for n in (1, 2, 3):
-        register(
-            kube_api,
-            s3_client,
-            bucket,
-            registry_ns,
-            "race",
-            n,
-            claims=("champion",) if n == 3 else (),
-        )
-    settled(kube_api, registry_ns, "race", "champion")
+    three_versions(kube_api, s3_client, s3_env["KUBEML_BUCKET"], registry_ns, "race", holder=3)
     for round_ in range(50):
         claims = concurrently(kube_api, registry_ns, "race", (1, 2), "champion")
         h = settled(kube_api, registry_ns, "race", "champion")
@@ -191,20 +179,12 @@ def victim(operator: OperatorProcess, kube_api: client.ApiClient, ml_namespace: 
 
 
 @pytest.fixture
-def attacker(kube_api: client.ApiClient, s3_env: dict[str, str]) -> Any:
-    name = f"t-evil-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    poll(lambda: core.read_namespaced_service_account("default", name), timeout=30, what="sa")
-    core.create_namespaced_secret(
-        name,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubeml-s3"),
-            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        ),
-    )
+def attacker(kube_api: client.ApiClient, s3_env: dict[str, str]) -> Iterator[str]:
+    """Another tenant: a namespace of its own, with S3 credentials like any other."""
+    name = kube.new_namespace(kube_api, f"t-evil-{uuid.uuid4().hex[:6]}")
+    kube.add_s3_secret(kube_api, name, s3_env)
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    client.CoreV1Api(kube_api).delete_namespace(name, propagation_policy="Background")
 
 
 def exists(s3: Any, uri: str) -> bool:

@@ -73,3 +73,35 @@ def list_kind(
     api: client.ApiClient, namespace: str, kind: str, selector: str
 ) -> list[dict[str, Any]]:
     return objects.list_(api, "kubeml.io/v1alpha1", kind, namespace, selector)
+
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def new_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> str:
+    """Create a namespace and wait for its `default` ServiceAccount (pods are refused
+    until the serviceaccount controller has made it)."""
+    core = client.CoreV1Api(api)
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels or {}))
+    )
+    poll(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
+    return name
+
+
+def add_s3_secret(api: client.ApiClient, namespace: str, s3_env: dict[str, str]) -> None:
+    """The S3 credentials Secret (kubeml-s3) the operator's pods reference."""
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubeml-s3"),
+            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        ),
+    )

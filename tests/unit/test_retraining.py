@@ -349,36 +349,15 @@ def test_drift_is_the_highest_psi_any_pod_reports() -> None:
 
 def test_drift_is_read_only_when_the_plan_gets_to_it() -> None:
     # Phase one decides whether the pods must be scraped at all.
-    active = plan(
-        deployment(policy()),
-        template=TEMPLATE,
-        dataset=dataset(),
-        runs=[run("r1", V1, None)],
-        versions=[version(1)],
-        drift=None,
-        now=NOW,
-    )
-    assert not active.needs_drift
-    waiting = plan(
-        deployment(policy()),
-        template=TEMPLATE,
-        dataset=dataset(),
-        runs=[],
-        versions=[version(1)],
-        drift=None,
-        now=NOW,
-    )
-    assert waiting.needs_drift
-    off = plan(
-        deployment(policy(triggers={"drift": False})),
-        template=TEMPLATE,
-        dataset=dataset(),
-        runs=[],
-        versions=[version(1)],
-        drift=None,
-        now=NOW,
-    )
-    assert not off.needs_drift
+    def first_phase(dep: dict[str, Any], runs: list[dict[str, Any]]) -> Any:
+        return plan(
+            dep, template=TEMPLATE, dataset=dataset(), runs=runs, versions=[version(1)],
+            drift=None, now=NOW,
+        )  # fmt: skip
+
+    assert not first_phase(deployment(policy()), [run("r1", V1, None)]).needs_drift  # busy
+    assert first_phase(deployment(policy()), []).needs_drift
+    assert not first_phase(deployment(policy(triggers={"drift": False})), []).needs_drift
 
 
 def test_the_plan_says_when_to_look_again() -> None:

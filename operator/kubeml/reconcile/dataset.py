@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from .. import labels, quantity, schedules
 from ..api import Dataset, ManifestError, parse_manifest
-from ..conditions import Status, find, remove_condition, set_condition
+from ..conditions import find, remove_condition
 from ..settings import Settings
 from ..storage import layout
 from . import jobs, pods
 from .outcome import Create, Outcome, Ref
 from .results import RETRY_SECONDS, ResultRead
+from .step import Step
 
 READY = "Ready"
 VALIDATED = "Validated"
@@ -157,30 +158,6 @@ def _finished_before(body: Mapping[str, Any], t: Target) -> bool:
     )
 
 
-@dataclass
-class _Step:
-    """The status being decided and its conditions, for the helpers below."""
-
-    body: Mapping[str, Any]
-    status: dict[str, Any]
-    now: str
-    out: Outcome = field(default_factory=Outcome)
-
-    def cond(self, type_: str, state: Status, reason: str, message: str) -> None:
-        self.status["conditions"] = set_condition(
-            self.status.get("conditions"),
-            type_,
-            state,
-            reason,
-            message,
-            observed_generation=self.body["metadata"].get("generation"),
-            now=self.now,
-        )
-
-    def warn(self, reason: str, message: str) -> None:
-        self.out.event(self.body, "Warning", reason, message[:1024])
-
-
 def decide(
     body: Mapping[str, Any],
     t: Target,
@@ -198,10 +175,7 @@ def decide(
     every other Job of this Dataset.
     """
     meta = body["metadata"]
-    step = _Step(
-        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
-    )
-    step.out.status(body, step.status)
+    step = Step.begin(body, now)
     _schedule_condition(step, t)
     try:
         # Status is ours and may be older than this code: judge only the spec.
@@ -236,7 +210,7 @@ def decide(
     return step.out
 
 
-def _schedule_condition(step: _Step, t: Target) -> None:
+def _schedule_condition(step: Step, t: Target) -> None:
     """An unusable schedule (admitted by an older CRD, or one that never fires) is
     shown, not silently ignored; a valid one makes the reconcile look again at its
     next occasion."""
@@ -251,7 +225,7 @@ def _schedule_condition(step: _Step, t: Target) -> None:
 
 
 def _preparing(
-    step: _Step, model: Dataset, t: Target, state: jobs.JobState | None, settings: Settings
+    step: Step, model: Dataset, t: Target, state: jobs.JobState | None, settings: Settings
 ) -> None:
     status, gen = step.status, step.body["metadata"].get("generation")
     ready = find(status.get("conditions"), READY)
@@ -279,7 +253,7 @@ def _preparing(
         step.cond(READY, "False", "Preparing", f"preparation job {t.job_name} {verb}")
 
 
-def _unreadable(step: _Step, t: Target, result: ResultRead) -> None:
+def _unreadable(step: Step, t: Target, result: ResultRead) -> None:
     """The Job finished but its result cannot be read right now: say so and look again;
     the result is still there when the store comes back."""
     message = f"job {t.job_name} finished; its result {result.describe()}; retrying"
@@ -296,7 +270,7 @@ def _unreadable(step: _Step, t: Target, result: ResultRead) -> None:
     step.out.look_again(RETRY_SECONDS)
 
 
-def _published(step: _Step, doc: Mapping[str, Any]) -> None:
+def _published(step: Step, doc: Mapping[str, Any]) -> None:
     old_version = (step.body.get("status") or {}).get("version")
     _publish(step.status, dict(doc), step.now)
     reused = step.status.get("version") == old_version
@@ -311,12 +285,10 @@ def _published(step: _Step, doc: Mapping[str, Any]) -> None:
         f"test {rows.get('test', 0)})",
     )
     if not reused:
-        step.out.event(
-            step.body, "Normal", "Prepared", f"published version {_short(doc['version'])}"
-        )
+        step.event("Normal", "Prepared", f"published version {_short(doc['version'])}")
 
 
-def _failed_with_result(step: _Step, doc: Mapping[str, Any]) -> None:
+def _failed_with_result(step: Step, doc: Mapping[str, Any]) -> None:
     reason = str(doc.get("reason") or "PreparationFailed")
     message = str(doc.get("message") or "preparation failed")
     failures = doc.get("failures") or []
@@ -325,11 +297,11 @@ def _failed_with_result(step: _Step, doc: Mapping[str, Any]) -> None:
     if reason == "ValidationFailed" or failures:
         step.cond(VALIDATED, "False", reason, message)
     step.cond(READY, "False", reason, f"dataset {step.body['metadata']['name']}: {message}")
-    step.warn(reason, message)
+    step.event("Warning", reason, message)
 
 
 def _failed_without_result(
-    step: _Step, model: Dataset, state: jobs.JobState, result: ResultRead | None
+    step: Step, model: Dataset, state: jobs.JobState, result: ResultRead | None
 ) -> None:
     res = pods.resources(model.spec.resources)
     reason, message = jobs.failure_reason(
@@ -344,7 +316,7 @@ def _failed_without_result(
     else:
         message = f"{message} (no result manifest: {missing})"
     step.cond(READY, "False", reason, f"dataset {step.body['metadata']['name']}: {message}")
-    step.warn(reason, message)
+    step.event("Warning", reason, message)
 
 
 def _publish(status: dict[str, Any], result: dict[str, Any], now: str) -> None:

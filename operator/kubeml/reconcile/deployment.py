@@ -10,13 +10,14 @@ from typing import Any
 from .. import labels
 from ..api import Deployment, ManifestError, parse_manifest
 from ..api.deployment import Alerts, DeploymentSpec
-from ..conditions import Status, find, set_condition
+from ..conditions import find
 from ..schedules import parse_time
 from ..settings import Settings
 from ..storage import layout
 from . import registry, retraining, server_objects
 from .modelversion import artifact_refusal
 from .outcome import Create, Outcome, Patch, Ref
+from .step import Step
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 
@@ -101,25 +102,6 @@ class DeploymentView:
     drift: retraining.DriftReading | None = None
 
 
-@dataclass
-class _Step:
-    body: Mapping[str, Any]
-    status: dict[str, Any]
-    now: str
-    out: Outcome = field(default_factory=Outcome)
-
-    def cond(self, type_: str, state: Status, reason: str, message: str) -> None:
-        self.status["conditions"] = set_condition(
-            self.status.get("conditions"),
-            type_,
-            state,
-            reason,
-            message,
-            observed_generation=self.body["metadata"].get("generation"),
-            now=self.now,
-        )
-
-
 def decide(
     view: DeploymentView, settings: Settings, *, now: str, drift_poll_seconds: float = 60.0
 ) -> Outcome:
@@ -150,7 +132,7 @@ def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -
     )
 
 
-def _carry_out(step: _Step, view: DeploymentView, plan: retraining.Plan) -> None:
+def _carry_out(step: Step, view: DeploymentView, plan: retraining.Plan) -> None:
     if plan.status is None:
         step.status.pop("retraining", None)
     else:
@@ -183,14 +165,11 @@ def _carry_out(step: _Step, view: DeploymentView, plan: retraining.Plan) -> None
     step.out.look_again(plan.requeue_after)
 
 
-def _serve(view: DeploymentView, settings: Settings, now: str) -> _Step:
+def _serve(view: DeploymentView, settings: Settings, now: str) -> Step:
     body = view.body
     meta = body["metadata"]
     name = meta["name"]
-    step = _Step(
-        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
-    )
-    step.out.status(body, step.status)
+    step = Step.begin(body, now)
     try:
         model = parse_manifest({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
         assert isinstance(model, Deployment)
@@ -228,7 +207,7 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> _Step:
 
 
 def _canary(
-    step: _Step,
+    step: Step,
     view: DeploymentView,
     spec: DeploymentSpec,
     stable_mv: dict[str, Any],
@@ -245,7 +224,7 @@ def _canary(
     if canary_mv is not None and canary_mv["metadata"]["name"] == stable_mv["metadata"]["name"]:
         return None  # nothing to compare: serve it as stable only
     if canary_mv is None:
-        step.out.event(step.body, "Warning", reason, f"canary: {message}")
+        step.event("Warning", reason, f"canary: {message}")
     return canary_mv
 
 
@@ -259,7 +238,7 @@ def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
 
 
 def _children(
-    step: _Step,
+    step: Step,
     view: DeploymentView,
     spec: DeploymentSpec,
     stable_mv: dict[str, Any],
@@ -317,7 +296,7 @@ def _children(
 
 
 def _report(
-    step: _Step,
+    step: Step,
     view: DeploymentView,
     spec: DeploymentSpec,
     stable_mv: dict[str, Any],
@@ -368,7 +347,7 @@ def _report(
 
 
 def _conditions(
-    step: _Step,
+    step: Step,
     spec: DeploymentSpec,
     stable: dict[str, Any],
     stable_mv: dict[str, Any],

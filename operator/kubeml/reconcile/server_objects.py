@@ -172,6 +172,17 @@ def server_deployment(
     return body
 
 
+def _owned_meta(owner: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of an object named after its kubeml.io Deployment and owned by it."""
+    meta = owner["metadata"]
+    return {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
+        "ownerReferences": [pods.owner_reference(owner)],
+    }
+
+
 def service(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
@@ -190,12 +201,7 @@ def service(owner: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
-            "ownerReferences": [pods.owner_reference(owner)],
-        },
+        "metadata": _owned_meta(owner),
         "spec": {
             # Both tracks behind one Service: traffic splits by ready replica count.
             "selector": selector(meta["name"]),
@@ -211,12 +217,7 @@ def hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
-            "ownerReferences": [pods.owner_reference(owner)],
-        },
+        "metadata": _owned_meta(owner),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
@@ -261,12 +262,7 @@ def service_monitor(owner: dict[str, Any], interval: str) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
-            "ownerReferences": [pods.owner_reference(owner)],
-        },
+        "metadata": _owned_meta(owner),
         "spec": {
             "selector": {"matchLabels": selector(meta["name"])},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": interval}],
@@ -331,12 +327,7 @@ def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[s
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {**selector(meta["name"]), labels.MANAGED_BY: labels.MANAGER},
-            "ownerReferences": [pods.owner_reference(owner)],
-        },
+        "metadata": _owned_meta(owner),
         "spec": {
             "groups": [
                 {

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import labels, quantity
 from ..api import ManifestError, TrainingRun, parse_manifest
 from ..api.estimators import DEFAULT_METRICS, ESTIMATORS
-from ..conditions import Status, find, set_condition
+from ..conditions import Status, find
 from ..settings import Settings
 from ..storage import layout
 from . import champion, gates, jobs, pods, registry
-from .outcome import Create, EventType, Outcome
+from .outcome import Create, Outcome
 from .results import RETRY_SECONDS, ResultRead
+from .step import Step
 
 SUCCEEDED = "Succeeded"
 READY = "Ready"
@@ -235,34 +235,17 @@ def beat_holder(body: Mapping[str, Any], versions: list[dict[str, Any]]) -> dict
     return dict(held) if held is not None else None
 
 
-@dataclass
-class _Step:
-    body: Mapping[str, Any]
-    status: dict[str, Any]
-    now: str
-    out: Outcome = field(default_factory=Outcome)
+class _Step(Step):
+    """A run's step: Succeeded and Ready move together."""
 
     def state(self, succeeded: Status, reason: str, message: str) -> None:
-        gen = self.body["metadata"].get("generation")
-        ready: Status = "True" if succeeded == "True" else "False"
-        conds = set_condition(
-            self.status.get("conditions"),
-            SUCCEEDED,
-            succeeded,
-            reason,
-            message,
-            observed_generation=gen,
-            now=self.now,
-        )
-        self.status["conditions"] = set_condition(
-            conds, READY, ready, reason, message, observed_generation=gen, now=self.now
-        )
+        self.cond(SUCCEEDED, succeeded, reason, message)
+        self.cond(READY, "True" if succeeded == "True" else "False", reason, message)
 
     def finish(self, succeeded: Status, reason: str, message: str) -> Outcome:
         self.state(succeeded, reason, message)
         self.status.setdefault("completionTime", self.now)
-        kind: EventType = "Normal" if succeeded == "True" else "Warning"
-        self.out.event(self.body, kind, reason, message[:1024])
+        self.event("Normal" if succeeded == "True" else "Warning", reason, message)
         return self.out
 
 
@@ -277,10 +260,7 @@ def decide(
     now: str,
 ) -> Outcome:
     meta = body["metadata"]
-    step = _Step(
-        body, {**(body.get("status") or {}), "observedGeneration": meta.get("generation")}, now
-    )
-    step.out.status(body, step.status)
+    step = _Step.begin(body, now)
     if _terminal(body):
         return step.out  # terminal states are sticky: never re-create the Job
     try:

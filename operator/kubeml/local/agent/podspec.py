@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeml.local.agent.expansion import expand, mapping_for
-from kubeml.local.agent.quantity import ceil_divide, parse_quantity, to_bytes
+from kubeml.quantity import ceil_divide, memory_bytes, value
 
 Json = dict[str, Any]
 
@@ -409,11 +409,11 @@ def identity(pod: Mapping[str, Any], container: Mapping[str, Any], switch_users:
 
 def memory_limit(container: Mapping[str, Any]) -> int | None:
     limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-    return to_bytes(limit) if limit is not None else None
+    return memory_bytes(limit) if limit is not None else None
 
 
-def cpu_cores(value: str | int | float) -> float:
-    return float(parse_quantity(value))
+def cpu_cores(quantity: str | int | float) -> float:
+    return float(value(quantity))
 
 
 # -- the plan -------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Quantities parse exactly like the apiserver's resource.Quantity."""
+"""Quantities, parsed once for the operator and the local node agent."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
-from kubeml.local.agent.quantity import ceil_divide, parse_quantity, to_bytes
+from kubeml.quantity import ceil_divide, memory_bytes, value, whole_cpus
 
 
 @pytest.mark.parametrize(
@@ -24,22 +25,33 @@ from kubeml.local.agent.quantity import ceil_divide, parse_quantity, to_bytes
         ("1.5Gi", 3 * 2**29),
         ("0.5", Fraction(1, 2)),
         ("500m", Fraction(1, 2)),
+        ("250000u", Fraction(1, 4)),
         (".5Ki", 512),
     ],
 )
 def test_parse(text: str, expected: int | Fraction) -> None:
-    assert parse_quantity(text) == expected
+    exact = value(text)
+    assert isinstance(exact, Decimal)
+    assert Fraction(exact) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "Mi", "1Mb", "1 Gi", "abc", "1.2.3"])
+@pytest.mark.parametrize("bad", ["", "Mi", "1Mb", "abc", "1.2.3"])
 def test_malformed(bad: str) -> None:
-    with pytest.raises(ValueError, match="not a quantity"):
-        parse_quantity(bad)
+    with pytest.raises(ValueError, match="Invalid number format"):
+        value(bad)
 
 
-def test_bytes_round_up() -> None:
-    assert to_bytes("1500m") == 2
-    assert to_bytes(64) == 64
+def test_bytes_round_up_and_cpus_round_down_to_at_least_one() -> None:
+    assert memory_bytes("1500m") == 2
+    assert memory_bytes(64) == 64
+    assert [whole_cpus(q) for q in ("250000u", "500m", "1", "1500m", "2", "4e0")] == [
+        1,
+        1,
+        1,
+        1,
+        2,
+        4,
+    ]
 
 
 def test_ceil_divide_like_downward_api() -> None:
