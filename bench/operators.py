@@ -60,16 +60,18 @@ class Process:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:
             text = resp.read().decode()
-        samples = [
-            s
+        families = [
+            f
             for f in text_string_to_metric_families(text)
-            for s in f.samples
-            if s.name == name or f.name == name
+            if f.name in (name, name.removesuffix("_total"))
         ]
-        if not samples:
+        if not families:
             return None
         return sum(
-            s.value for s in samples if s.name == name and labels.items() <= s.labels.items()
+            s.value
+            for f in families
+            for s in f.samples
+            if s.name == name and labels.items() <= s.labels.items()
         )
 
     def stop(self) -> None:
