@@ -91,9 +91,15 @@ class Bench:
     processes: list[Process] = field(default_factory=list)
 
     @classmethod
-    def start(cls, state_dir: Path | None, workdir: Path) -> Bench:
+    def start(cls, state_dir: Path | None, workdir: Path, *, with_agent: bool = True) -> Bench:
+        """The local cluster (started if need be). Without the node agent no pod ever
+        runs: they stay Pending, and only the control path is measured."""
         layout = Layout.at(state_dir)
-        conn = cluster.up(layout.root, echo=lambda line: print(f"  cluster: {line}", flush=True))
+        conn = cluster.up(
+            layout.root,
+            with_agent=with_agent,
+            echo=lambda line: print(f"  cluster: {line}", flush=True),
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         return cls(conn, api_client(conn.kubeconfig), workdir)
 
@@ -116,9 +122,10 @@ class Bench:
             "kubeml", [sys.executable, "-m", "kubeml.cli", "operator", "run"], env, port
         )
 
-    def floor(self) -> Process:
+    def floor(self, mode: str = "react") -> Process:
         script = str(HERE / "floor_operator.py")
-        return self._spawn("bare kopf", [sys.executable, script], self.env(), None)
+        env = {**self.env(), "FLOOR_MODE": mode}
+        return self._spawn("bare kopf", [sys.executable, script], env, None)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], port: int | None) -> Process:
         log = self.workdir / f"{name.replace(' ', '-')}-{len(self.processes)}.log"

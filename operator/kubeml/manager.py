@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from .controllers import CONTROLLERS, WATCHES, Watch
 from .driver.cache import ObjectCache, newer_or_same
 from .driver.engine import Driver
 from .driver.execute import Executor
+from .driver.leader import Elector
 from .driver.world import Stores, World
 from .k8s import client, objects
 from .settings import Settings
@@ -42,6 +44,7 @@ class Runtime:
     cache: ObjectCache
     tasks: list[asyncio.Task[None]]
     last_event: float
+    elector: Elector | None = None
 
 
 _runtime: Runtime | None = None
@@ -64,6 +67,9 @@ def _configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 10
     # kopf posts nothing of its own: our driver posts the meaningful events.
     settings.posting.enabled = False
+    # kopf waits this long for more events of one object before handing over the last;
+    # the driver's queue already merges repeats, so only the delay would remain.
+    settings.batching.batch_window = 0.01
     # Cluster-wide CRD scanning would need RBAC on CRDs; the kinds are fixed.
     settings.scanning.disabled = True
     for w in WATCHES:
@@ -80,7 +86,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _runtime
     _configure_kopf(settings)
     ours = Settings.from_env()
-    api = client.api_client()
+    # Each process is its own leader-election candidate (a leader's container restarted
+    # under the same pod name must not resume a lease it held before the crash), and its
+    # requests say which process made them (the audit log shows who acted when).
+    identity = f"{ours.identity or 'kubeml'}_{uuid.uuid4().hex[:8]}"
+    api = client.api_client(identity)
     cache = ObjectCache()
     stores = Stores(ArtifactStore.from_env)
     world = World(cache, ours, api, stores, prometheus_operator=_has_monitoring_api(api))
@@ -92,15 +102,26 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # missing version number reused).
     await asyncio.to_thread(_list_all, api, cache, ours.namespaces)
     _runtime = Runtime(driver, cache, [], time.monotonic())
-    driver.start()
-    _enqueue_all(driver, cache)
+
+    def lead() -> None:
+        driver.start()
+        _enqueue_all(driver, cache)
+
+    if ours.leader_election:
+        # A standby keeps its cache warm and reconciles nothing until it leads.
+        elector = Elector(api, ours.lease_namespace, ours.lease_name, identity, lead)
+        _runtime.elector = elector
+        _runtime.tasks.append(asyncio.create_task(elector.run()))
+    else:
+        lead()
     start_http_server(ours.metrics_port, addr=ours.bind_address)
     _runtime.tasks.append(asyncio.create_task(_resync_forever(api, cache, driver, ours)))
     log.info(
-        "kubeml operator configured: bucket=%s namespaces=%s workers=%d",
+        "kubeml operator configured: bucket=%s namespaces=%s workers=%d leader election=%s",
         ours.bucket,
         ",".join(ours.namespaces) or "<all>",
         ours.workers,
+        f"lease {ours.lease_namespace}/{ours.lease_name}" if ours.leader_election else "off",
     )
 
 
@@ -110,6 +131,9 @@ async def stop(**_: Any) -> None:
         for task in _runtime.tasks:
             task.cancel()
         await _runtime.driver.stop()
+        if _runtime.elector is not None:
+            # After the workers stopped: hand the Lease over without waiting for it to expire.
+            await asyncio.to_thread(_runtime.elector.release)
 
 
 @kopf.on.probe(id="lastEventAgeSeconds")

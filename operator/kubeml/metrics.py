@@ -49,3 +49,8 @@ CACHED_OBJECTS = Gauge(
     "Objects held in the operator's watch-fed cache, by kind.",
     ["kind"],
 )
+LEADER = Gauge(
+    "kubeml_operator_leader",
+    "1 on the replica that leads (reconciles), 0 on a standby; by replica identity.",
+    ["identity"],
+)

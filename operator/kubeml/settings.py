@@ -34,8 +34,9 @@ class Settings:
     # Time-based work (schedules, cooldowns, artifact re-checks) does not wait for
     # it; each object asks to be looked at again when its next work is due.
     resync_seconds: float = 600.0
-    # Reconciles running at once (each object is reconciled by one at a time).
-    workers: int = 4
+    # Reconciles running at once (each object is reconciled by one at a time). Most of
+    # a reconcile is waiting for the API, so more workers than cores pay off.
+    workers: int = 16
     # How often the operator looks at an unchanged artifact again (a HEAD; a changed
     # ETag or size is hashed again). Server pods verify sha256 at every load anyway.
     artifact_recheck_seconds: float = 3600.0
@@ -45,6 +46,12 @@ class Settings:
     # (read and serve, never delete). Otherwise a version may only point into its own
     # namespace's model space.
     shared_artifact_prefixes: tuple[str, ...] = ()
+    # One active operator among replicas: a Lease in the operator's own namespace.
+    leader_election: bool = False
+    lease_name: str = "kubeml-operator"
+    lease_namespace: str = "default"
+    # This replica, in the Lease and in the user agent of its requests (the pod's name).
+    identity: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -71,4 +78,12 @@ class Settings:
             shared_artifact_prefixes=tuple(
                 p.strip() for p in e.get("KUBEML_SHARED_ARTIFACTS", "").split(",") if p.strip()
             ),
+            leader_election=_flag(e.get("KUBEML_LEADER_ELECTION", "false")),
+            lease_name=e.get("KUBEML_LEASE_NAME", cls.lease_name),
+            lease_namespace=e.get("KUBEML_LEASE_NAMESPACE") or e.get("POD_NAMESPACE") or "default",
+            identity=e.get("KUBEML_IDENTITY") or e.get("HOSTNAME") or "",
         )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")

@@ -12,143 +12,25 @@ kubeconfig and would mask RBAC gaps, so it is paused while the chart's operator 
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from kubeml.local import cluster
-from kubeml.local.layout import Layout
 from kubeml.local.readiness import poll
+from tests.support import helm as helm_support
 from tests.support import kube
-from tests.support.cases import ROOT
 
 pytestmark = pytest.mark.integration
 
-CHART = ROOT / "charts" / "kubeml"
-IRIS = ROOT / "examples" / "iris"
-RELEASE = "kml"
-SERVICE_ACCOUNT = "kml-kubeml"  # the chart's fullname for release "kml"
-OPERATOR_SELECTOR = "app.kubernetes.io/instance=kml,app.kubernetes.io/component=operator"
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]  # conftest's `kubectl` fixture
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    out = subprocess.run(
-        [str(ROOT / "hack" / "helm" / "build.sh")], capture_output=True, text=True, timeout=3600
-    )
-    assert out.returncode == 0, f"hack/helm/build.sh failed:\n{out.stderr[-4000:]}"
-    return out.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture
-def no_admin_operator(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Pause the session's admin-powered process operator, if the session has one."""
-    try:
-        proc: Any = request.getfixturevalue("operator")
-    except pytest.FixtureLookupError:
-        yield
-        return
-    proc.stop()
-    try:
-        yield
-    finally:
-        proc.start()
-
-
-@pytest.fixture
-def release_namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """Where the chart goes: fresh, and enforcing Pod Security "restricted" like the tests'."""
-    core = client.CoreV1Api(kube_api)
-    name = f"kubeml-helm-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                labels={
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            )
-        )
-    )
-    poll(
-        lambda: core.read_namespaced_service_account("default", name),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
-
-
-class Helm:
-    def __init__(self, binary: str, conn: cluster.Connection, namespace: str) -> None:
-        self.binary, self.conn, self.namespace = binary, conn, namespace
-
-    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        cmd = [self.binary, "--kubeconfig", str(self.conn.kubeconfig), "-n", self.namespace]
-        out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
-        print(f"$ helm {' '.join(args)}\n{out.stdout}{out.stderr}", file=sys.stderr)
-        return out
-
-
-def install_values(
-    tmp_path: Path, s3_env: dict[str, str], workload_namespaces: list[str], **extra: Any
-) -> list[str]:
-    """The chart pointed at the local cluster's S3 server, creating the credentials Secret.
-
-    A values file, not --set: typed values, and no keys on a logged command line.
-    """
-    values: dict[str, Any] = {
-        "s3": {
-            "endpoint": s3_env["AWS_ENDPOINT_URL"],
-            "bucket": s3_env["KUBEML_BUCKET"],
-            "region": s3_env["AWS_REGION"],
-            "credentials": {
-                "create": True,
-                "accessKeyId": s3_env["AWS_ACCESS_KEY_ID"],
-                "secretAccessKey": s3_env["AWS_SECRET_ACCESS_KEY"],
-                "namespaces": workload_namespaces,
-            },
-        },
-        **extra,
-    }
-    path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return ["--values", str(path)]
-
-
-def operator_pod(api: client.ApiClient, namespace: str) -> dict[str, Any] | None:
-    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=OPERATOR_SELECTOR)
-    items = [p for p in pods.items if p.metadata.deletion_timestamp is None]
-    return api.sanitize_for_serialization(items[0]) if items else None
-
-
-def operator_log(api: client.ApiClient, state_dir: Path, namespace: str) -> str:
-    pod = operator_pod(api, namespace)
-    if pod is None:
-        return "(no operator pod)"
-    path = Layout.at(state_dir).container_log(namespace, pod["metadata"]["name"], "operator")
-    return path.read_text(errors="replace") if path.exists() else f"(no log file {path})"
-
-
-@contextlib.contextmanager
-def logs_on_failure(api: client.ApiClient, state_dir: Path, namespace: str) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        log = operator_log(api, state_dir, namespace)
-        print(f"\n---- operator log ({namespace}), last 12000 chars ----\n{log[-12000:]}")
-        raise
+Helm, install_values = helm_support.Helm, helm_support.install_values
+operator_pod, operator_log = helm_support.operator_pod, helm_support.operator_log
+logs_on_failure = helm_support.logs_on_failure
+CHART, IRIS, RELEASE = helm_support.CHART, helm_support.IRIS, helm_support.RELEASE
+SERVICE_ACCOUNT = helm_support.SERVICE_ACCOUNT
+Kubectl = helm_support.Kubectl
 
 
 def can_i(

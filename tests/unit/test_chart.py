@@ -242,8 +242,12 @@ def test_operator_deployment_shape(rendered: dict[str, list[dict[str, Any]]]) ->
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     dep, c = operator_container(rendered["default"])
     spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one active: a rolling update starts the new pod before the old goes.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "kml-kubeml"
     assert one(rendered["default"], "ServiceAccount", "kml-kubeml")
@@ -258,6 +262,15 @@ def test_operator_deployment_shape(rendered: dict[str, list[dict[str, Any]]]) ->
     assert env["KUBEML_BIND_ADDRESS"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["KUBEML_RUNTIME_IMAGE"]["value"] == f"ghcr.io/kubeml/runtime:{chart['appVersion']}"
     assert env["KUBEML_S3_SECRET"]["value"] == "kubeml-s3"
+    assert env["KUBEML_LEADER_ELECTION"]["value"] == "true"
+    assert env["KUBEML_LEASE_NAME"]["value"] == "kml-kubeml"
+    assert env["KUBEML_IDENTITY"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    pdb = one(rendered["default"], "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    lease_role = one(rendered["default"], "Role", "kml-kubeml-leader-election")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert granted(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
     assert env["KUBEML_BUCKET"]["value"] == "kubeml"
     assert "KUBEML_NAMESPACES" not in env
     assert "AWS_ENDPOINT_URL" not in env  # AWS S3 itself unless told otherwise
@@ -348,7 +361,9 @@ def test_watch_namespaces_get_roles_not_a_cluster_role(
     docs = rendered["watch-namespaces"]
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     operator_roles = [
-        r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-test")
+        r
+        for r in by_kind(docs, "Role")
+        if not r["metadata"]["name"].endswith(("-test", "-leader-election"))
     ]
     assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["ml", "ml-staging"]
     for role in operator_roles:
@@ -517,3 +532,22 @@ def test_chart_version_and_images_are_pinned() -> None:
     for image in (values["image"], values["runtimeImage"], values["minio"]["image"]):
         assert image["tag"] != "latest"
     assert values["minio"]["image"]["tag"].startswith("RELEASE.")
+
+
+def test_one_replica_without_leader_election_is_recreated(helm: str) -> None:
+    docs = render(helm, ["operator.replicas=1", "operator.leaderElection=false"])
+    dep, c = operator_container(docs)
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "KUBEML_LEADER_ELECTION" not in env_of(c)
+    assert not by_kind(docs, "PodDisruptionBudget")
+    assert not [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-election")]
+
+
+def test_two_replicas_without_leader_election_are_refused(helm: str) -> None:
+    out = subprocess.run(
+        [helm, "template", "kml", str(CHART), "--set", "operator.leaderElection=false"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0 and "leaderElection" in out.stderr

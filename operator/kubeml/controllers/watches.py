@@ -54,12 +54,15 @@ def dataset_keys(cache: ObjectCache, obj: Mapping[str, Any]) -> Iterator[Key]:
     loops that may train on its new version."""
     ns, name = _where(obj)
     yield "Dataset", ns, name
-    for run in cache.list(KUBEML, "TrainingRun", ns):
+
+    def waiting(run: Mapping[str, Any]) -> bool:
         spec, status = run.get("spec") or {}, run.get("status") or {}
         done = find(status.get("conditions"), SUCCEEDED)
         finished = done is not None and done.get("status") in ("True", "False")
-        if (spec.get("datasetRef") or {}).get("name") == name and not finished:
-            yield "TrainingRun", ns, run["metadata"]["name"]
+        return (spec.get("datasetRef") or {}).get("name") == name and not finished
+
+    for run in cache.list(KUBEML, "TrainingRun", ns, waiting):
+        yield "TrainingRun", ns, run["metadata"]["name"]
     yield from _retraining_deployments(cache, ns)
 
 

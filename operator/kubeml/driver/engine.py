@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,9 @@ class Driver:
         self.conflicts: Backoff[Key] = Backoff(base=0.05, cap=5.0)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
+        # Reconciles block on the API; each worker gets a thread of its own (asyncio's
+        # default pool has only a few per core, and would queue them behind each other).
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         metrics.QUEUE_DEPTH.set_function(self.queue.due_now)
         metrics.QUEUE_SCHEDULED.set_function(lambda: len(self.queue) - self.queue.due_now())
 
@@ -89,6 +93,7 @@ class Driver:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _worker(self) -> None:
         while True:
@@ -103,7 +108,8 @@ class Driver:
     async def reconcile(self, key: Key) -> None:
         started = time.perf_counter()
         try:
-            outcome = await asyncio.to_thread(self._run, key)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._threads, self._run, key)
         except Conflict as err:
             _, delay = self.conflicts.failure(key)
             metrics.RECONCILES.labels(key.kind, "conflict").inc()
@@ -142,7 +148,9 @@ class Driver:
         self.queue.add(key, delay)
         if attempt >= REPORT_AFTER_FAILURES:
             message = f"{what} (attempt {attempt}; retrying in {delay:.0f}s)"
-            await asyncio.to_thread(self._report, key, message)
+            await asyncio.get_running_loop().run_in_executor(
+                self._threads, self._report, key, message
+            )
 
     def _report(self, key: Key, message: str) -> None:
         """Say on the objects concerned that reconciling them keeps failing (best effort:

@@ -9,17 +9,21 @@ from kubernetes import client, config
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 USER_AGENT = "kubeml-operator/0.1"
+POOL_SIZE = 32
 
 
 @functools.cache
-def api_client() -> client.ApiClient:
+def api_client(identity: str = "") -> client.ApiClient:
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    api = client.ApiClient()
-    # Requests are attributable in the apiserver's audit log and metrics.
-    api.user_agent = USER_AGENT
+    cfg = client.Configuration.get_default_copy()
+    # Keep-alive connections for every worker at once (the default is 5 per core).
+    cfg.connection_pool_maxsize = POOL_SIZE
+    api = client.ApiClient(cfg)
+    # Requests are attributable in the apiserver's audit log, replica by replica.
+    api.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
     return api
 
 

@@ -30,6 +30,7 @@ PLURALS = {
     "Event": "events",
     "Pod": "pods",
     "Namespace": "namespaces",
+    "Lease": "leases",
 }
 
 
@@ -205,4 +206,10 @@ def create(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = request(
         api, "POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj
     )
+    return result
+
+
+def replace(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """PUT the whole object; its metadata.resourceVersion makes the write conditional."""
+    result: dict[str, Any] = request(api, "PUT", path_of(obj), body=obj)
     return result

@@ -233,7 +233,9 @@ def _preparing(
         step.out.create.append(
             Create(build_job(dict(step.body), model, t.job_name, settings, t.tick))
         )
-    verb = "creating" if state is None else "running"
+    # The same words whether the Job was just created or seen running: its own events
+    # then change nothing, and cost no status write.
+    verb = "running"
     refreshing = bool(
         t.tick
         and status.get("version")

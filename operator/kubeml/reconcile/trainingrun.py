@@ -305,22 +305,26 @@ def _start_or_wait(
     settings: Settings,
 ) -> None:
     status, name = step.status, step.body["metadata"]["name"]
-    if observed is not None:
-        step.state("Unknown", "Running", f"training job {observed.name} running")
-        return
     version = status.get("datasetVersion")
-    if not status.get("jobName"):
+    if observed is None and not status.get("jobName"):
         version, reason, message = resolve_dataset(run, dict(dataset) if dataset else None)
         if version is None:
             step.state("Unknown", reason, message)
             return
         status.update(datasetVersion=version, jobName=job_name(name), startTime=step.now)
-        verb = f"created on dataset version {version[:12]}"
-    else:
-        verb = "re-created"  # the Job vanished before finishing (deleted by hand)
-    holder = beat_holder(step.body, versions)
-    step.out.create.append(Create(build_job(dict(step.body), run, str(version), holder, settings)))
-    step.state("Unknown", "Running", f"training job {status['jobName']} {verb}")
+    if observed is None:
+        # New, or vanished before finishing (deleted by hand): (re-)create it.
+        holder = beat_holder(step.body, versions)
+        job = build_job(dict(step.body), run, str(version), holder, settings)
+        step.out.create.append(Create(job))
+    # The same message whether the Job was just created or seen running: the Job's
+    # own events then change nothing, and cost no status write.
+    job_name_ = status.get("jobName") or (observed.name if observed else job_name(name))
+    step.state(
+        "Unknown",
+        "Running",
+        f"training job {job_name_} running on dataset version {str(version)[:12]}",
+    )
 
 
 def _failed_without_result(

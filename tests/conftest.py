@@ -1,0 +1,3 @@
+"""Fixture modules shared across test directories."""
+
+pytest_plugins = ["tests.support.helm"]
