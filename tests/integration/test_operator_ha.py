@@ -170,6 +170,20 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
             old, new = writes.get(first, []), writes.get(second, [])
             assert new, writes.keys()
             assert not old or max(t for t, _ in old) <= min(t for t, _ in new), (old[-3:], new[:3])
+
+            # A graceful stop (a rolling update, a drain) hands the Lease over at once.
+            client.CoreV1Api(kube_api).delete_namespaced_pod(pod_of(second), release_namespace)
+            stopped = time.monotonic()
+            third = poll(
+                lambda: (
+                    w if (w := leader(kube_api, release_namespace)) not in ("", second) else None
+                ),
+                timeout=60,
+                what="a leader after the graceful stop",
+                interval=0.2,
+            )
+            handover = time.monotonic() - stopped
+            print(f"graceful stop of {second} to {third} leading: {handover:.1f} s")
     finally:
         strip_finalizers(kube_api, ns)
         run("uninstall", RELEASE, "--wait", "--timeout", "120s")
