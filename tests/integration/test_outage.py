@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from kubeml.k8s import objects
 from kubeml.local import cluster
 from kubeml.local.readiness import poll
 from tests.support import kube
@@ -179,3 +181,97 @@ def test_sigkill_at_random_points_of_the_pipeline(
         seen[(e.involved_object.uid, e.reason, e.message)] += e.count or 1
     assert not {k: n for k, n in seen.items() if n > 1}, f"seed {seed}"
     assert {"Prepared", "Succeeded", "AliasAssigned"} <= {e.reason for e in ours}, f"seed {seed}"
+
+
+def _refuse_jobs(api: client.ApiClient, namespace: str) -> list[tuple[str, str]]:
+    """A ValidatingAdmissionPolicy refusing every Job in ``namespace``; returns what to
+    delete to lift it."""
+    name = f"refuse-jobs-{namespace}"[:63]
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["batch"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["jobs"],
+                    }
+                ]
+            },
+            "validations": [{"expression": "false", "message": "Jobs are refused here"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    base = "/apis/admissionregistration.k8s.io/v1"
+    objects.request(api, "POST", f"{base}/validatingadmissionpolicies", body=policy)
+    objects.request(api, "POST", f"{base}/validatingadmissionpolicybindings", body=binding)
+    return [
+        (f"{base}/validatingadmissionpolicybindings/{name}", "binding"),
+        (f"{base}/validatingadmissionpolicies/{name}", "policy"),
+    ]
+
+
+def test_a_write_that_keeps_failing_is_retried_with_backoff_and_reported(
+    operator: OperatorProcess, kube_api: client.ApiClient, ml_namespace: str
+) -> None:
+    """The API refuses the Job (an admission policy): the Dataset is retried with
+    backoff, says Synced=False with the API's answer after a few attempts, and goes on
+    by itself once the policy is lifted; the condition goes with the first success."""
+    ns = ml_namespace
+    lift = _refuse_jobs(kube_api, ns)
+    try:
+        # The policy takes effect within a moment: a dry-run Job shows when it has.
+        probe = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "probe", "namespace": ns},
+            "spec": {
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+                }
+            },
+        }
+
+        def refused() -> bool:
+            try:
+                objects.request(
+                    kube_api,
+                    "POST",
+                    f"/apis/batch/v1/namespaces/{ns}/jobs",
+                    body=probe,
+                    query=[("dryRun", "All")],
+                )
+            except ApiException:
+                return True
+            return False
+
+        poll(refused, timeout=60, what="the admission policy in force")
+        kube.create(kube_api, ns, load_yaml(IRIS / "dataset.yaml"))
+        stuck = kube.wait_condition(
+            kube_api, ns, "Dataset", "iris", "Synced", reasons=("ReconcileError",), timeout=120
+        )
+        message = kube.condition(stuck, "Synced")["message"]  # type: ignore[index]
+        assert "Kubernetes API answered" in message and "retrying in" in message, message
+        assert kube.jobs(kube_api, ns, "kubeml.io/owner-name=iris") == []
+    finally:
+        for url, _ in lift:
+            objects.request(kube_api, "DELETE", url)
+    done = kube.wait_condition(kube_api, ns, "Dataset", "iris", "Ready", status="True", timeout=300)
+    assert kube.condition(done, "Synced") is None
+    assert operator.metric("kubeml_operator_reconciles_total", kind="Dataset", result="error") >= 3
