@@ -216,22 +216,6 @@ def statused(bench: Bench, ns: str, kind: str) -> int:
     return sum(1 for i in items if (i.get("status") or {}).get("jobName"))
 
 
-def quiet(ours: Process, timeout: float = 900) -> None:
-    last: list[tuple[float, float, float]] = []
-
-    def probe() -> bool:
-        now = (
-            ours.metric("kubeml_operator_reconciles_total") or 0.0,
-            ours.metric("kubeml_operator_queue_depth") or 0.0,
-            ours.metric("kubeml_operator_reconciles_active") or 0.0,
-        )
-        still = bool(last) and now == last[-1] and now[1] == 0 and now[2] == 0
-        last.append(now)
-        return still
-
-    poll(probe, timeout=timeout, what="the operator goes quiet", interval=1.0)
-
-
 def at_rest(processes: list[Process], window: float) -> dict[str, Any]:
     ours = processes[0]
     cpu0 = {p.name: p.cpu_seconds() for p in processes}
@@ -258,7 +242,7 @@ def restart(
     offset = layout.audit_log.stat().st_size
     started = time.monotonic()
     new = bench.ours()
-    quiet(new)
+    new.wait_quiet()
     took = time.monotonic() - started
     writes = audited(
         layout.audit_log,
@@ -314,7 +298,7 @@ def main() -> None:
             )
         )
         print(report[-1], flush=True)
-        quiet(ours)
+        ours.wait_quiet()
         report.append(
             (f"at rest with {n} runs, {args.window:.0f} s", at_rest([ours, floor], args.window))
         )

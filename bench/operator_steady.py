@@ -77,23 +77,6 @@ def all_verified(bench: Bench, ns: str, count: int) -> bool:
     return len(ready) == count
 
 
-def quiet(ours: Process) -> None:
-    """Wait until nothing is queued or running and the reconcile count stands still."""
-    last: list[tuple[float, float, float]] = []
-
-    def probe() -> bool:
-        now = (
-            ours.metric("kubeml_operator_reconciles_total") or 0.0,
-            ours.metric("kubeml_operator_queue_depth") or 0.0,
-            ours.metric("kubeml_operator_reconciles_active") or 0.0,
-        )
-        still = bool(last) and now == last[-1] and now[1] == 0 and now[2] == 0
-        last.append(now)
-        return still
-
-    poll(probe, timeout=600, what="the operator goes quiet", interval=2.0)
-
-
 def measure(processes: list[Process], window: float) -> list[dict[str, Any]]:
     def counters(p: Process) -> tuple[float | None, ...]:
         if p.metrics_port is None:
@@ -170,7 +153,7 @@ def main() -> None:
         )
         took = time.monotonic() - started
         print(f"{count} ModelVersions ({args.models} models) verified in {took:.1f} s")
-        quiet(ours)
+        ours.wait_quiet()
         rows = measure([ours, floor], args.window)
         print(table(rows), flush=True)
         if args.before:

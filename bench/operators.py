@@ -74,6 +74,23 @@ class Process:
             if s.name == name and labels.items() <= s.labels.items()
         )
 
+    def wait_quiet(self, timeout: float = 900) -> None:
+        """Wait until nothing is queued or running and the reconcile count stands still
+        between two looks a second apart."""
+        last: list[tuple[float, float, float]] = []
+
+        def probe() -> bool:
+            now = (
+                self.metric("kubeml_operator_reconciles_total") or 0.0,
+                self.metric("kubeml_operator_queue_depth") or 0.0,
+                self.metric("kubeml_operator_reconciles_active") or 0.0,
+            )
+            still = bool(last) and now == last[-1] and now[1] == 0 and now[2] == 0
+            last.append(now)
+            return still
+
+        poll(probe, timeout=timeout, what=f"{self.name} goes quiet", interval=1.0)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

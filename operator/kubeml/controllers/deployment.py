@@ -18,6 +18,8 @@ from .trainingrun import versions_of
 
 log = logging.getLogger("kubeml")
 SCRAPE_TIMEOUT_SECONDS = 2.0
+# Pod IPs are reached directly, never through an HTTP proxy the environment may name.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
@@ -59,7 +61,7 @@ def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReadi
             continue
         url = f"http://{status['podIP']}:{server_objects.PORT}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
+            with _DIRECT.open(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
                 texts.append(resp.read().decode("utf-8", "replace"))
         except OSError as err:  # one unreachable pod must not stop the loop
             log.warning(
