@@ -9,11 +9,11 @@ BIN := $(VENV)/bin
 
 .PHONY: setup binaries test unit lint crds docs demo down clean
 
-$(BIN)/.installed: pyproject.toml
-	@echo ">> creating $(VENV) and installing kubeml with its dev tools"
+$(BIN)/.installed: pyproject.toml local/pyproject.toml
+	@echo ">> creating $(VENV) and installing kubeml, its dev tools and kubeml-local (the local cluster)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	$(BIN)/pip install --progress-bar on -e '.[dev]' -e ./local
 	@touch $@
 
 setup: $(BIN)/.installed

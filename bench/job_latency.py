@@ -22,9 +22,9 @@ import yaml
 from kubernetes import client, watch
 from operators import Bench
 
-from kubeml.demo import EXAMPLES
 from kubeml.k8s import objects
-from kubeml.local.readiness import poll
+from kubeml_local.demo import EXAMPLES
+from kubeml_local.readiness import poll
 
 
 def main() -> None:

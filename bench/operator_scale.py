@@ -42,9 +42,9 @@ from kubernetes import client, watch
 from operators import Bench, Process, load_average, table
 
 from kubeml.k8s import objects
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
 from kubeml.reconcile import dataset as decide_dataset
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 
 API = "kubeml.io/v1alpha1"
 SYNTHETIC = {"synthetic": {"task": "classification", "rows": 100, "features": 4, "seed": 1}}
@@ -331,7 +331,7 @@ def main() -> None:
                 strip_and_delete(bench, ns)
         bench.stop()
         if args.state_dir is None:
-            from kubeml.local import cluster
+            from kubeml_local import cluster
 
             cluster.down(state, echo=lambda line: None)
 

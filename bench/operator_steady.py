@@ -32,14 +32,14 @@ from kubernetes import client
 from operators import Bench, Process, load_average, table
 
 from kubeml.k8s import objects
-from kubeml.local.readiness import poll
+from kubeml_local.readiness import poll
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def register(bench: Bench, ns: str, models: int, per_model: int) -> int:
     s3 = bench.conn.s3
-    from kubeml.local.s3 import client as s3_client
+    from kubeml_local.s3 import client as s3_client
 
     store = s3_client(s3)
     base = yaml.safe_load((ROOT / "examples" / "modelversion.yaml").read_text())

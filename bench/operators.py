@@ -20,10 +20,10 @@ from typing import Any
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeml.local import cluster
-from kubeml.local.bootstrap import api_client
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
+from kubeml_local import cluster
+from kubeml_local.bootstrap import api_client
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 
 HERE = Path(__file__).parent
 TICKS = os.sysconf("SC_CLK_TCK")

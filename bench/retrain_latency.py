@@ -29,7 +29,7 @@ from kubernetes import client, watch
 from operators import Bench, load_average, table
 
 from kubeml.k8s import objects
-from kubeml.local.readiness import poll
+from kubeml_local.readiness import poll
 
 API = "kubeml.io/v1alpha1"
 

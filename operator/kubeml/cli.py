@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
@@ -175,20 +176,6 @@ def promote(model: str, version: int, alias: str, namespace: str | None) -> None
     click.echo(f"{alias} -> {done.name}" + ("" if done.changed else " (already)"))
 
 
-@main.command()
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Local cluster state directory (default: $KUBEML_HOME or ~/.kubeml/local).",
-)
-def demo(state_dir: Path | None) -> None:
-    """The whole lifecycle on the local control plane: data -> model -> predictions."""
-    from . import demo as demo_module
-
-    demo_module.run(state_dir, echo=lambda line: click.echo(line))
-
-
 def _write_or_check(rendered: dict[Path, str], check: bool, command: str) -> None:
     """Write generated files, or with --check exit 1 naming the stale ones."""
     if check:
@@ -208,9 +195,17 @@ def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-from .local.cli import local  # noqa: E402  (a group defined in its own package)
+def _add_plugin_commands() -> None:
+    """Commands other distributions add under ``kubeml`` (``kubeml-local`` adds ``local``
+    and ``demo``). An entry point keeps the dependency one way: they import kubeml, never
+    the reverse, and the operator and runtime images, which lack them, lack the commands."""
+    for entry in entry_points(group="kubeml.commands"):
+        command = entry.load()
+        if isinstance(command, click.Command):
+            main.add_command(command, entry.name)
 
-main.add_command(local)
+
+_add_plugin_commands()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeml.local import procs
+from kubeml_local import procs
 from tests.support.cases import ROOT
 
 pytestmark = pytest.mark.e2e

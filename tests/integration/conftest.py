@@ -4,7 +4,7 @@ The session starts one fresh cluster in a temp state dir (about 15-30 s when the
 are built) and stops it at the end. To iterate faster, start one yourself and point the
 tests at it; it is then left running::
 
-    python -c "from kubeml.local.cli import local; local()" up --state-dir /tmp/kc
+    python -c "from kubeml_local.cli import local; local()" up --state-dir /tmp/kc
     KUBEML_TEST_REUSE_CLUSTER=/tmp/kc pytest -m integration tests/integration
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeml.local import cluster
-from kubeml.local.bootstrap import api_client, default_crds_dir
-from kubeml.local.config import read_config
-from kubeml.local.layout import Layout
-from kubeml.local.s3 import S3Credentials
-from kubeml.local.s3 import client as s3_client_for
+from kubeml_local import cluster
+from kubeml_local.bootstrap import api_client, default_crds_dir
+from kubeml_local.config import read_config
+from kubeml_local.layout import Layout
+from kubeml_local.s3 import S3Credentials
+from kubeml_local.s3 import client as s3_client_for
 from tests.support import kube
 from tests.support.binaries import built
 from tests.support.operator import OperatorProcess

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubeml.local import cluster, procs
-from kubeml.local.bootstrap import api_client, api_error, apply, crd_documents
-from kubeml.local.cli import local
-from kubeml.local.config import S3_OBJECT_NAME, SYSTEM_NAMESPACE, read_status
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
-from kubeml.local.s3 import S3Credentials, read_env_file
+from kubeml_local import cluster, procs
+from kubeml_local.bootstrap import api_client, api_error, apply, crd_documents
+from kubeml_local.cli import local
+from kubeml_local.config import S3_OBJECT_NAME, SYSTEM_NAMESPACE, read_status
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
+from kubeml_local.s3 import S3Credentials, read_env_file
 
 from .conftest import Kubectl
 
@@ -349,7 +349,7 @@ def test_interrupt_during_up_stops_everything(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from kubeml.local.cli import local; local()",
+            "from kubeml_local.cli import local; local()",
             "up",
             "--state-dir",
             str(state),

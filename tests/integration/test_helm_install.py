@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from kubeml.local import cluster
-from kubeml.local.readiness import poll
+from kubeml_local import cluster
+from kubeml_local.readiness import poll
 from tests.support import helm as helm_support
 from tests.support import kube
 

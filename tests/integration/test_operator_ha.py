@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeml.local import cluster
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
+from kubeml_local import cluster
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import load_yaml
 from tests.support.helm import (

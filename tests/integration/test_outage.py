@@ -21,8 +21,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubeml.k8s import objects
-from kubeml.local import cluster
-from kubeml.local.readiness import poll
+from kubeml_local import cluster
+from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess, free_port

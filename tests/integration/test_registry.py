@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from kubeml.k8s import aliases
-from kubeml.local.readiness import poll
+from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess

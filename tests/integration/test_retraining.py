@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client
 from sklearn.datasets import load_iris
 
-from kubeml.local.readiness import poll
 from kubeml.storage import parse_uri
+from kubeml_local.readiness import poll
 from tests.integration.test_serving import post, ready_pods
 from tests.support import kube
 from tests.support.operator import OperatorProcess

@@ -21,9 +21,9 @@ import yaml
 from kubernetes import client
 
 from kubeml import models
-from kubeml.local.layout import Layout
-from kubeml.local.readiness import poll
 from kubeml.storage import parse_uri
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess, free_port

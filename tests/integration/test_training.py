@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeml.local.readiness import poll
 from kubeml.storage import parse_uri
+from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess

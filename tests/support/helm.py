@@ -15,8 +15,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from kubeml.local import cluster
-from kubeml.local.layout import Layout
+from kubeml_local import cluster
+from kubeml_local.layout import Layout
 from tests.support import kube
 from tests.support.cases import ROOT
 

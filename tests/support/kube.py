@@ -9,7 +9,7 @@ from kubernetes import client
 
 from kubeml.api import KINDS
 from kubeml.k8s import objects
-from kubeml.local.readiness import poll
+from kubeml_local.readiness import poll
 
 PLURALS = {kind: cls.crd.plural for kind, cls in KINDS.items()}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeml.local.agent.expansion import expand, mapping_for
+from kubeml_local.agent.expansion import expand, mapping_for
 
 CONTEXT = {"VAR_A": "A", "VAR_B": "B", "VAR_C": "C", "VAR_REF": "$(VAR_A)", "VAR_EMPTY": ""}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubeml.local.agent.podspec import (
+from kubeml_local.agent.podspec import (
     NOBODY,
     ConfigError,
     Lookups,

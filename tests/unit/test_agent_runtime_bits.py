@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeml.local.agent.binder import binding_body, schedulable
-from kubeml.local.agent.credentials import (
+from kubeml_local.agent.binder import binding_body, schedulable
+from kubeml_local.agent.credentials import (
     ApiEndpoint,
     endpoint_from_kubeconfig,
     pod_kubeconfig,
     token_request_body,
     wants_token,
 )
-from kubeml.local.agent.ipam import LoopbackIPAM
-from kubeml.local.agent.memory import PAGE_SIZE, MemoryMonitor, ProcStat, parse_stat, session_rss
-from kubeml.local.agent.node import NodeResources, lease_body, node_conditions, node_status
-from kubeml.local.agent.probes import ProbeTiming, ProbeTracker, is_loopback
+from kubeml_local.agent.ipam import LoopbackIPAM
+from kubeml_local.agent.memory import PAGE_SIZE, MemoryMonitor, ProcStat, parse_stat, session_rss
+from kubeml_local.agent.node import NodeResources, lease_body, node_conditions, node_status
+from kubeml_local.agent.probes import ProbeTiming, ProbeTracker, is_loopback
 
 # -- memory ------------------------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def test_parse_stat_of_this_process() -> None:
 def test_monitor_sums_sessions_and_fires_once(monkeypatch: pytest.MonkeyPatch) -> None:
     killed: list[int] = []
     monkeypatch.setattr(
-        "kubeml.local.agent.memory.kill_session", lambda sid, sig=9, stats=None: killed.append(sid)
+        "kubeml_local.agent.memory.kill_session", lambda sid, sig=9, stats=None: killed.append(sid)
     )
     stats = [ProcStat(10, 1, 10, 10, 60), ProcStat(11, 10, 10, 10, 50), ProcStat(20, 1, 20, 20, 10)]
     assert session_rss(stats) == {10: 110, 20: 10}

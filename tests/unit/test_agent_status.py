@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from kubeml.local.agent import status as st
-from kubeml.local.agent.status import ContainerRecord
+from kubeml_local.agent import status as st
+from kubeml_local.agent.status import ContainerRecord
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=5)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kubeml.local.agent.podspec import ConfigError, Lookups, PodRuntime
-from kubeml.local.agent.volumes import (
+from kubeml_local.agent.podspec import ConfigError, Lookups, PodRuntime
+from kubeml_local.agent.volumes import (
     FileSpec,
     render_volume,
     token_audiences,

@@ -1,6 +1,6 @@
 """A throwaway SeaweedFS S3 server on loopback, for tests and benchmarks.
 
-The local control plane (``kubeml.local``) runs its own long-lived SeaweedFS; this
+The local control plane (``kubeml_local``) runs its own long-lived SeaweedFS; this
 one is for code that needs only S3: free ports, a temp directory, random keys.
 """
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kubeml.local.config import SERVICE_CIDR, ClusterConfig
-from kubeml.local.layout import Layout
-from kubeml.local.pki import Pki
+from kubeml_local.config import SERVICE_CIDR, ClusterConfig
+from kubeml_local.layout import Layout
+from kubeml_local.pki import Pki
 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -167,7 +167,7 @@ def agent(cfg: ClusterConfig, layout: Layout) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "kubeml.local.agent",
+        "kubeml_local.agent",
         "--kubeconfig",
         str(layout.agent_kubeconfig),
         "--node-name",

@@ -1,4 +1,4 @@
-"""``python -m kubeml.local.agent --kubeconfig PATH --node-name NAME --state-dir DIR``"""
+"""``python -m kubeml_local.agent --kubeconfig PATH --node-name NAME --state-dir DIR``"""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from kubeml.local.agent.agent import Agent, AgentConfig
-from kubeml.local.agent.node import default_resources
+from kubeml_local.agent.agent import Agent, AgentConfig
+from kubeml_local.agent.node import default_resources
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m kubeml.local.agent",
+        prog="python -m kubeml_local.agent",
         description="KubeML local node agent (kubelet + scheduler).",
     )
     p.add_argument("--kubeconfig", required=True, type=Path)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeml.local.agent.podspec import (
+from kubeml_local.agent.podspec import (
     ConfigError,
     Lookups,
     PodRuntime,

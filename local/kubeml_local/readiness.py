@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
-from kubeml.local.pki import Pki
+from kubeml_local.pki import Pki
 
 T = TypeVar("T")
 POLL_S = 0.2

@@ -1,4 +1,4 @@
-"""The detached process that owns one local cluster: ``python -m kubeml.local.supervisor``.
+"""The detached process that owns one local cluster: ``python -m kubeml_local.supervisor``.
 
 ``up`` starts it in its own session, so Ctrl-C in the terminal does not reach the
 components, and follows ``progress.log`` until ``status.json`` says ready. The supervisor
@@ -27,8 +27,8 @@ from types import FrameType
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from kubeml.local import bootstrap, components, procs, readiness, s3
-from kubeml.local.config import (
+from kubeml_local import bootstrap, components, procs, readiness, s3
+from kubeml_local.config import (
     SERVICE_IP,
     ClusterConfig,
     ComponentPid,
@@ -37,9 +37,9 @@ from kubeml.local.config import (
     read_config,
     write_json,
 )
-from kubeml.local.kubeconfig import write_kubeconfig
-from kubeml.local.layout import Layout
-from kubeml.local.pki import ADMIN_USER, CONTROLLER_MANAGER_USER, Pki, ensure_pki
+from kubeml_local.kubeconfig import write_kubeconfig
+from kubeml_local.layout import Layout
+from kubeml_local.pki import ADMIN_USER, CONTROLLER_MANAGER_USER, Pki, ensure_pki
 
 WATCH_INTERVAL_S = 0.5
 # Seconds each component gets between SIGTERM and SIGKILL. The agent stops its pods;
@@ -61,7 +61,7 @@ DEADLINES = {
     "crds": 30.0,
     "node": 30.0,
 }
-AGENT_MODULE = "kubeml.local.agent"
+AGENT_MODULE = "kubeml_local.agent"
 
 
 class Shutdown(Exception):
@@ -316,7 +316,7 @@ def run(layout: Layout, *, with_agent: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubeml.local.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m kubeml_local.supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--no-agent", action="store_true")
     args = parser.parse_args(argv)

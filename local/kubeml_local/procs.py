@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from kubeml.local.layout import MARKER_ENV
+from kubeml_local.layout import MARKER_ENV
 
 POLL_S = 0.1
 PR_SET_CHILD_SUBREAPER = 36

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeml.local.agent import runtime
-from kubeml.local.agent.binder import Binder
-from kubeml.local.agent.credentials import endpoint_from_kubeconfig
-from kubeml.local.agent.ipam import LoopbackIPAM
-from kubeml.local.agent.kubeapi import Kube, PodReflector, describe
-from kubeml.local.agent.memory import MemoryMonitor
-from kubeml.local.agent.node import NodeAgent, NodeResources, node_labels
-from kubeml.local.agent.worker import AgentContext, PodWorker
+from kubeml_local.agent import runtime
+from kubeml_local.agent.binder import Binder
+from kubeml_local.agent.credentials import endpoint_from_kubeconfig
+from kubeml_local.agent.ipam import LoopbackIPAM
+from kubeml_local.agent.kubeapi import Kube, PodReflector, describe
+from kubeml_local.agent.memory import MemoryMonitor
+from kubeml_local.agent.node import NodeAgent, NodeResources, node_labels
+from kubeml_local.agent.worker import AgentContext, PodWorker
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeml.local.agent import runtime
-from kubeml.local.agent.credentials import (
+from kubeml_local.agent import runtime
+from kubeml_local.agent.credentials import (
     ApiEndpoint,
     pod_kubeconfig,
     token_request_body,
     wants_token,
 )
-from kubeml.local.agent.ipam import LoopbackIPAM
-from kubeml.local.agent.kubeapi import Kube, describe, status_of
-from kubeml.local.agent.memory import MemoryMonitor, kill_group
-from kubeml.local.agent.podspec import (
+from kubeml_local.agent.ipam import LoopbackIPAM
+from kubeml_local.agent.kubeapi import Kube, describe, status_of
+from kubeml_local.agent.memory import MemoryMonitor, kill_group
+from kubeml_local.agent.podspec import (
     ConfigError,
     Lookups,
     PodRuntime,
@@ -46,14 +46,14 @@ from kubeml.local.agent.podspec import (
     plan_process,
     referenced_objects,
 )
-from kubeml.local.agent.probes import (
+from kubeml_local.agent.probes import (
     ProbeTiming,
     ProbeTracker,
     http_get,
     run_probe_loop,
     tcp_socket,
 )
-from kubeml.local.agent.status import (
+from kubeml_local.agent.status import (
     ContainerRecord,
     PodView,
     exit_code,
@@ -70,7 +70,7 @@ from kubeml.local.agent.status import (
     waiting,
     without_times,
 )
-from kubeml.local.agent.volumes import (
+from kubeml_local.agent.volumes import (
     render_volume,
     token_audiences,
     volume_kind,

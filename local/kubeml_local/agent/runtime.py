@@ -17,8 +17,8 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from kubeml.local.agent.memory import kill_group, kill_session, scan, session_members
-from kubeml.local.agent.podspec import ProcessPlan
+from kubeml_local.agent.memory import kill_group, kill_session, scan, session_members
+from kubeml_local.agent.podspec import ProcessPlan
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from .k8s import objects
-from .local import cluster, procs
-from .local.bootstrap import api_client
-from .local.layout import Layout
-from .local.readiness import poll
+from kubeml.k8s import objects
+from kubeml_local import cluster, procs
+from kubeml_local.bootstrap import api_client
+from kubeml_local.layout import Layout
+from kubeml_local.readiness import poll
 
 NAMESPACE = "kubeml-demo"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "iris"

@@ -17,9 +17,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubeml.local.binaries import repo_root
-from kubeml.local.config import S3_OBJECT_NAME, SYSTEM_NAMESPACE
-from kubeml.local.s3 import S3Credentials
+from kubeml_local.binaries import repo_root
+from kubeml_local.config import S3_OBJECT_NAME, SYSTEM_NAMESPACE
+from kubeml_local.s3 import S3Credentials
 
 FIELD_MANAGER = "kubeml-local"
 CRDS_DIR_ENV = "KUBEML_CRDS_DIR"

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeml.local.agent.expansion import expand, mapping_for
 from kubeml.quantity import ceil_divide, memory_bytes, value
+from kubeml_local.agent.expansion import expand, mapping_for
 
 Json = dict[str, Any]
 

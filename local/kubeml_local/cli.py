@@ -1,4 +1,4 @@
-"""``kubeml local ...``: run the local control plane (see ``kubeml.local.cluster``).
+"""``kubeml local ...``: run the local control plane (see ``kubeml_local.cluster``).
 
 Pod logs: ``kubeml local logs POD`` reads the per-container files the node agent writes at
 ``<state-dir>/pods/<namespace>/<pod>/<container>.log`` (the agent's documented layout).
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from kubeml.local import cluster
-from kubeml.local.config import read_config
-from kubeml.local.layout import Layout
+from kubeml_local import cluster
+from kubeml_local.config import read_config
+from kubeml_local.layout import Layout
 
 state_dir_option = click.option(
     "--state-dir",
@@ -171,3 +171,12 @@ def _cat(path: Path, follow: bool) -> None:
                 time.sleep(0.2)  # tail -f: wait for the agent to append more
             except KeyboardInterrupt:
                 return
+
+
+@click.command("demo")
+@state_dir_option
+def demo(state_dir: Path | None) -> None:
+    """The whole lifecycle on the local control plane: data -> model -> predictions."""
+    from kubeml_local import demo as demo_module
+
+    demo_module.run(state_dir, echo=lambda line: click.echo(line))

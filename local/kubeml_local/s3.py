@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeml.local.config import BUCKET, REGION
-from kubeml.local.layout import Layout
+from kubeml_local.config import BUCKET, REGION
+from kubeml_local.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeml.local.agent.kubeapi import SMP, Kube, describe, status_of
-from kubeml.local.agent.status import rfc3339, rfc3339_micro
+from kubeml_local.agent.kubeapi import SMP, Kube, describe, status_of
+from kubeml_local.agent.status import rfc3339, rfc3339_micro
 
 log = logging.getLogger(__name__)
 

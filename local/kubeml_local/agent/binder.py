@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubeml.local.agent.kubeapi import Kube, status_of
+from kubeml_local.agent.kubeapi import Kube, status_of
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 
 Machines here have no Docker, so kind cannot run. ``kubeml local up`` starts etcd,
 kube-apiserver, kube-controller-manager, a SeaweedFS S3 server and the node agent
-(``kubeml.local.agent``) as local processes under one detached supervisor. See
-``kubeml.local.cluster`` for the Python API and ``kubeml.local.cli`` for the commands.
+(``kubeml_local.agent``) as local processes under one detached supervisor. See
+``kubeml_local.cluster`` for the Python API and ``kubeml_local.cli`` for the commands.
 """

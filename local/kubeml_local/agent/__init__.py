@@ -1,6 +1,6 @@
 """The node agent of the local cluster: kubelet and scheduler of one node, in Python.
 
-``python -m kubeml.local.agent --kubeconfig PATH --node-name NAME --state-dir DIR``
+``python -m kubeml_local.agent --kubeconfig PATH --node-name NAME --state-dir DIR``
 registers a Node, binds pending pods to it, and runs each container's ``command`` +
 ``args`` as a local process (images are ignored). Rules worth knowing:
 

@@ -1,7 +1,7 @@
 """Python API of the local cluster: ``up``, ``down``, ``status``, ``connection``.
 
 ``up`` resolves the binaries (building them if needed), writes ``cluster.json``, launches
-the detached supervisor (``kubeml.local.supervisor``) and prints its progress until the
+the detached supervisor (``kubeml_local.supervisor``) and prints its progress until the
 cluster is ready. Ctrl-C during ``up`` stops everything it started. ``down`` asks the
 supervisor to stop, waits with a deadline, then kills leftovers by recorded pids and by
 the environment marker. Both are safe to repeat.
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeml.local import binaries, bootstrap, procs, readiness
-from kubeml.local.config import (
+from kubeml_local import binaries, bootstrap, procs, readiness
+from kubeml_local.config import (
     DEFAULT_NODE,
     ClusterConfig,
     Status,
@@ -30,9 +30,9 @@ from kubeml.local.config import (
     read_status,
     write_json,
 )
-from kubeml.local.layout import Layout
-from kubeml.local.pki import Pki
-from kubeml.local.s3 import S3Credentials, read_env_file, stale_sockets
+from kubeml_local.layout import Layout
+from kubeml_local.pki import Pki
+from kubeml_local.s3 import S3Credentials, read_env_file, stale_sockets
 
 Echo = Callable[[str], None]
 UP_TIMEOUT_S = 240.0
@@ -213,7 +213,7 @@ def _write_config(
 
 
 def _launch_supervisor(layout: Layout, with_agent: bool) -> int:
-    argv = [sys.executable, "-m", "kubeml.local.supervisor", "--state-dir", str(layout.root)]
+    argv = [sys.executable, "-m", "kubeml_local.supervisor", "--state-dir", str(layout.root)]
     if not with_agent:
         argv.append("--no-agent")
     with layout.log("supervisor").open("ab") as log:
