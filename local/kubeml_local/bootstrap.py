@@ -55,38 +55,16 @@ def default_service_account_exists(api: client.ApiClient) -> bool:
 
 
 def apply_s3_objects(api: client.ApiClient, creds: S3Credentials) -> None:
-    ns = SYSTEM_NAMESPACE
+    """The S3 Secret and ConfigMap in the system namespace (the chart's operator reads
+    them there), and the Secret in ``default``, so that namespace runs workloads as is."""
+    apply_workload_namespace(api, SYSTEM_NAMESPACE, creds, restricted=True)
     apply(
         api,
-        f"/api/v1/namespaces/{ns}",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-    )
-    meta = {
-        "name": S3_OBJECT_NAME,
-        "namespace": ns,
-        "labels": {"app.kubernetes.io/part-of": "kubeml"},
-    }
-    apply(
-        api,
-        f"/api/v1/namespaces/{ns}/secrets/{S3_OBJECT_NAME}",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": meta,
-            "type": "Opaque",
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": creds.access_key,
-                "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-            },
-        },
-    )
-    apply(
-        api,
-        f"/api/v1/namespaces/{ns}/configmaps/{S3_OBJECT_NAME}",
+        f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/configmaps/{S3_OBJECT_NAME}",
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": meta,
+            "metadata": _s3_meta(SYSTEM_NAMESPACE),
             "data": {
                 "AWS_ENDPOINT_URL": creds.endpoint,
                 "AWS_REGION": creds.region,
@@ -94,6 +72,46 @@ def apply_s3_objects(api: client.ApiClient, creds: S3Credentials) -> None:
             },
         },
     )
+    apply_workload_namespace(api, "default", creds, restricted=False)
+
+
+def apply_workload_namespace(
+    api: client.ApiClient, name: str, creds: S3Credentials, *, restricted: bool
+) -> None:
+    """A namespace ready for KubeML workloads: it exists and holds the S3 Secret that the
+    pods the operator creates reference (the operator reads no Secrets, so it cannot copy
+    one there). Restricted: Pod Security "restricted" is enforced, as the chart's pods and
+    every pod the operator creates pass it."""
+    meta: dict[str, Any] = {"name": name}
+    if restricted:
+        meta["labels"] = {"pod-security.kubernetes.io/enforce": "restricted"}
+    apply(
+        api,
+        f"/api/v1/namespaces/{name}",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": meta},
+    )
+    apply(
+        api,
+        f"/api/v1/namespaces/{name}/secrets/{S3_OBJECT_NAME}",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _s3_meta(name),
+            "type": "Opaque",
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": creds.access_key,
+                "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            },
+        },
+    )
+
+
+def _s3_meta(namespace: str) -> dict[str, Any]:
+    return {
+        "name": S3_OBJECT_NAME,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/part-of": "kubeml"},
+    }
 
 
 def default_crds_dir() -> Path | None:

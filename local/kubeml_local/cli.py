@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import click
+from kubernetes.client.rest import ApiException
 
-from kubeml_local import cluster
-from kubeml_local.config import read_config
+from kubeml_local import bootstrap, cluster, install
+from kubeml_local.config import S3_OBJECT_NAME, read_config
 from kubeml_local.layout import Layout
 
 state_dir_option = click.option(
@@ -52,6 +53,11 @@ def local() -> None:
     help="CRD manifests to install (default: crds/ of the source checkout).",
 )
 @click.option("--no-agent", is_flag=True, help="Do not start the node agent.")
+@click.option(
+    "--no-operator",
+    is_flag=True,
+    help="A bare cluster: do not install KubeML's chart (run `kubeml operator run` yourself).",
+)
 @click.option("--timeout", type=float, default=cluster.UP_TIMEOUT_S, show_default=True)
 def up(
     state_dir: Path | None,
@@ -59,12 +65,13 @@ def up(
     bin_dir: Path | None,
     crds_dir: Path | None,
     no_agent: bool,
+    no_operator: bool,
     timeout: float,
 ) -> None:
-    """Start the cluster (or show it, if it is already running)."""
+    """Start the cluster with KubeML installed (or show it, if it is already running)."""
     t0 = time.monotonic()
     try:
-        cluster.up(
+        conn = cluster.up(
             state_dir,
             node_name=node_name,
             bin_dir=bin_dir,
@@ -73,12 +80,39 @@ def up(
             timeout=timeout,
             echo=_echo,
         )
+        if not (no_operator or no_agent):
+            install.install(conn, echo=_echo)
     except KeyboardInterrupt:
         _echo("interrupted")
         sys.exit(130)
     except Exception as err:
         raise click.ClickException(str(err)) from err
     _echo(f"up took {time.monotonic() - t0:.1f}s")
+    if not (no_operator or no_agent):
+        _echo('next: eval "$(kubeml local env)"; kubectl apply -f examples/iris/')
+
+
+@local.command()
+@state_dir_option
+@click.argument("name")
+@click.option(
+    "--restricted/--no-restricted",
+    default=True,
+    show_default=True,
+    help='Enforce Pod Security "restricted" (every pod KubeML creates passes it).',
+)
+def namespace(state_dir: Path | None, name: str, restricted: bool) -> None:
+    """Make namespace NAME ready for KubeML workloads: create it, add the S3 Secret."""
+    try:
+        conn = cluster.connection(state_dir)
+        bootstrap.apply_workload_namespace(
+            bootstrap.api_client(conn.kubeconfig), name, conn.s3, restricted=restricted
+        )
+    except cluster.ClusterError as err:
+        raise click.ClickException(str(err)) from err
+    except ApiException as err:
+        raise click.ClickException(f"namespace {name}: {bootstrap.api_error(err)}") from err
+    click.echo(f"namespace {name} ready for KubeML workloads (Secret {S3_OBJECT_NAME})")
 
 
 @local.command()

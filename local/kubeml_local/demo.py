@@ -1,15 +1,14 @@
 """`kubeml demo`: the whole lifecycle on the local control plane, from data to metrics.
 
-Starts (or reuses) the local cluster, runs the operator, applies examples/iris,
-waits for each stage with visible progress, then sends predictions to the
-model server and prints them with the server's metrics.
+What a user does by hand, with visible progress: `kubeml local up` (the cluster, with
+KubeML installed by its Helm chart), `kubeml local namespace kubeml-demo`,
+`kubectl apply -f examples/iris/`, wait for each stage, then predictions through the
+model's Service and the server pods' metrics.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -20,8 +19,9 @@ import yaml
 from kubernetes import client
 
 from kubeml.k8s import objects
-from kubeml_local import cluster, procs
+from kubeml_local import bootstrap, cluster, install
 from kubeml_local.bootstrap import api_client
+from kubeml_local.config import SYSTEM_NAMESPACE
 from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
 
@@ -62,14 +62,9 @@ def _wait(
     name: str,
     type_: str,
     timeout: float,
-    layout: Layout | None = None,
 ) -> dict[str, Any]:
     """Wait for a condition to be True, printing each new reason on the way."""
     seen: list[str] = []
-
-    def alive() -> None:
-        if layout is not None and not _operator_running(layout):
-            raise SystemExit(f"the operator exited; see {layout.logs / 'operator.log'}")
 
     def probe() -> dict[str, Any] | None:
         obj = objects.get(api, "kubeml.io/v1alpha1", kind, NAMESPACE, name)
@@ -82,38 +77,8 @@ def _wait(
             raise SystemExit(f"{kind} {name} failed: {line}")
         return obj if cond.get("status") == "True" else None
 
-    return poll(probe, timeout=timeout, what=f"{kind} {name} {type_}", interval=1.0, guard=alive)
-
-
-def _start_operator(layout: Layout, conn: cluster.Connection) -> int:
-    # Started with the cluster's process marker, so `kubeml local down` stops it too.
-    env = {
-        **conn.env(),
-        "KUBEML_BIND_ADDRESS": "127.0.0.1",
-        # Explicit free ports: kopf reads port 0 in its liveness URL as port 80.
-        "KUBEML_HEALTH_PORT": str(_free_port()),
-        "KUBEML_METRICS_PORT": str(_free_port()),
-    }
-    # This interpreter's kubeml, not whatever is on PATH (the venv need not be active).
-    proc = procs.spawn(
-        [sys.executable, "-m", "kubeml.cli", "operator", "run"],
-        log=layout.logs / "operator.log",
-        root=layout.root,
-        extra_env=env,
-    )
-    (layout.root / "operator.pid").write_text(str(proc.pid))
-    return proc.pid
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _operator_running(layout: Layout) -> bool:
-    pid_file = layout.root / "operator.pid"
-    return pid_file.exists() and procs.alive(int(pid_file.read_text()))
+    what = f"{kind} {name} {type_} (operator log: kubectl logs -n {SYSTEM_NAMESPACE} deploy/kubeml)"
+    return poll(probe, timeout=timeout, what=what, interval=1.0)
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -146,86 +111,62 @@ def _remove_previous_run(core: client.CoreV1Api, clock: Clock) -> None:
     clock.say(f"namespace {NAMESPACE} removed")
 
 
-def _ready_server_pod(core: client.CoreV1Api) -> Any:
+def _ready_server_pods(core: client.CoreV1Api) -> list[Any]:
     pods = core.list_namespaced_pod(NAMESPACE, label_selector="kubeml.io/deployment=iris")
+    out = []
     for pod in pods.items:
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
         if ready and pod.status.pod_ip and pod.metadata.deletion_timestamp is None:
-            return pod
-    return None
+            out.append(pod)
+    return sorted(out, key=lambda p: p.metadata.name)
 
 
 def run(state_dir: Path | None, echo: Echo = print) -> None:
     clock = Clock(echo)
     layout = Layout.at(state_dir)
     clock.say(
-        "starting the local control plane (etcd, kube-apiserver, "
-        "kube-controller-manager, node agent, S3) ..."
+        "kubeml local up: the local control plane (etcd, kube-apiserver, "
+        "kube-controller-manager, node agent, S3) and KubeML's chart ..."
     )
     conn = cluster.up(layout.root, echo=lambda line: clock.say(f"  {line}"))
+    install.install(conn, echo=lambda line: clock.say(f"  {line}"))
     api = api_client(conn.kubeconfig)
     core = client.CoreV1Api(api)
-    if _operator_running(layout):
-        clock.say("operator already running")
-    else:
-        pid = _start_operator(layout, conn)
-        clock.say(f"operator started (pid {pid}, log {layout.logs / 'operator.log'})")
 
     _remove_previous_run(core, clock)
-    try:
-        core.create_namespace(
-            client.V1Namespace(
-                metadata=client.V1ObjectMeta(
-                    name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}
-                )
-            )
-        )
-    except client.ApiException as err:
-        if err.status != 409:
-            raise
-    secret = client.V1Secret(
-        metadata=client.V1ObjectMeta(name="kubeml-s3"),
-        string_data={
-            "AWS_ACCESS_KEY_ID": conn.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": conn.s3.secret_key,
-        },
-    )
-    try:
-        core.create_namespaced_secret(NAMESPACE, secret)
-    except client.ApiException as err:
-        if err.status != 409:
-            raise
-    for name in ("dataset.yaml", "trainingrun.yaml", "deployment.yaml"):
-        doc = yaml.safe_load((EXAMPLES / name).read_text())
-        doc["metadata"]["namespace"] = NAMESPACE
-        objects.apply(api, doc)
-        clock.say(f"applied examples/iris/{name}")
+    bootstrap.apply_workload_namespace(api, NAMESPACE, conn.s3, restricted=True)
+    clock.say(f"kubeml local namespace {NAMESPACE}: created, with its S3 Secret")
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            doc["metadata"]["namespace"] = NAMESPACE
+            objects.apply(api, doc)
+    clock.say(f"kubectl apply -f examples/iris/ -n {NAMESPACE}: done")
 
-    ds = _wait(api, clock, "Dataset", "iris", "Ready", 300, layout)
+    ds = _wait(api, clock, "Dataset", "iris", "Ready", 300)
     clock.say(
         f"Dataset ready: version {ds['status']['shortVersion']}, "
         f"{ds['status']['rows']['total']} rows"
     )
-    run_ = _wait(api, clock, "TrainingRun", "iris-rf", "Succeeded", 600, layout)
+    run_ = _wait(api, clock, "TrainingRun", "iris-rf", "Succeeded", 600)
     mv_name = run_["status"]["modelVersion"]
     clock.say(
         f"TrainingRun succeeded: {run_['status'].get('keyMetric')}, "
         f"best params {run_['status'].get('bestParams')}"
     )
-    mv = _wait(api, clock, "ModelVersion", mv_name, "Ready", 120, layout)
+    mv = _wait(api, clock, "ModelVersion", mv_name, "Ready", 120)
     clock.say(
         f"ModelVersion {mv_name} verified: sha256 {mv['spec']['artifact']['sha256'][:12]}"
         f", aliases {mv['spec'].get('aliases')}"
     )
-    dep = _wait(api, clock, "Deployment", "iris", "Ready", 300, layout)
+    dep = _wait(api, clock, "Deployment", "iris", "Ready", 300)
     clock.say(
         f"Deployment ready: {dep['status']['readyReplicas']} replicas serving "
         f"v{dep['status']['stable']['version']}"
     )
 
-    pod = poll(lambda: _ready_server_pod(core), timeout=120, what="a ready server pod")
+    svc = core.read_namespaced_service("iris", NAMESPACE)
+    base = f"http://{svc.spec.cluster_ip}"  # the Service's port 80
     model = mv["spec"]["model"]
-    base = f"http://{pod.status.pod_ip}:8080"
     names = [c["name"] for c in mv["spec"]["signature"]["inputs"]]
     v2 = poll(
         lambda: _post(
@@ -243,27 +184,32 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
             },
         ),
         timeout=60,
-        what=f"a prediction from {base}",
+        what=f"a prediction through Service iris at {base}",
     )
     v1 = _post(f"{base}/v1/models/{model}:predict", {"instances": ROWS})
     echo("")
-    echo(f"predictions from {base} (pod {pod.metadata.name}):")
+    echo(f"predictions through Service {NAMESPACE}/iris at {base}:")
     for row, pred in zip(ROWS, v2["outputs"][0]["data"], strict=False):
         echo(f"  {row} -> class {pred}")
     echo(f"  KServe v1 answer: {v1['predictions']}")
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
     echo("")
-    echo("metrics scraped from the server:")
-    for line in text.splitlines():
-        if line.startswith(METRIC_PREFIXES):
-            echo(f"  {line}")
+    pods = _ready_server_pods(core)
+    echo("metrics scraped from the server pods (what Prometheus scrapes):")
+    for pod in pods:
+        with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=10) as r:
+            text = r.read().decode()
+        echo(f"  pod {pod.metadata.name}:")
+        for line in text.splitlines():
+            if line.startswith(METRIC_PREFIXES):
+                echo(f"  {line}")
     echo("")
     echo(f"done in {time.monotonic() - clock.start:.0f}s. Look around:")
     echo('  eval "$(.venv/bin/kubeml local env)"        # KUBECONFIG, PATH to kubectl, S3')
     echo(f"  kubectl get kubeml -n {NAMESPACE}")
     echo(f"  kubectl get pods -n {NAMESPACE} -o wide")
     echo(f"  curl -s {base}/v2/models/{model}")
-    echo(f"  .venv/bin/kubeml local logs {pod.metadata.name} -n {NAMESPACE}")
+    if pods:
+        echo(f"  kubectl logs -n {NAMESPACE} {pods[0].metadata.name}")
+    echo(f"  kubectl logs -n {SYSTEM_NAMESPACE} deploy/kubeml   # the operator")
     echo(f"  .venv/bin/kubeml promote {model} <version> --alias champion -n {NAMESPACE}")
     echo("stop everything: .venv/bin/kubeml local down")

@@ -118,7 +118,7 @@ def operator_run(namespaces: tuple[str, ...]) -> None:
     import dataclasses
     import logging
 
-    from . import manager
+    from . import listening, manager
     from .settings import Settings
 
     # kopf installs its own log handler; its per-handler success lines are noise.
@@ -127,6 +127,10 @@ def operator_run(namespaces: tuple[str, ...]) -> None:
     settings = Settings.from_env()
     if namespaces:
         settings = dataclasses.replace(settings, namespaces=namespaces)
+    try:
+        listening.preflight(settings)
+    except listening.PortTaken as err:
+        raise click.ClickException(str(err)) from err
     manager.run(settings)
 
 

@@ -25,9 +25,10 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     # Empty: every namespace (cluster-wide install).
     namespaces: tuple[str, ...] = ()
-    # Pods of the local control plane share the host's network namespace, so
-    # the operator binds its endpoints to its own pod IP there.
-    bind_address: str = "0.0.0.0"
+    # Loopback unless told otherwise: run on a host (the local control plane, whose
+    # pods listen on their own 127.x addresses, or a laptop) it collides with nothing
+    # and exposes nothing. The chart always sets it (the pod IP, or 0.0.0.0).
+    bind_address: str = "127.0.0.1"
     health_port: int = 8080
     metrics_port: int = 8081
     # The safety net: a relist and one reconcile of every object this often.

@@ -287,7 +287,7 @@ def test_non_default_values_reach_the_operator(rendered: dict[str, list[dict[str
     env = env_of(c)
     assert c["image"] == "ghcr.io/kubeml/operator:0.2.0"
     assert env["KUBEML_NAMESPACES"]["value"] == "ml"
-    assert "KUBEML_BIND_ADDRESS" not in env  # bindToPodIP=false: the default 0.0.0.0
+    assert env["KUBEML_BIND_ADDRESS"] == {"name": "KUBEML_BIND_ADDRESS", "value": "0.0.0.0"}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://kml-kubeml-minio.kubeml-system.svc:9000"
     _, c = operator_container(rendered["s3-secret"])
     assert env_of(c)["AWS_ENDPOINT_URL"]["value"] == "https://s3.example"
