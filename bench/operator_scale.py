@@ -18,7 +18,10 @@ FLOOR_MODE=jobs) that creates one Job per object and nothing else.
 3. Restart: KubeML's operator SIGKILLed and started again with the 1,000 existing
    runs: time until it is quiet, Jobs it created (must be 0) and status writes it
    made (must be 0), from the audit log.
-4. 1,000 Datasets at once: create-to-Job latency for both (their preparation Jobs).
+4. Arrivals at scale: with the 1,000 runs in place, --arrivals new TrainingRuns created
+   one after another at --rate per second (new work arriving at a busy installation):
+   create-to-Job latency for both.
+5. 1,000 Datasets at once: create-to-Job latency for both (their preparation Jobs).
 
 The Dataset for phase 1 is marked prepared by the benchmark (its status written as
 the operator would after a preparation), since no pod can run here.
@@ -61,11 +64,16 @@ class Arrivals:
     def follow(self, batch: client.BatchV1Api, ns: str) -> None:
         while not self.stop.is_set():
             w = watch.Watch()
-            for event in w.stream(batch.list_namespaced_job, ns, timeout_seconds=20):
-                with self.lock:
-                    self.at.setdefault(event["object"].metadata.name, time.monotonic())
+            try:
+                for event in w.stream(batch.list_namespaced_job, ns, timeout_seconds=20):
+                    with self.lock:
+                        self.at.setdefault(event["object"].metadata.name, time.monotonic())
+                    if self.stop.is_set():
+                        w.stop()
+            except Exception:
                 if self.stop.is_set():
-                    w.stop()
+                    return  # the cluster went away after the measurement: nothing to see
+                raise
 
     def count(self, names: list[str]) -> int:
         with self.lock:
@@ -208,6 +216,42 @@ def burst(
     }
 
 
+def trickle(
+    bench: Bench,
+    ns: str,
+    docs: list[dict[str, Any]],
+    ours_job: Callable[[str], str],
+    rate: float,
+    existing_jobs: int,
+) -> dict[str, Any]:
+    """Create docs one by one at ``rate`` per second; measure create -> Job for both."""
+    arrivals = Arrivals()
+    threading.Thread(
+        target=arrivals.follow, args=(client.BatchV1Api(bench.api), ns), daemon=True
+    ).start()
+    # The watch has listed what exists: from here on, it sees each new Job as it comes.
+    poll(lambda: len(arrivals.at) >= existing_jobs, timeout=120, what="the Job watch")
+    created: dict[str, float] = {}
+    for doc in docs:
+        due = time.monotonic() + 1.0 / rate
+        objects.create(bench.api, doc)
+        created[doc["metadata"]["name"]] = time.monotonic()
+        # The arrival rate is the workload being measured, not a wait for a result.
+        time.sleep(max(0.0, due - time.monotonic()))
+    names = list(created)
+    mine, floor = [ours_job(n) for n in names], [f"floor-{n}"[:63] for n in names]
+    poll(lambda: arrivals.count(mine + floor) == 2 * len(names), timeout=300, what="the Jobs")
+    arrivals.stop.set()
+    return {
+        "arrivals": f"{len(names)} at {rate:g}/s beside {existing_jobs // 2} existing runs",
+        "kubeml create -> Job": percentiles([arrivals.at[ours_job(n)] - created[n] for n in names]),
+        "bare kopf create -> Job": percentiles(
+            [arrivals.at[f"floor-{n}"[:63]] - created[n] for n in names]
+        ),
+        "load avg": load_average(),
+    }
+
+
 def statused(bench: Bench, ns: str, kind: str) -> int:
     plural = {"TrainingRun": "trainingruns", "Dataset": "datasets"}[kind]
     items = client.CustomObjectsApi(bench.api).list_namespaced_custom_object(
@@ -271,6 +315,8 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=1000)
     p.add_argument("--window", type=float, default=120.0)
     p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--arrivals", type=int, default=100)
+    p.add_argument("--rate", type=float, default=5.0)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeml-bench-scale-"))
     state = args.state_dir or work / "cluster"
@@ -305,6 +351,21 @@ def main() -> None:
         print(report[-1], flush=True)
         ours, restarted = restart(bench, ours, layout, n, runs_ns)
         report.append((f"restart with {n} runs", restarted))
+        print(report[-1], flush=True)
+        ours.wait_quiet()
+        report.append(
+            (
+                f"{args.arrivals} new TrainingRuns arriving at {n}",
+                trickle(
+                    bench,
+                    runs_ns,
+                    [run_doc(runs_ns, n + i) for i in range(args.arrivals)],
+                    lambda r: f"{r}-train",
+                    args.rate,
+                    2 * n,
+                ),
+            )
+        )
         print(report[-1], flush=True)
         datasets_ns = bench.namespace("scale-data")
         report.append(
