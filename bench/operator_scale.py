@@ -62,12 +62,25 @@ class Arrivals:
         self.stop = threading.Event()
 
     def follow(self, batch: client.BatchV1Api, ns: str) -> None:
+        # One LIST, then watches resumed from the last resourceVersion: a re-list of
+        # thousands of Jobs at every watch timeout would delay what the watch sees and
+        # charge that delay to the operators.
+        listed = batch.list_namespaced_job(ns)
+        now = time.monotonic()
+        with self.lock:
+            for job in listed.items:
+                self.at.setdefault(job.metadata.name, now)
+        rv = listed.metadata.resource_version
         while not self.stop.is_set():
             w = watch.Watch()
             try:
-                for event in w.stream(batch.list_namespaced_job, ns, timeout_seconds=20):
+                for event in w.stream(
+                    batch.list_namespaced_job, ns, resource_version=rv, timeout_seconds=20
+                ):
+                    obj = event["object"]
                     with self.lock:
-                        self.at.setdefault(event["object"].metadata.name, time.monotonic())
+                        self.at.setdefault(obj.metadata.name, time.monotonic())
+                    rv = obj.metadata.resource_version
                     if self.stop.is_set():
                         w.stop()
             except Exception:
