@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeml_local import binaries, bootstrap, procs, readiness
+from kubeml_local import binaries, bootstrap, procs, readiness, service_range
 from kubeml_local.config import (
     DEFAULT_NODE,
     ClusterConfig,
@@ -207,6 +207,11 @@ def _write_config(
         bin_dir=str(binaries.resolve(bin_dir)),
         crds_dir=str(resolved_crds) if resolved_crds else None,
         ports=choose_ports(previous.ports if previous else None),
+        service_cidr=service_range.for_cluster(
+            layout.root,
+            previous.service_cidr if previous else None,
+            legacy_data=previous is not None and any(layout.etcd_data.glob("*")),
+        ),
     )
     write_json(layout.cluster_json, cfg)
     return cfg

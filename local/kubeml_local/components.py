@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kubeml_local.config import SERVICE_CIDR, ClusterConfig
+from kubeml_local.config import ClusterConfig
 from kubeml_local.layout import Layout
 from kubeml_local.pki import Pki
 
@@ -89,7 +89,7 @@ def apiserver(cfg: ClusterConfig, layout: Layout, pki: Pki) -> list[str]:
         f"--service-account-issuer={SA_ISSUER}",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={cfg.require_service_cidr()}",
         # Privileged pods are allowed by the apiserver so that PodSecurity admission (on by
         # default, with the default admission plugins) is what rejects them.
         "--allow-privileged=true",
@@ -174,4 +174,7 @@ def agent(cfg: ClusterConfig, layout: Layout) -> list[str]:
         cfg.node_name,
         "--state-dir",
         str(layout.root),
+        # The proxy listens only on ClusterIPs of this cluster's own range.
+        "--service-cidr",
+        cfg.require_service_cidr(),
     ]

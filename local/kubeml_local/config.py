@@ -10,10 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# Loopback, so that anything dialling a ClusterIP by mistake stays on this machine.
-SERVICE_CIDR = "127.96.0.0/16"
-# The apiserver gives the first address of the range to the `kubernetes` Service.
-SERVICE_IP = "127.96.0.1"
+from kubeml_local import service_range
+
 DEFAULT_NODE = "kubeml-local"
 BUCKET = "kubeml"
 REGION = "us-east-1"
@@ -47,6 +45,19 @@ class ClusterConfig(BaseModel):
     bin_dir: str
     crds_dir: str | None = None
     ports: Ports
+    # This cluster's ClusterIPs: a loopback /20 of its own (service_range.py). None only
+    # in a cluster.json written before there was a choice; `up` then picks one.
+    service_cidr: str | None = None
+
+    @property
+    def service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP (the first address of the range)."""
+        return service_range.first_address(self.require_service_cidr())
+
+    def require_service_cidr(self) -> str:
+        if self.service_cidr is None:
+            raise ValueError("cluster.json has no service_cidr; run `kubeml local up`")
+        return self.service_cidr
 
     @property
     def apiserver_url(self) -> str:

@@ -29,7 +29,6 @@ from kubernetes.client.rest import ApiException
 
 from kubeml_local import bootstrap, components, procs, readiness, s3
 from kubeml_local.config import (
-    SERVICE_IP,
     ClusterConfig,
     ComponentPid,
     Phase,
@@ -145,7 +144,7 @@ class Supervisor:
     # -- bring-up ------------------------------------------------------------------------
     def bring_up(self) -> None:
         layout, cfg = self.layout, self.cfg
-        pki = ensure_pki(layout.pki, node_name=cfg.node_name, service_ip=SERVICE_IP)
+        pki = ensure_pki(layout.pki, node_name=cfg.node_name, service_ip=cfg.service_ip)
         self.write_kubeconfigs(pki)
         creds = s3.ensure_credentials(layout, cfg.s3_url)
         self.progress("pki, kubeconfigs and S3 credentials: written")

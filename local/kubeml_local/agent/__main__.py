@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from ipaddress import ip_network
 from pathlib import Path
 
 from kubeml_local.agent.agent import Agent, AgentConfig
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="127.1.0.0/16",
         help="loopback range for pod IPs (one per node on a host)",
     )
+    p.add_argument(
+        "--service-cidr",
+        default=None,
+        help="loopback range of this cluster's ClusterIPs: Services there are proxied to "
+        "their ready pods (default: no service proxy)",
+    )
     p.add_argument("--cpu", default=None, help="node capacity cpu (default: host cores)")
     p.add_argument("--memory", default=None, help="node capacity memory (default: host RAM)")
     p.add_argument("--max-pods", default="110")
@@ -49,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.service_cidr and ip_network(args.service_cidr).overlaps(ip_network(args.pod_cidr)):
+        sys.exit(f"--pod-cidr {args.pod_cidr} overlaps --service-cidr {args.service_cidr}")
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir=args.run_dir,
         heartbeat_seconds=args.heartbeat_seconds,
         run_as_pod_user=args.run_as_pod_user,
+        service_cidr=args.service_cidr,
     )
 
     async def amain() -> None:

@@ -24,6 +24,8 @@ from kubeml_local.agent.ipam import LoopbackIPAM
 from kubeml_local.agent.kubeapi import Kube, PodReflector, describe
 from kubeml_local.agent.memory import MemoryMonitor
 from kubeml_local.agent.node import NodeAgent, NodeResources, node_labels
+from kubeml_local.agent.proxy import ServiceProxy
+from kubeml_local.agent.services import Endpoint, in_range
 from kubeml_local.agent.worker import AgentContext, PodWorker
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class AgentConfig:
     heartbeat_seconds: float = 10.0
     memory_interval: float = 0.1
     run_as_pod_user: str = "auto"  # auto | always | never
+    # ClusterIPs the service proxy may listen on (None: no proxy).
+    service_cidr: str | None = None
 
 
 def instance_marker(state_dir: Path, node: str) -> str:
@@ -128,6 +132,16 @@ class Agent:
             self.kube, cfg.node_name, cfg.resources, HOST_IP, cfg.heartbeat_seconds
         )
         self.binder = Binder(self.kube, cfg.node_name, node_labels(cfg.node_name))
+        endpoint = endpoint_from_kubeconfig(cfg.kubeconfig)
+        self.proxy = None
+        if cfg.service_cidr is not None:
+            apiserver = Endpoint(endpoint.host, endpoint.port, "kube-apiserver")
+            self.proxy = ServiceProxy(
+                self.kube,
+                cfg.node_name,
+                cfg.service_cidr,
+                apiserver if in_range(endpoint.host, None) else None,
+            )
         switch_users = decide_switch_users(cfg.run_as_pod_user)
         run_root = choose_run_dir(cfg, self.marker, switch_users)
         run_root.mkdir(parents=True, exist_ok=True)
@@ -139,12 +153,13 @@ class Agent:
             logs_root=cfg.state_dir / "pods",
             run_root=run_root,
             volumes_root=cfg.state_dir / "volumes",
-            endpoint=endpoint_from_kubeconfig(cfg.kubeconfig),
+            endpoint=endpoint,
             ipam=LoopbackIPAM(cfg.pod_cidr, IP_CLAIMS_DIR),
             memory=MemoryMonitor(cfg.memory_interval),
             allocatable=cfg.resources.as_dict(),
             switch_users=switch_users,
             marker=f"{self.marker}:{os.getpid()}",
+            services=self.proxy,
         )
         self.workers: dict[str, PodWorker] = {}
         self._recently_gone: deque[str] = deque(maxlen=1024)
@@ -181,6 +196,8 @@ class Agent:
         ]
         for r in reflectors:
             r.start()
+        if self.proxy is not None:
+            self.proxy.start()
         log.info("node agent for %s running (pods in %s)", self.cfg.node_name, self.ctx.run_root)
         try:
             await self._stop.wait()
@@ -192,6 +209,8 @@ class Agent:
                 if t.get_name() != "memory":  # keep enforcing limits while pods stop
                     t.cancel()
             await self._stop_pods()
+            if self.proxy is not None:
+                await asyncio.to_thread(self.proxy.stop)
             tasks[1].cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             # Safety net: nothing this agent started may outlive it.

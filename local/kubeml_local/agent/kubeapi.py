@@ -80,7 +80,8 @@ class _Gone(Exception):
 
 
 class PodReflector:
-    """List + watch of pods matching a field selector, in a daemon thread.
+    """List + watch of pods matching a field selector, in a daemon thread (or of other
+    objects, with ``list_fn``: a ``list_*_for_all_namespaces`` method).
 
     Calls ``sink("SYNC", [pods])`` after every (re)list, so the consumer can drop pods it
     knows that are gone, then ``sink(type, pod)`` per watch event. Errors (apiserver down,
@@ -94,8 +95,10 @@ class PodReflector:
         *,
         watch_timeout: int = 120,
         name: str = "pods",
+        list_fn: Callable[..., Any] | None = None,
     ) -> None:
         self.kube = kube
+        self.list_fn = list_fn or kube.core.list_pod_for_all_namespaces
         self.field_selector = field_selector
         self.sink = sink
         self.watch_timeout = watch_timeout
@@ -114,7 +117,7 @@ class PodReflector:
         while not self._stopped.is_set():
             try:
                 listing = json.loads(
-                    self.kube.core.list_pod_for_all_namespaces(
+                    self.list_fn(
                         field_selector=self.field_selector,
                         _preload_content=False,
                         _request_timeout=REQUEST_TIMEOUT,
@@ -138,7 +141,7 @@ class PodReflector:
                 backoff = min(backoff * 2, 5.0)
 
     def _watch_once(self, rv: str) -> str:
-        resp = self.kube.core.list_pod_for_all_namespaces(
+        resp = self.list_fn(
             field_selector=self.field_selector,
             watch=True,
             resource_version=rv,

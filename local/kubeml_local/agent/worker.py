@@ -23,7 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kubeml_local.agent import runtime
 from kubeml_local.agent.credentials import (
@@ -101,9 +101,15 @@ class AgentContext:
     allocatable: dict[str, str]
     switch_users: bool
     marker: str
+    # The service proxy, which knows the Services for pods' environment variables.
+    services: ServiceEnv | None = None
 
     def log_path(self, namespace: str, pod: str, container: str) -> Path:
         return self.logs_root / namespace / pod / f"{container}.log"
+
+
+class ServiceEnv(Protocol):
+    async def env_for(self, pod: Mapping[str, Any]) -> dict[str, str]: ...
 
 
 def _grace(pod: Mapping[str, Any]) -> float:
@@ -545,12 +551,16 @@ class PodWorker:
 
     async def plan_for(self, container: Mapping[str, Any]) -> ProcessPlan:
         lookups = await self.fetch_lookups()
+        base_env = self.base_env()
+        if self.ctx.services is not None:
+            # Under the agent's own variables: KUBERNETES_SERVICE_* stay the apiserver's.
+            base_env = {**await self.ctx.services.env_for(self.pod), **base_env}
         plan = plan_process(
             self.pod,
             container,
             rt=self.runtime_info(),
             lookups=lookups,
-            base_env=self.base_env(),
+            base_env=base_env,
             pod_root=str(self.root_dir),
             volume_dirs=self.volume_dirs,
             switch_users=self.ctx.switch_users,
