@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,13 @@ def post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, dict
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def service_url(api: client.ApiClient, ns: str, name: str) -> str:
+    """The Service's ClusterIP (a loopback address the node agent's proxy answers on)."""
+    ip = client.CoreV1Api(api).read_namespaced_service(name, ns).spec.cluster_ip
+    assert ip.startswith("127."), ip
+    return f"http://{ip}"
 
 
 def model_of(api: client.ApiClient, ns: str, mv_name: str, s3_client: Any) -> Any:
@@ -253,26 +261,16 @@ def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
     seen_previous: list[int] = []
     stop = threading.Event()
 
+    url = f"{service_url(kube_api, served, 'roll')}/v1/models/iris-classifier:predict"
+
     def client_loop() -> None:
-        # Like a Service would, send each request to a pod that is Ready and not
-        # terminating (loopback pod IPs get no Endpoints, so we pick ourselves).
-        i = 0
+        # Through the Service, as a client would: a new connection per request.
         while not stop.is_set():
-            pods = ready_pods(kube_api, served, "roll")
-            if not pods:
-                results.append("no ready pod")
-                continue
-            ip = pods[i % len(pods)].status.pod_ip
-            i += 1
             try:
-                code, _ = post(
-                    f"http://{ip}:8080/v1/models/iris-classifier:predict",
-                    {"instances": ROWS},
-                    timeout=5,
-                )
-                results.append("ok" if code == 200 else f"HTTP {code} from {ip}")
+                code, _ = post(url, {"instances": ROWS}, timeout=5)
+                results.append("ok" if code == 200 else f"HTTP {code}")
             except OSError as err:
-                results.append(f"{type(err).__name__} from {ip}: {err}")
+                results.append(f"{type(err).__name__}: {err}")
             dep = kube.get(kube_api, served, "Deployment", "roll")
             prev = ((dep or {}).get("status") or {}).get("previous")
             if prev:
@@ -321,6 +319,7 @@ def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
         stop.set()
         loop.join(timeout=30)
     failures = [r for r in results if r != "ok"]
+    print(f"rollout through the Service: {len(results)} requests, {len(failures)} failed")
     assert len(results) > 20
     assert failures == [], failures[:10]
     assert seen_previous and set(seen_previous) == {1}
@@ -349,6 +348,18 @@ def test_a_canary_at_25_percent_gets_one_of_four_replicas(
     assert {p.metadata.labels["kubeml.io/version"] for p in stable} == {"1"}
     assert {p.metadata.labels["kubeml.io/version"] for p in canary} == {"2"}
     assert dep["status"]["canary"]["trafficPercent"] == 25
+
+    # Through the Service, as clients see it: one new connection per request.
+    url = f"{service_url(kube_api, served, 'split')}/v2/models/iris-classifier/infer"
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
+    answered: Counter[str] = Counter()
+    for _ in range(400):
+        code, doc = post(url, body)
+        assert code == 200, doc
+        answered[doc["model_version"]] += 1
+    share = 100 * answered["2"] / 400
+    print(f"canary share through the Service: {share:.1f}% of 400 ({dict(answered)})")
+    assert set(answered) == {"1", "2"} and 18 <= share <= 32, answered
 
 
 def test_a_tampered_artifact_keeps_pods_unready_until_it_is_restored(
