@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubeml_local.agent import services as svc
@@ -43,9 +44,17 @@ RESYNC_S = 5.0
 ENV_SYNC_WAIT_S = 10.0
 
 
+def default_max_connections() -> int:
+    """Each relayed connection holds two descriptors; the agent's pods need the rest."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(16, min(1024, soft // 8))
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_connections: int = 1024
+    max_connections: int = field(default_factory=default_max_connections)
     idle_timeout_s: float = 600.0
     connect_timeout_s: float = 2.0
     read_chunk: int = 64 << 10
@@ -58,8 +67,8 @@ class _Idle(Exception):
 class Relay:
     """Listeners and relayed connections for a plan of listeners (see :meth:`apply`)."""
 
-    def __init__(self, limits: Limits = Limits()) -> None:
-        self.limits = limits
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self.table: dict[Address, Listener] = {}
         self.servers: dict[Address, asyncio.Server] = {}
         self.balancer = svc.RoundRobin()
@@ -224,7 +233,7 @@ class ServiceProxy:
         node_name: str,
         service_cidr: str | None,
         apiserver: Endpoint | None,
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
     ) -> None:
         self.kube = kube
         self.node_name = node_name
