@@ -84,6 +84,7 @@ def test_relay_spreads_connections_and_skips_an_endpoint_that_refuses() -> None:
             assert all(x.endswith(b"x" * 100_000) for x in answers)
             # The rotation goes on at dead, b, a: each of dead's turns is retried at b.
             assert Counter(x[:2] for x in answers) == {b"a:": 3, b"b:": 6}
+            assert relay.retried == 3
             await relay.apply({listen: Listener(KEY, (dead,))})
             assert await _no_answer(listen)
             await relay.apply({})

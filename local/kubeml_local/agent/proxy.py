@@ -74,6 +74,7 @@ class Relay:
         self.balancer = svc.RoundRobin()
         self.open_connections = 0
         self.refused_over_limit = 0
+        self.retried = 0  # connections that went on to another endpoint after a refusal
         self._by_address: dict[Address, set[asyncio.StreamWriter]] = {}
         self._bind_errors: dict[Address, str] = {}
 
@@ -167,6 +168,7 @@ class Relay:
                 )
             except (OSError, TimeoutError) as exc:
                 # A pod that stopped before its readiness reached us: try the next one.
+                self.retried += 1
                 log.debug("service proxy: %s: %s:%d: %s", listener.key, ep.ip, ep.port, exc)
         return None
 
@@ -258,11 +260,16 @@ class ServiceProxy:
         self._ready.wait(10.0)
 
     def stop(self, timeout: float = 5.0) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
+                loop.call_soon_threadsafe(self._halt)
         self._thread.join(timeout)
+
+    def _halt(self) -> None:
+        if self._stop is not None and self._dirty is not None:
+            self._stop.set()
+            self._dirty.set()  # wake the main loop now, not at its next resync
 
     # -- pod environments (called from the agent's loop) -------------------------------
     async def env_for(self, pod: Mapping[str, Any]) -> dict[str, str]:
