@@ -2,10 +2,11 @@
 
 ClusterIPs are loopback addresses the node agent's service proxy listens on; two clusters
 with the same range would fight over the same ``clusterIP:port``. Each cluster therefore
-takes a free /20 of ``127.96.0.0/12`` (256 of them), recorded in its ``cluster.json`` and
-kept across restarts. A range is claimed host-wide by creating
-``/tmp/kubeml-service-ranges/<range>`` exclusively, holding the state dir that owns it; a
-claim whose state dir no longer records that range (deleted, or moved on) is taken over.
+takes a free /20 of ``127.96.0.0/12`` (240 of them: none inside ``127.96.0.0/16``, see
+LEGACY), recorded in its ``cluster.json`` and kept across restarts. A range is claimed
+host-wide by creating ``/tmp/kubeml-service-ranges/<range>`` exclusively, holding the
+state dir that owns it; a claim whose state dir no longer records that range (deleted,
+or moved on) is taken over.
 
 Pod IPs come from ``127.1.0.0/16`` (see agent/ipam.py), outside ``127.96.0.0/12``.
 """
@@ -40,7 +41,9 @@ class NoFreeRange(RuntimeError):
 def candidates(state_dir: Path) -> list[ipaddress.IPv4Network]:
     """Every /20, starting at one derived from the state dir: concurrent `up`s of
     different clusters rarely try the same range first."""
-    ranges = list(SUPERNET.subnets(new_prefix=PREFIX))
+    legacy = ipaddress.IPv4Network(LEGACY)
+    # Not inside the legacy range: clusters still on it never collide with new ones.
+    ranges = [r for r in SUPERNET.subnets(new_prefix=PREFIX) if not r.subnet_of(legacy)]
     start = int(hashlib.sha256(str(state_dir).encode()).hexdigest(), 16) % len(ranges)
     return ranges[start:] + ranges[:start]
 

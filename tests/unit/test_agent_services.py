@@ -252,7 +252,10 @@ def test_two_clusters_get_different_ranges_and_each_keeps_its_own(tmp_path: Path
     assert service_range.choose(a, ra, claims) == ra  # a restart keeps it
     assert service_range.first_address(ra).endswith(".1")
     for r in (ra, rb):
-        assert service_range.SUPERNET.supernet_of(ipaddress.IPv4Network(r)) and r.endswith("/20")
+        net = ipaddress.IPv4Network(r)
+        assert service_range.SUPERNET.supernet_of(net) and net.prefixlen == 20
+        assert not net.overlaps(ipaddress.IPv4Network(service_range.LEGACY))
+    assert len(service_range.candidates(a)) == 240
 
 
 def test_an_abandoned_claim_is_taken_over_but_a_fresh_one_is_respected(tmp_path: Path) -> None:
