@@ -12,5 +12,9 @@ registers a Node, binds pending pods to it, and runs each container's ``command`
   (:func:`.podspec.identity`), with a minimal environment; ``KUBECONFIG`` points at a
   kubeconfig with the pod's own ServiceAccount token (TokenRequest, bound to the pod).
 - Memory limits are enforced by sampling RSS per session (:mod:`.memory`).
+- Services answer on their ClusterIPs (loopback addresses of the cluster's own range):
+  the agent proxies each TCP port to the ready pods the selector matches, round-robin per
+  new connection (:mod:`.proxy`, decisions in :mod:`.services`), and gives pods the
+  ``<NAME>_SERVICE_HOST/_PORT`` variables of their namespace's Services.
 - Logs: ``<state-dir>/pods/<namespace>/<pod>/<container>.log``, appended across restarts.
 """
