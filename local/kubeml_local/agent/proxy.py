@@ -319,7 +319,10 @@ class ServiceProxy:
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_S)
                 self._dirty.clear()
                 if {"services", "pods"} <= self._synced:
-                    await self.relay.apply(self._plan())
+                    try:
+                        await self.relay.apply(self._plan())
+                    except Exception:  # an object we cannot read must not stop every Service
+                        log.exception("service proxy: applying the plan; retrying")
         finally:
             for r in reflectors:
                 r.stop()
