@@ -28,7 +28,7 @@ class BinariesError(RuntimeError):
 
 def repo_root() -> Path | None:
     """The source checkout this package runs from (editable install), if any."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "hack" / "k8s" / "build.sh").exists() else None
 
 
