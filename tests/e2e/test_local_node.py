@@ -421,3 +421,30 @@ def test_crashed_components_come_back_and_the_model_keeps_answering(env: Env, se
     assert report.healthy, report.lines()
     assert report.restarts["seaweedfs"] >= 1 and report.restarts["kube-apiserver"] >= 1
     assert report.restarts["etcd"] == 0 and report.restarts["node-agent"] == 0
+
+
+def test_a_killed_node_agent_comes_back_and_runs_its_pods_again(env: Env, served: str) -> None:
+    """Pods do not outlive their agent: a new one could not learn their exit codes (they
+    are not its children), so it kills them and runs the containers again, reporting the
+    lost run as ContainerStatusUnknown like a kubelet that lost its runtime."""
+    core = client.CoreV1Api(env.api)
+    pod = _crasher("steady")
+    pod["spec"]["containers"] = pod["spec"]["containers"][1:]
+    core.create_namespaced_pod(env.ns, pod)
+
+    def running_since() -> str | None:
+        status = core.read_namespaced_pod("steady", env.ns).status
+        (c,) = status.container_statuses or [None]
+        return str(c.restart_count) if c is not None and c.state.running else None
+
+    assert poll(running_since, timeout=60, what="steady running") == "0"
+    _kill_and_wait(env, "node-agent", lambda: running_since() == "1")
+    (c,) = core.read_namespaced_pod("steady", env.ns).status.container_statuses
+    assert c.last_state.terminated.reason == "ContainerStatusUnknown"
+    assert env.kubectl("logs", "steady", "--previous").stdout == "steady-here\n"
+    assert env.kubectl("logs", "steady").stdout == "steady-here\n"
+    servers = poll(lambda: server_pods(env) or None, timeout=120, what="server ready again")
+    ip = servers[0].status.pod_ip
+    assert poll(lambda: predict(ip), timeout=60, what="predictions again")
+    report = cluster.status(env.layout.root)
+    assert report.healthy and report.restarts["node-agent"] >= 1, report.lines()
