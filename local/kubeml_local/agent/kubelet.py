@@ -5,7 +5,8 @@ kubelet client certificate and checks ours against the cluster CA. We ask every 
 certificate of that CA and serve only the apiserver's (401 without one, 403 for any other
 identity). What a client can make us hold is bounded: connections, request line and header
 sizes, the TLS handshake, and idle or slow connections (aiohttp closes a connection that
-has not sent a whole request within the keep-alive timeout).
+has not sent a whole request within the keep-alive timeout). Connections count from
+accept, TLS handshakes included; beyond the limit new ones are closed at once.
 
 ``GET /containerLogs/{namespace}/{pod}/{container}`` answers with the container's current
 log file, or with the previous run's (``previous``), the last ``tailLines`` lines, at most
@@ -88,14 +89,43 @@ def server_context(serving: Serving) -> ssl.SSLContext:
     return ctx
 
 
-class _BoundedServer(web.Server):
-    """aiohttp's low-level server, closing connections beyond ``MAX_CONNECTIONS``."""
+class _Server(web.Server):
+    """aiohttp's low-level server, telling us when a connection it served is gone."""
 
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        if len(self.connections) > MAX_CONNECTIONS:
-            log.warning("kubelet API: more than %d connections, closing one", MAX_CONNECTIONS)
-            transport.close()
+    def __init__(self, on_lost: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_lost = on_lost
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._on_lost()
+
+
+class _Handshaking(asyncio.Protocol):
+    """An accepted TCP connection while its TLS handshake runs. Connections are counted
+    from here, so that clients stuck in the handshake count against the limit too."""
+
+    def __init__(self, owner: KubeletServer) -> None:
+        self.owner = owner
+        self.target: asyncio.Protocol | None = None
+        self.early: list[bytes] = []
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.owner.accepted(transport, self)
+
+    # Application data can arrive in the same read that completes the handshake, before
+    # the HTTP handler takes over the TLS transport: it is kept and handed over.
+    def data_received(self, data: bytes) -> None:
+        if self.target is not None:
+            self.target.data_received(data)
+        else:
+            self.early.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -106,11 +136,15 @@ class KubeletServer:
     def __init__(self, serving: Serving, logs: LogSource) -> None:
         self.serving = serving
         self.logs = logs
-        self._server: _BoundedServer | None = None
+        self._server: _Server | None = None
         self._listener: asyncio.Server | None = None
+        self._tls = server_context(serving)
+        self._open = 0
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = _BoundedServer(
+        self._server = _Server(
+            self._released,
             self.handle,
             handler_cancellation=True,  # a follow ends when its client goes away
             keepalive_timeout=IDLE_TIMEOUT_S,
@@ -121,19 +155,65 @@ class KubeletServer:
         )
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            self._server,
+            lambda: _Handshaking(self),
             self.serving.host,
             self.serving.port,
-            ssl=server_context(self.serving),
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
             backlog=MAX_CONNECTIONS,
             reuse_address=True,
         )
         log.info("kubelet API on https://%s:%d", self.serving.host, self.serving.port)
 
+    # -- connections: counted from accept until closed ----------------------------------
+    def accepted(self, transport: asyncio.Transport, guard: _Handshaking) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            log.warning("kubelet API: %d connections open, refusing one", self._open)
+            transport.abort()
+            return
+        self._open += 1
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport, guard))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    def _released(self) -> None:
+        self._open -= 1
+
+    async def _upgrade(self, transport: asyncio.Transport, guard: _Handshaking) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                guard,
+                self._tls,
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            )
+        except asyncio.CancelledError:  # shutdown
+            transport.abort()
+            self._released()
+            raise
+        except Exception as err:  # a failed or timed-out handshake, the peer gone
+            log.debug("kubelet API: TLS handshake failed: %s", err)
+            transport.abort()
+            self._released()
+            return
+        if tls is None or self._server is None:
+            transport.abort()
+            self._released()
+            return
+        handler = self._server()
+        tls.set_protocol(handler)
+        guard.target = handler
+        handler.connection_made(tls)  # from here aiohttp's connection_lost releases it
+        for data in guard.early:
+            handler.data_received(data)
+        if guard.eof:
+            handler.eof_received()
+
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        for task in list(self._handshakes):
+            task.cancel()
         if self._server is not None:
             self._server.pre_shutdown()
             await self._server.shutdown(2.0)
