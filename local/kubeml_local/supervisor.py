@@ -273,7 +273,13 @@ class Supervisor:
             local = [self.layout.run / "s3.sock", self.layout.run / "filer.sock"]
             for sock in [*s3.stale_sockets(self.cfg.ports.all()), *local]:
                 sock.unlink(missing_ok=True)
-        proc = procs.spawn(self.argv[name], log=self.layout.log(name), root=self.layout.root)
+        try:
+            proc = procs.spawn(self.argv[name], log=self.layout.log(name), root=self.layout.root)
+        except OSError as err:  # e.g. its binary is gone: try again later, like an exit
+            self.tracks[name] = restarts.on_exit(restarts.on_restart(track, now), 127, now)
+            self.status.components[name].restarts += 1
+            self.progress(f"{name}: cannot be started again: {err}")
+            return
         self.procs[name] = proc
         track = self.tracks[name] = restarts.on_restart(track, time.monotonic())
         comp = self.status.components[name]
