@@ -271,7 +271,8 @@ def test_previous_and_container_flags(env: Env) -> None:
     assert env.kubectl("logs", "crasher", "-c", "steady").stdout == "steady-here\n"
     none_yet = env.kubectl("logs", "crasher", "-c", "flaky", "--previous", check=False)
     assert none_yet.returncode != 0
-    assert 'previous terminated container "crasher/flaky" not found' in none_yet.stderr
+    expected = 'previous terminated container "flaky" in pod "crasher" not found'
+    assert expected in none_yet.stderr, none_yet.stderr
 
     def restarted() -> bool:
         pod = core.read_namespaced_pod("crasher", env.ns)

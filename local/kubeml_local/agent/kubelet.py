@@ -237,7 +237,9 @@ class KubeletServer:
         found = self.logs.container_log(namespace, pod, container)
         if found is None:
             return _text(404, f"pod {namespace}/{pod} has no container {container} on this node")
-        return await self._serve(request, found, options, f"{pod}/{container}")
+        # Worded as the kubelet words them.
+        what = f'container "{container}" in pod "{pod}"'
+        return await self._serve(request, found, options, what)
 
     async def _serve(
         self, request: web.BaseRequest, found: ContainerLog, options: LogOptions, what: str
@@ -247,9 +249,9 @@ class KubeletServer:
             f: BinaryIO = path.open("rb")
         except FileNotFoundError:
             if options.previous:
-                return _text(400, f'previous terminated container "{what}" not found')
+                return _text(400, f"previous terminated {what} not found")
             reason = found.waiting_reason or "ContainerCreating"
-            return _text(400, f'container "{what}" is waiting to start: {reason}')
+            return _text(400, f"{what} is waiting to start: {reason}")
         with f:
             stat = os.fstat(f.fileno())
             start = 0

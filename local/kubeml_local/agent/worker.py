@@ -219,9 +219,15 @@ class PodWorker:
             return None
         rec = record
         started = (rec.state.get("running") or {}).get("startedAt")
+        current = self.ctx.log_path(self.namespace, self.name, container)
+        previous = self.ctx.previous_log_path(self.namespace, self.name, container)
+        if "waiting" in rec.state and rec.last_state.get("terminated"):
+            # Backing off after a crash: the last run's file is not rotated yet, and, as
+            # with a kubelet, it is both the current log and the previous one.
+            previous = current
         return ContainerLog(
-            current=self.ctx.log_path(self.namespace, self.name, container),
-            previous=self.ctx.previous_log_path(self.namespace, self.name, container),
+            current=current,
+            previous=previous,
             running=lambda: rec.is_running and not self.gone,
             run_started=dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
             if started
