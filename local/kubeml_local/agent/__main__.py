@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir.expanduser().resolve(),
         resources=resources,
         pod_cidr=args.pod_cidr,
+        kubelet=kubelet,
         run_dir=args.run_dir,
         heartbeat_seconds=args.heartbeat_seconds,
         run_as_pod_user=args.run_as_pod_user,
-        kubelet=kubelet,
     )
 
     async def amain() -> None:

@@ -45,11 +45,11 @@ class AgentConfig:
     state_dir: Path
     resources: NodeResources
     pod_cidr: str = "127.1.0.0/16"
+    kubelet: Serving | None = None  # the kubelet API (logs); None: not served
     run_dir: Path | None = None
     heartbeat_seconds: float = 10.0
     memory_interval: float = 0.1
     run_as_pod_user: str = "auto"  # auto | always | never
-    kubelet: Serving | None = None  # the kubelet API (logs); None: not served
 
 
 def instance_marker(state_dir: Path, node: str) -> str:
