@@ -51,6 +51,7 @@ class Running:
     url: str
     pki: Pki
     files: Files
+    server: KubeletServer
 
     def context(self, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -89,7 +90,7 @@ def server(tmp_path: Path) -> Iterator[Running]:
     thread.start()
     assert started.wait(10)
     try:
-        yield Running(f"https://127.0.0.1:{port}", pki, files)
+        yield Running(f"https://127.0.0.1:{port}", pki, files, srv)
     finally:
         asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -198,3 +199,28 @@ def test_connections_stuck_before_tls_count_too(server: Running) -> None:
         for s in silent:
             s.close()
     poll(lambda: server.get("/containerLogs/ns/p/c")[0] == 200, timeout=10, what="served again")
+
+
+def test_churn_leaks_no_connection_slot(server: Running) -> None:
+    """Clients that hang up at every stage (before TLS, right after it, mid-request)
+    give their slot back."""
+    host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
+    ctx = server.context()
+    for i in range(3 * kubelet.MAX_CONNECTIONS):
+        raw = socket.create_connection((host, port), 10)
+        if i % 3 == 0:
+            raw.close()
+            continue
+        tls = ctx.wrap_socket(raw, server_hostname=host)
+        if i % 3 == 2:
+            tls.sendall(b"GET /containerLogs/ns/p/c?follow=true HTTP/1.1\r\nHost: x\r\n")
+        tls.close()
+    # And a follower that goes away while the log is quiet.
+    tls = ctx.wrap_socket(socket.create_connection((host, port), 10), server_hostname=host)
+    tls.sendall(b"GET /containerLogs/ns/p/c?follow=true HTTP/1.1\r\nHost: x\r\n\r\n")
+    tls.settimeout(10)
+    assert tls.recv(100).startswith(b"HTTP/1.1 200")
+    assert server.server.open_connections >= 1
+    tls.close()
+    poll(lambda: server.server.open_connections == 0, timeout=15, what="every slot released")
+    assert server.get("/containerLogs/ns/p/c")[0] == 200

@@ -110,6 +110,7 @@ class _Handshaking(asyncio.Protocol):
         self.target: asyncio.Protocol | None = None
         self.early: list[bytes] = []
         self.eof = False
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -126,6 +127,10 @@ class _Handshaking(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.eof = True
         return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Only reached when the connection ends before the HTTP handler takes over.
+        self.lost = True
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -177,6 +182,10 @@ class KubeletServer:
     def _released(self) -> None:
         self._open -= 1
 
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
     async def _upgrade(self, transport: asyncio.Transport, guard: _Handshaking) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -196,7 +205,7 @@ class KubeletServer:
             transport.abort()
             self._released()
             return
-        if tls is None or self._server is None:
+        if tls is None or self._server is None or guard.lost or tls.is_closing():
             transport.abort()
             self._released()
             return
