@@ -66,6 +66,7 @@ class Report:
     components: dict[str, bool] = field(default_factory=dict)
     detail: str = ""
     ready_seconds: float | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [
@@ -74,7 +75,8 @@ class Report:
             f"supervisor: {'running' if self.supervisor_alive else 'not running'}",
         ]
         for name, up in self.components.items():
-            out.append(f"  {name:<24} {'running' if up else 'exited'}")
+            state = "running" if up else ("restarting" if self.supervisor_alive else "exited")
+            out.append(f"  {name:<24} {state:<10} restarts: {self.restarts.get(name, 0)}")
         if self.ready_seconds is not None:
             out.append(f"came up in: {self.ready_seconds}s")
         return out
@@ -115,6 +117,7 @@ def status(state_dir: Path | str | None = None) -> Report:
         shown,
         st.message.splitlines()[0] if st.message else "",
         st.ready_seconds,
+        {name: c.restarts for name, c in st.components.items()},
     )
 
 

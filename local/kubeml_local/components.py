@@ -97,6 +97,11 @@ def apiserver(cfg: ClusterConfig, layout: Layout, pki: Pki) -> list[str]:
         # Hostname address (not resolvable: the lookup would go to an off-machine DNS
         # server) and InternalIP 127.0.0.1; only ever dial the latter.
         "--kubelet-preferred-address-types=InternalIP",
+        # ... over TLS both ways: the agent's kubelet API presents a certificate of the
+        # cluster CA and serves only this client certificate.
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+        f"--kubelet-client-certificate={pki.apiserver_kubelet_client[0]}",
+        f"--kubelet-client-key={pki.apiserver_kubelet_client[1]}",
         "--profiling=false",
         # Tests count the requests a component makes (e.g. none from an idle operator).
         f"--audit-policy-file={layout.audit_policy}",
@@ -164,10 +169,16 @@ def seaweedfs(cfg: ClusterConfig, layout: Layout, weed: Path) -> list[str]:
 
 
 def agent(cfg: ClusterConfig, layout: Layout) -> list[str]:
+    pki = Pki(layout.pki)
     return [
         sys.executable,
         "-m",
         "kubeml_local.agent",
+        # The kubelet API (container logs) the apiserver calls.
+        f"--kubelet-port={cfg.ports.kubelet}",
+        f"--tls-cert-file={pki.kubelet_cert}",
+        f"--tls-private-key-file={pki.kubelet_key}",
+        f"--client-ca-file={pki.ca_cert}",
         "--kubeconfig",
         str(layout.agent_kubeconfig),
         "--node-name",

@@ -33,6 +33,9 @@ class Ports(BaseModel):
     volume_grpc: int
     filer: int
     filer_grpc: int
+    # The node agent's kubelet API (logs), which the apiserver dials. A default so that a
+    # cluster.json written before it existed still reads; 0 means "not chosen yet".
+    kubelet: int = 0
 
     def all(self) -> list[int]:
         return list(self.model_dump().values())
@@ -80,6 +83,10 @@ class ComponentPid(BaseModel):
 
     pid: int
     pgid: int
+    # Kept by the supervisor, which restarts a component that exits (see restarts.py).
+    restarts: int = 0
+    last_exit_code: int | None = None
+    last_exit_at: str | None = None
 
 
 class Status(BaseModel):
@@ -136,7 +143,11 @@ def free_ports(count: int) -> list[int]:
 def choose_ports(previous: Ports | None) -> Ports:
     """Reuse the previous ports when all are free: etcd keeps its peer URL in its data, and
     kubeconfigs handed out earlier keep working."""
-    if previous and all(_port_free(p) for p in previous.all()):
+    if previous and all(_port_free(p) for p in previous.all() if p):
+        if not previous.kubelet:
+            taken = set(previous.all())
+            port = next(p for p in free_ports(len(taken) + 1) if p not in taken)
+            return previous.model_copy(update={"kubelet": port})
         return previous
     names = list(Ports.model_fields)
     return Ports(**dict(zip(names, free_ports(len(names)), strict=True)))

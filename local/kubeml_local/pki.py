@@ -5,6 +5,8 @@ Identities (the apiserver reads users from CN and groups from O):
 - ``system:kube-controller-manager``: the controller manager; with
   ``--use-service-account-credentials`` each controller then runs under its own
   service account, bound by the apiserver's bootstrap RBAC policy.
+- ``kube-apiserver-kubelet-client`` in ``kubeml:kubelet-api``: the apiserver when it calls
+  the node agent's kubelet API (logs); the agent serves only this identity.
 - ``system:node:<node>`` in ``system:nodes`` *and* ``system:masters``: the node agent. A real
   kubelet's rights (Node authorizer) do not cover what the agent does in place of a
   scheduler and kubelet together (POST pods/binding for any pending pod, read every
@@ -35,6 +37,8 @@ RENEW_BEFORE = dt.timedelta(days=7)
 
 ADMIN_USER = "kubeml-admin"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+KUBELET_CLIENT_GROUP = "kubeml:kubelet-api"
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -68,6 +72,19 @@ class Pki:
     @property
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
+
+    @property
+    def kubelet_cert(self) -> Path:
+        """The node agent's serving certificate for its kubelet API."""
+        return self.dir / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.dir / "kubelet.key"
+
+    @property
+    def apiserver_kubelet_client(self) -> tuple[Path, Path]:
+        return self.client("apiserver-kubelet-client")
 
     def client(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
@@ -232,7 +249,14 @@ def agent_orgs() -> list[str]:
     return ["system:nodes", "system:masters"]
 
 
-def ensure_pki(pki_dir: Path, *, node_name: str, service_ip: str) -> Pki:
+def kubelet_sans(node_name: str, node_ip: str) -> list[x509.GeneralName]:
+    """The apiserver dials the node's InternalIP and checks it against these."""
+    return [x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(node_ip))]
+
+
+def ensure_pki(
+    pki_dir: Path, *, node_name: str, service_ip: str, node_ip: str = "127.0.0.1"
+) -> Pki:
     """Create whatever is missing or near expiry; return the paths."""
     pki = Pki(pki_dir)
     pki_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +277,17 @@ def ensure_pki(pki_dir: Path, *, node_name: str, service_ip: str) -> Pki:
             server,
             apiserver_sans(service_ip),
         )
+    if not _fresh(pki.kubelet_cert, pki.kubelet_key) or not _has_san(pki.kubelet_cert, node_ip):
+        _issue(
+            pki,
+            pki.kubelet_cert,
+            pki.kubelet_key,
+            _name(f"system:node:{node_name}", ["system:nodes"]),
+            server,
+            kubelet_sans(node_name, node_ip),
+        )
     clients = {
+        "apiserver-kubelet-client": _name(KUBELET_CLIENT_USER, [KUBELET_CLIENT_GROUP]),
         "admin": _name(ADMIN_USER, ["system:masters"]),
         "controller-manager": _name(CONTROLLER_MANAGER_USER),
         "agent": _name(f"system:node:{node_name}", agent_orgs()),

@@ -2,10 +2,18 @@
 
 ``up`` starts it in its own session, so Ctrl-C in the terminal does not reach the
 components, and follows ``progress.log`` until ``status.json`` says ready. The supervisor
-starts every component, waits for each with a deadline, then watches them. When any
-component exits, or on SIGTERM/SIGINT/SIGHUP, it stops all of them (node agent first, so
-it can stop its pods while the apiserver is still there; etcd last) and exits. It is a
-child subreaper, so pods that the agent detaches are re-parented to it and stopped too.
+starts every component, waits for each with a deadline, then watches them. A component
+that exits during bring-up fails it; once the cluster is ready, one that exits is started
+again with the same command line after a back-off (``restarts.py``) while the others keep
+running, as a node restarts what crashed; ``status.json`` records the restarts. On
+SIGTERM/SIGINT/SIGHUP it stops all of them (node agent first, so it can stop its pods
+while the apiserver is still there; etcd last) and exits. It is a child subreaper, so pods
+that the agent detaches are re-parented to it and stopped too.
+
+A restarted node agent does not re-attach to the pod processes of the one that died: they
+are no longer its children, so it could not learn their exit codes (the supervisor, as
+subreaper, reaps them). It kills them and runs the containers again, counting a restart
+with ``lastState`` ContainerStatusUnknown, as a kubelet does after losing its runtime.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from types import FrameType
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from kubeml_local import bootstrap, components, procs, readiness, s3
+from kubeml_local import bootstrap, components, procs, readiness, restarts, s3
 from kubeml_local.config import (
     ClusterConfig,
     ComponentPid,
@@ -101,6 +109,8 @@ class Supervisor:
         self.cfg = cfg
         self.with_agent = with_agent
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, list[str]] = {}
+        self.tracks: dict[str, restarts.Track] = {}
         self.status = Status(phase="starting", supervisor_pid=os.getpid())
         self.started = time.monotonic()
         self.stopping = False
@@ -122,6 +132,8 @@ class Supervisor:
     def start(self, name: str, argv: list[str]) -> None:
         proc = procs.spawn(argv, log=self.layout.log(name), root=self.layout.root)
         self.procs[name] = proc
+        self.argv[name] = argv
+        self.tracks[name] = restarts.Track(started_at=time.monotonic())
         self.status.components[name] = ComponentPid(pid=proc.pid, pgid=proc.pid)
         write_json(self.layout.status_json, self.status)
         self.progress(f"{name}: started (pid {proc.pid}, log {self.layout.log(name)})")
@@ -229,9 +241,51 @@ class Supervisor:
     # -- steady state and teardown -------------------------------------------------------
     def watch(self) -> None:
         while True:
-            self.guard()
+            for name in list(self.procs):
+                self.check(name, time.monotonic())
             procs.reap_zombies(keep=[p.pid for p in self.procs.values()])
             time.sleep(WATCH_INTERVAL_S)
+
+    def check(self, name: str, now: float) -> None:
+        """Notice that a component exited, and start it again once its back-off is over."""
+        track = self.tracks[name]
+        if track.restart_at is None:
+            code = self.procs[name].poll()
+            if code is None:
+                return
+            # Helpers it forked (none expected) must not hold its ports for the next run.
+            procs.stop_popen(self.procs[name], 0.0)
+            track = self.tracks[name] = restarts.on_exit(track, code, now)
+            comp = self.status.components[name]
+            comp.last_exit_code = code
+            comp.last_exit_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            write_json(self.layout.status_json, self.status)
+            wait = (track.restart_at or now) - now
+            self.progress(
+                f"{name}: exited with code {code}; restarting in {wait:.0f}s "
+                f"(restart {track.restarts + 1}); last lines of its log:\n"
+                + log_tail(self.layout.log(name), 5)
+            )
+        if not restarts.due(track, now):
+            return
+        if name == "seaweedfs":  # a killed SeaweedFS leaves its unix sockets behind
+            local = [self.layout.run / "s3.sock", self.layout.run / "filer.sock"]
+            for sock in [*s3.stale_sockets(self.cfg.ports.all()), *local]:
+                sock.unlink(missing_ok=True)
+        try:
+            proc = procs.spawn(self.argv[name], log=self.layout.log(name), root=self.layout.root)
+        except OSError as err:  # e.g. its binary is gone: try again later, like an exit
+            self.tracks[name] = restarts.on_exit(restarts.on_restart(track, now), 127, now)
+            self.status.components[name].restarts += 1
+            self.progress(f"{name}: cannot be started again: {err}")
+            return
+        self.procs[name] = proc
+        track = self.tracks[name] = restarts.on_restart(track, time.monotonic())
+        comp = self.status.components[name]
+        comp.pid = comp.pgid = proc.pid
+        comp.restarts = track.restarts
+        write_json(self.layout.status_json, self.status)
+        self.progress(f"{name}: restarted (pid {proc.pid}, restart {track.restarts})")
 
     def teardown(self) -> None:
         self.stopping = True

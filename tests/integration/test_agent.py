@@ -189,7 +189,10 @@ def test_on_failure_restarts_in_place(
     status = pod.status.container_statuses[0]
     assert status.restart_count == 1
     assert status.last_state.terminated.exit_code == 1
-    assert log_of(state_layout, namespace, "flaky") == "run 0\nrun 1\n"
+    # Each run has its own log; the one before is kept for `kubectl logs --previous`.
+    assert log_of(state_layout, namespace, "flaky") == "run 1\n"
+    previous = state_layout.container_log(namespace, "flaky", "main").with_suffix(".log.1")
+    assert previous.read_text() == "run 0\n"
 
 
 # -- Deployments -----------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The local control plane itself: it runs, enforces RBAC and Pod Security, serves S3,
-installs the CRDs, and `down` (or a crash, or Ctrl-C during `up`) leaves no process."""
+installs the CRDs, restarts a component that crashed, and `down` (or Ctrl-C during `up`)
+leaves no process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,25 +305,35 @@ def test_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
     cluster.down(state, echo=lambda _: None)  # repeatable
 
 
-def test_component_crash_stops_everything(tmp_path: Path) -> None:
+def test_a_crashed_component_is_restarted_and_the_rest_keeps_running(tmp_path: Path) -> None:
     state = tmp_path / "c"
     cluster.up(state, with_agent=False, echo=lambda _: None)
     layout = Layout.at(state)
-    recorded = _recorded_pids(layout)
-    st = read_status(layout.status_json)
-    assert st is not None
-    assert st.supervisor_pid is not None
-    procs.stop_pids([st.components["etcd"].pid], 0.0)  # SIGTERM; etcd exits: a "crash"
-    poll(
-        lambda: not procs.alive(st.supervisor_pid or 0),
-        timeout=60,
-        what="supervisor to stop after etcd died",
-    )
-    _assert_nothing_left(layout, recorded)
-    final = read_status(layout.status_json)
-    assert final is not None
-    assert final.phase == "failed"
-    assert "etcd exited" in final.message
+    try:
+        st = read_status(layout.status_json)
+        assert st is not None
+        before = {name: c.pid for name, c in st.components.items()}
+        os.kill(before["etcd"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            now = read_status(layout.status_json)
+            return now is not None and now.components["etcd"].restarts == 1
+
+        poll(restarted, timeout=30, what="etcd restarted by the supervisor")
+        poll(lambda: cluster.status(state).healthy, timeout=60, what="cluster healthy again")
+        after = read_status(layout.status_json)
+        assert after is not None and after.phase == "ready"
+        assert after.components["etcd"].last_exit_code == -signal.SIGKILL
+        # Only etcd was restarted.
+        assert {n: c.pid for n, c in after.components.items() if n != "etcd"} == {
+            n: p for n, p in before.items() if n != "etcd"
+        }
+        shown = CliRunner().invoke(local, ["status", "--state-dir", str(state)])
+        assert shown.exit_code == 0, shown.output
+        assert re.search(r"etcd\s+running\s+restarts: 1", shown.output), shown.output
+        assert re.search(r"kube-apiserver\s+running\s+restarts: 0", shown.output)
+    finally:
+        cluster.down(state, echo=lambda _: None)
 
 
 def test_down_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import sys
 from ipaddress import ip_network
 from pathlib import Path
 
-from kubeml_local.agent.agent import Agent, AgentConfig
+from kubeml_local.agent.agent import HOST_IP, Agent, AgentConfig
+from kubeml_local.agent.kubelet import Serving
 from kubeml_local.agent.node import default_resources
 
 
@@ -50,6 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="drop pod processes to runAsUser (auto: when root and the Python "
         "installation is reachable by every uid)",
     )
+    p.add_argument(
+        "--kubelet-port",
+        type=int,
+        default=0,
+        help="serve the kubelet API (container logs) on this port of 127.0.0.1 (0: off)",
+    )
+    p.add_argument("--tls-cert-file", type=Path, help="the kubelet API's serving certificate")
+    p.add_argument("--tls-private-key-file", type=Path)
+    p.add_argument("--client-ca-file", type=Path, help="CA of the apiserver's client cert")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -67,12 +77,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     resources = default_resources(args.cpu, args.memory)
     resources = type(resources)(cpu=resources.cpu, memory=resources.memory, pods=args.max_pods)
+    kubelet = None
+    if args.kubelet_port:
+        if not (args.tls_cert_file and args.tls_private_key_file and args.client_ca_file):
+            print(
+                "--kubelet-port needs --tls-cert-file, --tls-private-key-file and --client-ca-file",
+                file=sys.stderr,
+            )
+            return 2
+        kubelet = Serving(
+            HOST_IP,
+            args.kubelet_port,
+            args.tls_cert_file,
+            args.tls_private_key_file,
+            args.client_ca_file,
+        )
     cfg = AgentConfig(
         kubeconfig=args.kubeconfig,
         node_name=args.node_name,
         state_dir=args.state_dir.expanduser().resolve(),
         resources=resources,
         pod_cidr=args.pod_cidr,
+        kubelet=kubelet,
         run_dir=args.run_dir,
         heartbeat_seconds=args.heartbeat_seconds,
         run_as_pod_user=args.run_as_pod_user,

@@ -22,6 +22,7 @@ from kubeml_local.agent.binder import Binder
 from kubeml_local.agent.credentials import endpoint_from_kubeconfig
 from kubeml_local.agent.ipam import LoopbackIPAM
 from kubeml_local.agent.kubeapi import Kube, PodReflector, describe
+from kubeml_local.agent.kubelet import ContainerLog, KubeletServer, Serving
 from kubeml_local.agent.memory import MemoryMonitor
 from kubeml_local.agent.node import NodeAgent, NodeResources, node_labels
 from kubeml_local.agent.proxy import ServiceProxy
@@ -46,6 +47,7 @@ class AgentConfig:
     state_dir: Path
     resources: NodeResources
     pod_cidr: str = "127.1.0.0/16"
+    kubelet: Serving | None = None  # the kubelet API (logs); None: not served
     run_dir: Path | None = None
     heartbeat_seconds: float = 10.0
     memory_interval: float = 0.1
@@ -129,8 +131,14 @@ class Agent:
         self.marker = instance_marker(cfg.state_dir, cfg.node_name)
         self.kube = Kube(cfg.kubeconfig)
         self.node = NodeAgent(
-            self.kube, cfg.node_name, cfg.resources, HOST_IP, cfg.heartbeat_seconds
+            self.kube,
+            cfg.node_name,
+            cfg.resources,
+            HOST_IP,
+            cfg.heartbeat_seconds,
+            cfg.kubelet.port if cfg.kubelet else 0,
         )
+        self.kubelet = KubeletServer(cfg.kubelet, self) if cfg.kubelet else None
         self.binder = Binder(self.kube, cfg.node_name, node_labels(cfg.node_name))
         endpoint = endpoint_from_kubeconfig(cfg.kubeconfig)
         self.proxy = None
@@ -174,7 +182,11 @@ class Agent:
             loop.add_signal_handler(sig, self._stop.set)
         runtime.kill_strays(self.marker, mine=False)
         self.ctx.logs_root.mkdir(parents=True, exist_ok=True)
+        if self.kubelet is not None:  # listening before the Node advertises its port
+            await self.kubelet.start()
         if not await self._register():
+            if self.kubelet is not None:
+                await self.kubelet.stop()
             return
         reflectors = [
             PodReflector(
@@ -208,6 +220,8 @@ class Agent:
             for t in tasks:
                 if t.get_name() != "memory":  # keep enforcing limits while pods stop
                     t.cancel()
+            if self.kubelet is not None:
+                await self.kubelet.stop()
             await self._stop_pods()
             if self.proxy is not None:
                 await asyncio.to_thread(self.proxy.stop)
@@ -247,6 +261,14 @@ class Agent:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- kubelet API -------------------------------------------------------------------
+    def container_log(self, namespace: str, pod: str, container: str) -> ContainerLog | None:
+        workers = [w for w in self.workers.values() if (w.namespace, w.name) == (namespace, pod)]
+        if not workers:
+            return None
+        # Several only while a deleted pod's worker ends and a new one of the name starts.
+        return workers[-1].container_log(container)
 
     # -- events ------------------------------------------------------------------------
     def _sink(self, loop: asyncio.AbstractEventLoop, source: str) -> Any:

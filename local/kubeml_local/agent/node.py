@@ -124,6 +124,7 @@ def node_status(
     host_ip: str,
     heartbeat: dt.datetime,
     transitions: Mapping[str, str],
+    kubelet_port: int = 0,
 ) -> Json:
     machine_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"kubeml-local/{name}").hex
     return {
@@ -134,7 +135,8 @@ def node_status(
             {"type": "InternalIP", "address": host_ip},
             {"type": "Hostname", "address": name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        # Where the apiserver reaches our kubelet API (logs); 0: not served.
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": machine_id,
             "systemUUID": machine_id,
@@ -176,8 +178,10 @@ class NodeAgent:
         resources: NodeResources,
         host_ip: str,
         heartbeat_seconds: float = 10.0,
+        kubelet_port: int = 0,
     ) -> None:
         self.kube = kube
+        self.kubelet_port = kubelet_port
         self.name = name
         self.resources = resources
         self.host_ip = host_ip
@@ -203,7 +207,9 @@ class NodeAgent:
 
     async def post_status(self) -> None:
         now = dt.datetime.now(dt.UTC)
-        status = node_status(self.name, self.resources, self.host_ip, now, self._transitions)
+        status = node_status(
+            self.name, self.resources, self.host_ip, now, self._transitions, self.kubelet_port
+        )
         for cond in status["conditions"]:
             self._transitions.setdefault(cond["type"], cond["lastTransitionTime"])
         await self.kube.call(

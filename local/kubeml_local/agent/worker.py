@@ -34,6 +34,7 @@ from kubeml_local.agent.credentials import (
 )
 from kubeml_local.agent.ipam import LoopbackIPAM
 from kubeml_local.agent.kubeapi import Kube, describe, status_of
+from kubeml_local.agent.kubelet import ContainerLog
 from kubeml_local.agent.memory import MemoryMonitor, kill_group
 from kubeml_local.agent.podspec import (
     ConfigError,
@@ -106,6 +107,10 @@ class AgentContext:
 
     def log_path(self, namespace: str, pod: str, container: str) -> Path:
         return self.logs_root / namespace / pod / f"{container}.log"
+
+    def previous_log_path(self, namespace: str, pod: str, container: str) -> Path:
+        """The previous run's log (``kubectl logs --previous``), rotated on restart."""
+        return self.logs_root / namespace / pod / f"{container}.log.1"
 
 
 class ServiceEnv(Protocol):
@@ -210,6 +215,31 @@ class PodWorker:
                     continue
                 rec.last_state = lost
                 rec.restart_count += 1
+
+    def container_log(self, container: str) -> ContainerLog | None:
+        runner = next((r for r in self.runners if r.record.name == container), None)
+        record = runner.record if runner else None
+        if record is None:
+            record = next((r for r in [*self.inits, *self.mains] if r.name == container), None)
+        if record is None:
+            return None
+        rec = record
+        started = (rec.state.get("running") or {}).get("startedAt")
+        current = self.ctx.log_path(self.namespace, self.name, container)
+        previous = self.ctx.previous_log_path(self.namespace, self.name, container)
+        if "waiting" in rec.state and rec.last_state.get("terminated"):
+            # Backing off after a crash: the last run's file is not rotated yet, and, as
+            # with a kubelet, it is both the current log and the previous one.
+            previous = current
+        return ContainerLog(
+            current=current,
+            previous=previous,
+            running=lambda: rec.is_running and not self.gone,
+            run_started=dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+            if started
+            else None,
+            waiting_reason=(rec.state.get("waiting") or {}).get("reason", ""),
+        )
 
     # -- events from the agent ----------------------------------------------------------
     def start(self) -> None:
@@ -359,6 +389,7 @@ class PodWorker:
             # A new pod with the name of an earlier one starts with fresh logs.
             for rec in [*self.inits, *self.mains]:
                 ctx.log_path(self.namespace, self.name, rec.name).unlink(missing_ok=True)
+                ctx.previous_log_path(self.namespace, self.name, rec.name).unlink(missing_ok=True)
         if self.start_time is None:
             self.start_time = now()
         self.owner = self._file_owner()
@@ -713,6 +744,15 @@ class ContainerRunner:
                 log_path = self.worker.ctx.log_path(
                     self.worker.namespace, self.worker.name, rec.name
                 )
+                # A restart (or a run after an agent restart) keeps the last run's log
+                # for `kubectl logs --previous`.
+                if log_path.exists():
+                    os.replace(
+                        log_path,
+                        self.worker.ctx.previous_log_path(
+                            self.worker.namespace, self.worker.name, rec.name
+                        ),
+                    )
                 proc = await runtime.spawn(
                     plan, log_path, {runtime.AGENT_MARKER_ENV: self.worker.ctx.marker}
                 )
