@@ -61,7 +61,9 @@ def shell_env(state_dir: Path) -> dict[str, str]:
 
 
 def infer_v2(base: str) -> list[int]:
-    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    # The model's metadata, through the Service too: the input names to send.
+    with urllib.request.urlopen(f"{base}/v2/models/iris-classifier", timeout=10) as resp:
+        names = [i["name"] for i in json.loads(resp.read())["inputs"]]
     body = {
         "inputs": [
             {"name": n, "shape": [len(ROWS)], "datatype": "FP64", "data": [r[i] for r in ROWS]}
