@@ -124,6 +124,21 @@ class ServerOptions(KubeModel):
     """Serve the Open Inference Protocol's gRPC form on its own port (8081)."""
 
 
+class Capture(KubeModel):
+    """Request capture: a sampled share of requests and their responses, written by
+    the server to S3 as Parquet (under the namespace's own prefix, partitioned by
+    model, version and hour), and the ground-truth feedback endpoint beside it.
+    Capture never slows or fails a request: when S3 cannot keep up, records are
+    dropped and counted (kubeml_capture_dropped_records_total)."""
+
+    sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+    """Share of requests captured, decided per request."""
+    keep_inputs: Annotated[list[LabelName], Field(max_length=1000)] | None = None
+    """Only these input features are written (default: all)."""
+    drop_inputs: Annotated[list[LabelName], Field(max_length=1000)] | None = None
+    """Input features never written: removed in the server, before anything leaves it."""
+
+
 class RetrainingTriggers(KubeModel):
     """What starts a retraining run."""
 
@@ -191,6 +206,8 @@ class DeploymentSpec(
     """Metrics and alerts (on by default)."""
     retraining: Retraining | None = None
     """Optional continuous-improvement policy."""
+    capture: Capture | None = None
+    """Capture requests and accept ground-truth feedback (off when absent)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

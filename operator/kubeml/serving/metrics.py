@@ -52,6 +52,44 @@ class DriftCollector(Collector):
         yield rows
 
 
+class CaptureMetrics:
+    """Request capture: records written, dropped (and why), bytes sent to S3.
+    Called from the loop thread (buffer full) and the writer thread."""
+
+    def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
+        base = ["model", "version"]
+        self._written = Counter(
+            "kubeml_capture_records",
+            "Captured requests written to S3",
+            base,
+            registry=r,
+        ).labels(model, version)
+        self._bytes = Counter(
+            "kubeml_capture_bytes",
+            "Bytes of Parquet written to S3 by request capture",
+            base,
+            registry=r,
+        ).labels(model, version)
+        dropped = Counter(
+            "kubeml_capture_dropped_records",
+            "Sampled requests not captured: buffer_full (S3 slower than traffic) or "
+            "write_failed (S3 refused or unreachable)",
+            [*base, "reason"],
+            registry=r,
+        )
+        self._dropped = {
+            reason: dropped.labels(model, version, reason)
+            for reason in ("buffer_full", "write_failed")
+        }
+
+    def captured(self, written: int, nbytes: int) -> None:
+        self._written.inc(written)
+        self._bytes.inc(nbytes)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self._dropped[reason].inc(n)
+
+
 class ServerMetrics:
     def __init__(self, model: str, version: str) -> None:
         self.registry = CollectorRegistry()
@@ -112,6 +150,7 @@ class ServerMetrics:
         self._status_reason: str | None = None
         self.drift = DriftCollector(model, version)
         r.register(self.drift)
+        self.capture = CaptureMetrics(model, version, r)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._class_children: dict[str, Counter] = {}
 

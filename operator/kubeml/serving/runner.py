@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .app import ModelServer
+from .capture import Capture, S3Sink, Sink
 from .config import ServerConfig
 from .errors import NotReady
 from .worker import PredictWorker
@@ -82,7 +83,9 @@ def write_termination_log(path: str | None, reason: str, message: str) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: ServerConfig, store_for: Source | None = None) -> None:
+    def __init__(
+        self, cfg: ServerConfig, store_for: Source | None = None, sink: Sink | None = None
+    ) -> None:
         self.cfg = cfg
         # None: each object read by a child process (serving/object_fetch.py), so
         # boto3 never enters the server's memory.
@@ -91,6 +94,24 @@ class Runner:
         self.worker = PredictWorker(init=_worker_init)
         self.stop = asyncio.Event()
         self._loader_stop = threading.Event()
+        self.capture = self._capture(cfg, sink)
+        self.server.capture = self.capture
+
+    def _capture(self, cfg: ServerConfig, sink: Sink | None) -> Capture | None:
+        if cfg.capture is None:
+            return None
+        sig = cfg.signature
+        return Capture(
+            cfg.capture,
+            model=cfg.model,
+            version=cfg.version,
+            modelversion=cfg.modelversion,
+            features=sig.features,
+            dtypes=sig.dtypes,
+            classes=sig.classes,
+            sink=sink or S3Sink(cfg.capture.bucket),
+            stats=self.server.metrics.capture,
+        )
 
     async def run(self, http: str = "native", install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
@@ -112,6 +133,10 @@ class Runner:
             self._loader_stop.set()
             load.cancel()
             self.worker.close(timeout=5.0)
+            if self.capture is not None:
+                # After the drain: every answered request is in the buffer by now.
+                timeout = self.cfg.capture_flush_timeout_s
+                await asyncio.to_thread(self.capture.close, timeout)
         return 0
 
     async def _start_grpc(self) -> Any:
