@@ -1,0 +1,169 @@
+"""Production data on the real control plane and S3: a kubeml.io Deployment with
+spec.capture writes every answered request to its namespace's capture prefix, read
+back with pyarrow; a server pod deleted during traffic loses none of the records it
+acknowledged."""
+
+from __future__ import annotations
+
+import io
+import threading
+import urllib.error
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from kubernetes import client
+
+from kubeml.storage import layout
+from kubeml_local.readiness import poll
+from tests.integration.test_serving import post, ready_pods
+from tests.support import kube
+from tests.support.cases import ROOT, load_yaml
+from tests.support.operator import OperatorProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+MODEL = "iris-capture"
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def deployment(name: str, **capture: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeml.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": MODEL,
+            "version": 1,
+            "replicas": 1,
+            "server": {"grpc": False},
+            "capture": capture,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(
+    operator: OperatorProcess, kube_api: client.ApiClient, s3_env: dict[str, str]
+) -> Iterator[str]:
+    """A restricted namespace with the iris data and iris-capture v1."""
+    ns = f"t-proddata-{uuid.uuid4().hex[:6]}"
+    kube.new_namespace(kube_api, ns, kube.RESTRICTED)
+    kube.add_s3_secret(kube_api, ns, s3_env)
+    kube.create(kube_api, ns, load_yaml(ROOT / "examples" / "iris" / "dataset.yaml"))
+    run = load_yaml(ROOT / "examples" / "iris" / "trainingrun.yaml")
+    run["metadata"]["name"] = "iris-capture-a"
+    run["spec"].update(
+        model=MODEL,
+        search=None,
+        estimator={"name": "decision-tree-classifier", "params": {"random_state": 0}},
+    )
+    kube.create(kube_api, ns, run)
+    kube.wait_condition(
+        kube_api, ns, "ModelVersion", f"{MODEL}-v1", "Ready", status="True", timeout=300
+    )
+    yield ns
+    client.CoreV1Api(kube_api).delete_namespace(ns, propagation_policy="Background")
+
+
+def captured(s3_client: Any, bucket: str, ns: str, name: str) -> list[dict[str, Any]]:
+    prefix = layout.capture_prefix(ns, name)
+    out: list[dict[str, Any]] = []
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            assert f"/model={MODEL}/version=1/hour=" in key, key
+            body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            out.extend(pq.read_table(io.BytesIO(body)).to_pylist())
+    return out
+
+
+def at_least(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]] | None:
+    return records if len(records) >= n else None
+
+
+def serve(api: client.ApiClient, ns: str, doc: dict[str, Any]) -> str:
+    """Create the Deployment and return its one ready pod's base URL."""
+    kube.create(api, ns, doc)
+    name = doc["metadata"]["name"]
+    kube.wait_condition(api, ns, "Deployment", name, "Ready", status="True", timeout=300)
+    pods = poll(lambda: ready_pods(api, ns, name) or None, timeout=120, what="a ready pod")
+    return f"http://{pods[0].status.pod_ip}:8080"
+
+
+def infer(base: str, rows: list[list[float]], rid: str | None = None) -> tuple[int, Any]:
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [len(rows), 4],
+                "datatype": "FP64",
+                "data": [v for r in rows for v in r],
+            }
+        ]
+    }
+    if rid:
+        body["id"] = rid
+    return post(f"{base}/v2/models/{MODEL}/infer", body)
+
+
+def test_every_request_is_captured_in_the_namespaces_prefix(
+    kube_api: client.ApiClient, trained: str, s3_client: Any, s3_env: dict[str, str]
+) -> None:
+    ns, bucket = trained, s3_env["KUBEML_BUCKET"]
+    base = serve(kube_api, ns, deployment("all", samplePercent=100))
+    sent: dict[str, list[list[float]]] = {}
+    for i in range(60):
+        rows = ROWS[: 1 + i % 3]
+        status, doc = infer(base, rows, f"all-{i}" if i % 2 else None)
+        assert status == 200, doc
+        sent[doc["id"]] = rows
+    got = poll(
+        lambda: at_least(captured(s3_client, bucket, ns, "all"), len(sent)),
+        timeout=60,
+        what="60 captured records",
+    )
+    assert sorted(r["id"] for r in got) == sorted(sent)
+    for r in got:
+        rows = sent[r["id"]]
+        assert r["time"] is not None and r["modelversion"] == f"{MODEL}-v1"
+        assert list(r["inputs"].values()) == [list(c) for c in zip(*rows, strict=True)]
+        assert len(r["outputs"]["predict"]) == len(rows)
+
+
+def test_a_pod_deleted_during_traffic_loses_no_acknowledged_record(
+    kube_api: client.ApiClient, trained: str, s3_client: Any, s3_env: dict[str, str]
+) -> None:
+    ns, bucket = trained, s3_env["KUBEML_BUCKET"]
+    base = serve(kube_api, ns, deployment("deleted", samplePercent=100))
+    pod = ready_pods(kube_api, ns, "deleted")[0].metadata.name
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        # Until the pod stops answering: every 200 is an acknowledged request.
+        while not stop.is_set():
+            try:
+                status, doc = infer(base, ROWS[:1])
+            except (OSError, urllib.error.URLError):
+                return
+            if status == 200:
+                acked.append(doc["id"])
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    poll(lambda: len(acked) >= 50 or None, timeout=60, what="50 answered requests")
+    client.CoreV1Api(kube_api).delete_namespaced_pod(pod, ns)
+    before_delete = len(acked)
+    t.join(90)
+    stop.set()
+    assert not t.is_alive(), "the deleted pod kept answering"
+    got = poll(
+        lambda: at_least(captured(s3_client, bucket, ns, "deleted"), len(acked)),
+        timeout=60,
+        what=f"{len(acked)} captured records",
+    )
+    assert len(acked) >= before_delete
+    assert sorted(r["id"] for r in got) == sorted(acked)
