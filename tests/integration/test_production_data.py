@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import threading
 import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -167,3 +168,65 @@ def test_a_pod_deleted_during_traffic_loses_no_acknowledged_record(
     )
     assert len(acked) >= before_delete
     assert sorted(r["id"] for r in got) == sorted(acked)
+
+
+def live_metrics(base: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        s.name: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name.startswith(("kubeml_live_", "kubeml_feedback_records"))
+        and s.labels.get("result", "scored") == "scored"
+    }
+
+
+def test_feedback_makes_live_accuracy_equal_a_hand_computation(
+    kube_api: client.ApiClient, trained: str, s3_client: Any, s3_env: dict[str, str]
+) -> None:
+    from sklearn.datasets import load_iris
+
+    ns, bucket = trained, s3_env["KUBEML_BUCKET"]
+    base = serve(kube_api, ns, deployment("labelled", samplePercent=100))
+    X, y = load_iris(return_X_y=True)
+    picked = list(range(0, 150, 5))
+    answers = []
+    for i in picked:
+        status, doc = infer(base, [X[i].tolist()])
+        assert status == 200, doc
+        answers.append((doc["id"], doc["outputs"][0]["data"][0], int(y[i])))
+    # Truth the model gets wrong on purpose for a known share of requests.
+    truth = [(t + 1) % 3 if k % 4 == 0 else t for k, (_, _, t) in enumerate(answers)]
+    batch = [{"id": rid, "truth": t} for (rid, _, _), t in zip(answers, truth, strict=True)]
+    status, doc = post(
+        f"{base}/v2/models/{MODEL}/feedback",
+        {"feedback": [*batch, {"id": "never-sent", "truth": 1}]},
+    )
+    assert status == 200, doc
+    assert doc["scored"] == len(answers) and doc["unknown"] == ["never-sent"]
+    expected = sum(int(p) == t for (_, p, _), t in zip(answers, truth, strict=True)) / len(answers)
+    live = live_metrics(base)
+    assert live["kubeml_live_accuracy"] == pytest.approx(expected)
+    assert live["kubeml_live_labelled_rows"] == len(answers)
+    status, doc = post(f"{base}/v2/models/{MODEL}/feedback", {"id": "x", "truth": "9"})
+    assert status == 400 and "not one of the model's classes" in doc["error"]
+    # The labels are stored beside the captures, in the namespace's own prefix.
+    prefix = layout.feedback_prefix(ns, "labelled")
+
+    def stored() -> list[dict[str, Any]] | None:
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        rows = [
+            r
+            for page in pages
+            for obj in page.get("Contents", [])
+            for r in pq.read_table(
+                io.BytesIO(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            ).to_pylist()
+        ]
+        return at_least(rows, len(answers) + 1)
+
+    rows = poll(stored, timeout=60, what="stored feedback")
+    assert {r["id"] for r in rows} == {rid for rid, _, _ in answers} | {"never-sent"}

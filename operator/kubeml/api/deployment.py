@@ -86,6 +86,15 @@ class Alerts(KubeModel):
     """p99 latency over 5 minutes that fires KubeMLHighLatency."""
     drift_psi: Annotated[float, Field(gt=0, le=100)] = 0.2
     """Population stability index of any feature that fires KubeMLFeatureDrift."""
+    live_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Live accuracy (from ground-truth feedback, spec.capture) below which
+    KubeMLLowLiveAccuracy fires; unset: no such alert. Also the threshold of the
+    liveQuality retraining trigger."""
+    live_mae: Annotated[float, Field(gt=0)] | None = None
+    """Live mean absolute error of a regressor above which KubeMLHighLiveError fires."""
+    min_labelled_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 50
+    """Labelled rows a server must hold before its live quality can fire an alert
+    or trigger retraining: a handful of labels is noise."""
 
 
 class Monitoring(KubeModel):

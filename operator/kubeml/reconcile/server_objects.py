@@ -349,6 +349,7 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
                 f"(PSI above {alerts.drift_psi})"
             },
         },
+        *_live_rules(sel, model, name, alerts),
         {
             "alert": "KubeMLServerDown",
             "expr": f"sum(up{{{job}}}) == 0 or absent(up{{{job}}})",
@@ -357,6 +358,40 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
             "annotations": {"summary": f"no {name} server in {namespace} is being scraped"},
         },
     ]
+
+
+def _live_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[str, Any]]:
+    """Live quality alerts, only where a threshold is set; a server with too few
+    labelled rows never fires them."""
+    enough = f"kubeml_live_labelled_rows{{{sel}}} >= {alerts.min_labelled_rows}"
+    rules: list[dict[str, Any]] = []
+    if alerts.live_accuracy is not None:
+        rules.append(
+            {
+                "alert": "KubeMLLowLiveAccuracy",
+                "expr": f"(kubeml_live_accuracy{{{sel}}} < {alerts.live_accuracy}) and ({enough})",
+                "for": "10m",
+                "labels": {"severity": "warning", "model": model},
+                "annotations": {
+                    "summary": f"{model}: live accuracy below {alerts.live_accuracy} "
+                    f"on labelled requests ({name})"
+                },
+            }
+        )
+    if alerts.live_mae is not None:
+        rules.append(
+            {
+                "alert": "KubeMLHighLiveError",
+                "expr": f"(kubeml_live_mae{{{sel}}} > {alerts.live_mae}) and ({enough})",
+                "for": "10m",
+                "labels": {"severity": "warning", "model": model},
+                "annotations": {
+                    "summary": f"{model}: live MAE above {alerts.live_mae} "
+                    f"on labelled requests ({name})"
+                },
+            }
+        )
+    return rules
 
 
 def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[str, Any]:

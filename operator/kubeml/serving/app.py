@@ -31,6 +31,8 @@ from .config import ServerConfig
 from .decode import PREDICT, PREDICT_PROBA, Decoder, InferRequest, concat
 from .encode import Encoder, dumps, error_body
 from .errors import RequestError
+from .feedback import Feedback
+from .feedback import parse as parse_feedback
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import ServerMetrics
 from .signature import V2_DATATYPE
@@ -98,6 +100,7 @@ class ModelServer:
         self.batcher: Batcher | None = None
         # Set by the runner when spec.capture is on, before the model loads.
         self.capture: Capture | None = None
+        self.feedback: Feedback | None = None
         # Request ids need only be unique across servers: a random prefix and a
         # counter cost far less than a uuid4 per request.
         self._id_prefix = os.urandom(6).hex()
@@ -169,6 +172,8 @@ class ModelServer:
             ("POST", f"{m}/infer"): self._infer_v2,
             ("POST", f"{mv}/infer"): self._infer_v2,
             ("POST", f"/v1/models/{name}:predict"): self._infer_v1,
+            ("POST", f"{m}/feedback"): self._feedback,
+            ("POST", f"{mv}/feedback"): self._feedback,
             ("GET", f"/v1/models/{name}"): self._v1_status,
         }
 
@@ -298,6 +303,39 @@ class ModelServer:
             return
         self.submit(req, partial(self._deliver, protocol, req, start, respond), protocol)
 
+    # -- ground truth ------------------------------------------------------------------
+
+    def _feedback(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+        fb = self.feedback
+        if fb is None:
+            respond(
+                error(
+                    404,
+                    "feedback is off for this model: set spec.capture on its Deployment "
+                    "(ground truth is stored beside the captured requests)",
+                )
+            )
+            return
+        try:
+            entries = parse_feedback(
+                self._content(body, meta), fb.task, fb.classes, self.cfg.max_request_rows
+            )
+            scored, unknown = fb.apply(entries, time.time_ns())
+        except RequestError as err:
+            respond(error(err.status, err.message))
+            return
+        self.metrics.feedback(scored, len(unknown))
+        doc: dict[str, Any] = {"accepted": len(entries), "scored": scored}
+        if unknown:
+            # Stored all the same: the Dataset join reads S3, not this server's memory.
+            doc["unknown"] = unknown[:1000]
+            doc["unknownCount"] = len(unknown)
+            doc["message"] = (
+                "ids not scored live: predicted by another replica, expired from this "
+                "server's memory, or already labelled; stored for datasets all the same"
+            )
+        respond(Response(200, dumps(doc)))
+
     def _content(self, body: bytes, meta: RequestMeta) -> bytes:
         """The body after the checks its headers call for: an accepted media type,
         and decompressed (within the size limit) if the client compressed it."""
@@ -332,11 +370,14 @@ class ModelServer:
             req.id = self.next_id()
         self.inflight += 1
         capture = self.capture
+        feedback = self.feedback
         # Sampled before predict: the decision is per request, not per outcome.
         sampled = capture is not None and capture.sampled()
 
         def finished(outcome: Any) -> None:
             self.inflight -= 1
+            if feedback is not None and isinstance(outcome, Prediction):
+                feedback.recent.remember(req.id or "", outcome.pred)
             if sampled and capture is not None and isinstance(outcome, Prediction):
                 # Before the response is sent: an acknowledged request is in the
                 # buffer, which SIGTERM flushes.

@@ -25,15 +25,15 @@ import logging
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
 log = logging.getLogger("kubeml.serve.capture")
+T = TypeVar("T")
 
 HIVE_HOUR = "%Y-%m-%dT%H"
 # Values are counted, not bytes: a row of F features holds F values in memory.
@@ -139,8 +139,124 @@ class CaptureStats(Protocol):
     def dropped(self, reason: str, n: int) -> None: ...
 
 
+class BatchWriter(Generic[T]):
+    """A bounded buffer drained by a writer thread into Parquet objects, one per hour
+    of records per flush. Shared by captures and feedback."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bucket: str,
+        key_prefix: str,  # ends with "/"; hour=<h>/ and the file name follow
+        writer_id: str,
+        max_values: int,
+        flush_seconds: float,
+        batch_records: int,
+        encode: Callable[[Sequence[T]], bytes],
+        time_ns: Callable[[T], int],
+        sink: Sink,
+        stats: CaptureStats,
+    ) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.key_prefix = key_prefix
+        self.writer_id = writer_id
+        self.max_values = max_values
+        self.flush_seconds = flush_seconds
+        self.batch_records = batch_records
+        self.encode = encode
+        self.time_ns = time_ns
+        self.sink = sink
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._pending: list[tuple[T, int]] = []
+        self._values = 0  # values held by _pending and the batch being written
+        self._writing = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._seq = 0
+        self._start = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self._thread = threading.Thread(target=self._run, name=f"kubeml-{name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, item: T, cost: int) -> bool:
+        """Hold an item for the writer; False (and counted) when the buffer is full."""
+        with self._lock:
+            if self._closing or self._values + cost > self.max_values:
+                full = True
+            else:
+                full = False
+                self._pending.append((item, cost))
+                self._values += cost
+                many = len(self._pending) >= self.batch_records
+        if full:
+            self.stats.dropped("buffer_full", 1)
+            return False
+        if many:
+            self._wake.set()
+        return True
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending) + self._writing
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            closing = self._closing
+            self.flush()
+            if closing:
+                return
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._writing = len(batch)
+        if batch:
+            self._write([item for item, _ in batch])
+        with self._lock:
+            self._values -= sum(cost for _, cost in batch)
+            self._writing = 0
+
+    def _write(self, batch: list[T]) -> None:
+        by_hour: dict[str, list[T]] = {}
+        for item in batch:
+            hour = datetime.fromtimestamp(self.time_ns(item) / 1e9, UTC).strftime(HIVE_HOUR)
+            by_hour.setdefault(hour, []).append(item)
+        for hour, items in by_hour.items():
+            self._seq += 1
+            key = (
+                f"{self.key_prefix}hour={hour}/"
+                f"{self.writer_id}-{self._start}-{self._seq:06d}.parquet"
+            )
+            try:
+                data = self.encode(items)
+                self.sink.put(key, data)
+            except Exception as err:  # S3 down, slow, refusing: drop, count, go on
+                log.warning(
+                    "%s: %d records not written to s3://%s/%s: %s",
+                    self.name, len(items), self.bucket, key, err,
+                )  # fmt: skip
+                self.stats.dropped("write_failed", len(items))
+                continue
+            self.stats.captured(len(items), len(data))
+
+    def close(self, timeout: float) -> bool:
+        """Flush what is held and stop; True when everything was handed to S3."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        done = not self._thread.is_alive()
+        if not done:
+            log.warning("%s: %d records still unwritten at exit", self.name, self.buffered)
+        return done
+
+
 class Capture:
-    """The buffer, the sampling decision and the writer thread."""
+    """The sampling decision and what a captured request becomes in Parquet."""
 
     def __init__(
         self,
@@ -154,7 +270,6 @@ class Capture:
         classes: Sequence[str] | None,
         sink: Sink,
         stats: CaptureStats,
-        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -165,103 +280,37 @@ class Capture:
         self.kept_idx = [self.all_features.index(f) for f in self.kept]
         self.dtypes = dict(zip(features, dtypes, strict=True))
         self.classes = list(classes) if classes is not None else None
-        self.sink = sink
-        self.stats = stats
-        self.clock = clock
         self._rate = cfg.sample_percent / 100.0
         self._width = max(1, len(self.all_features))
-        self._lock = threading.Lock()
-        self._pending: list[Record] = []
-        self._values = 0  # values held by _pending and the batch being written
-        self._writing = 0
-        self._wake = threading.Event()
-        self._closing = False
-        self._seq = 0
-        self._start = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self._thread = threading.Thread(target=self._run, name="kubeml-capture", daemon=True)
-        self._thread.start()
-
-    # -- the request path (loop thread) ---------------------------------------------
+        self.writer: BatchWriter[Record] = BatchWriter(
+            name="capture",
+            bucket=cfg.bucket,
+            key_prefix=f"{cfg.prefix}{partition(model, version)}",
+            writer_id=cfg.writer_id,
+            max_values=cfg.max_buffer_values,
+            flush_seconds=cfg.flush_seconds,
+            batch_records=cfg.batch_records,
+            encode=lambda recs: encode(recs, self),
+            time_ns=lambda rec: rec.time_ns,
+            sink=sink,
+            stats=stats,
+        )
 
     def sampled(self) -> bool:
         return self._rate >= 1.0 or (self._rate > 0.0 and random.random() < self._rate)
 
     def offer(self, rec: Record) -> bool:
-        """Hold a record for the writer; False (and counted) when the buffer is full."""
-        cost = rec.n * self._width
-        with self._lock:
-            if self._closing or self._values + cost > self.cfg.max_buffer_values:
-                full = True
-            else:
-                full = False
-                self._pending.append(rec)
-                self._values += cost
-                many = len(self._pending) >= self.cfg.batch_records
-        if full:
-            self.stats.dropped("buffer_full", 1)
-            return False
-        if many:
-            self._wake.set()
-        return True
-
-    @property
-    def buffered(self) -> int:
-        return len(self._pending) + self._writing
-
-    # -- the writer thread ------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.cfg.flush_seconds)
-            self._wake.clear()
-            closing = self._closing
-            self.flush()
-            if closing:
-                return
+        return self.writer.offer(rec, rec.n * self._width)
 
     def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            self._writing = len(batch)
-        if batch:
-            self._write(batch)
-        with self._lock:
-            self._values -= sum(r.n for r in batch) * self._width
-            self._writing = 0
-
-    def _write(self, batch: list[Record]) -> None:
-        by_hour: dict[str, list[Record]] = {}
-        for rec in batch:
-            hour = datetime.fromtimestamp(rec.time_ns / 1e9, UTC).strftime(HIVE_HOUR)
-            by_hour.setdefault(hour, []).append(rec)
-        for hour, recs in by_hour.items():
-            self._seq += 1
-            key = (
-                f"{self.cfg.prefix}model={self.model}/version={self.version}/hour={hour}/"
-                f"{self.cfg.writer_id}-{self._start}-{self._seq:06d}.parquet"
-            )
-            try:
-                data = encode(recs, self)
-                self.sink.put(key, data)
-            except Exception as err:  # S3 down, slow, refusing: drop, count, go on
-                log.warning(
-                    "capture: %d records not written to s3://%s/%s: %s",
-                    len(recs), self.cfg.bucket, key, err,
-                )  # fmt: skip
-                self.stats.dropped("write_failed", len(recs))
-                continue
-            self.stats.captured(len(recs), len(data))
+        self.writer.flush()
 
     def close(self, timeout: float) -> bool:
-        """Flush what is held and stop; True when everything was handed to S3."""
-        with self._lock:
-            self._closing = True
-        self._wake.set()
-        self._thread.join(timeout)
-        done = not self._thread.is_alive()
-        if not done:
-            log.warning("capture: %d records still unwritten at exit", self.buffered)
-        return done
+        return self.writer.close(timeout)
+
+
+def partition(model: str, version: int) -> str:
+    return f"model={model}/version={version}/"
 
 
 def encode(recs: Sequence[Record], cap: Capture) -> bytes:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from .capture import CaptureConfig, CaptureConfigError
+from .feedback import FeedbackConfig
 from .signature import CompiledSignature
 
 DEFAULT_PORT = 8080
@@ -56,6 +57,8 @@ class ServerConfig:
     drain_timeout_s: float = 20.0
     # None: capture off (the default; a Deployment's spec.capture turns it on).
     capture: CaptureConfig | None = None
+    # None: no feedback endpoint (it comes with capture).
+    feedback: FeedbackConfig | None = None
     # Longest the capture writer gets to flush after draining (within the grace period).
     capture_flush_timeout_s: float = 5.0
 
@@ -92,6 +95,10 @@ class ServerConfig:
         try:
             capture = CaptureConfig.from_env(e)
         except CaptureConfigError as err:
+            raise ConfigError(str(err)) from None
+        try:
+            feedback = FeedbackConfig.from_env(e)
+        except ValueError as err:
             raise ConfigError(str(err)) from None
         if capture is not None:
             named = set(capture.keep or ()) | set(capture.drop)
@@ -131,6 +138,7 @@ class ServerConfig:
             shutdown_delay_s=number("KUBEML_SHUTDOWN_DELAY_SECONDS", 3.0, 0, 300),
             drain_timeout_s=number("KUBEML_DRAIN_TIMEOUT_SECONDS", 20.0, 0, 3600),
             capture=capture,
+            feedback=feedback,
             capture_flush_timeout_s=number("KUBEML_CAPTURE_FLUSH_TIMEOUT_SECONDS", 5.0, 0, 3600),
         )
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .app import ModelServer
-from .capture import Capture, S3Sink, Sink
+from .capture import Capture, S3Sink, Sink, split_prefix
 from .config import ServerConfig
 from .errors import NotReady
+from .feedback import Feedback
 from .worker import PredictWorker
 
 if TYPE_CHECKING:
@@ -96,6 +97,27 @@ class Runner:
         self._loader_stop = threading.Event()
         self.capture = self._capture(cfg, sink)
         self.server.capture = self.capture
+        self.feedback = self._feedback(cfg, sink)
+        self.server.feedback = self.feedback
+        if self.feedback is not None:
+            self.server.metrics.live.live = self.feedback.live
+
+    def _feedback(self, cfg: ServerConfig, sink: Sink | None) -> Feedback | None:
+        if cfg.feedback is None:
+            return None
+        sig = cfg.signature
+        bucket = split_prefix(cfg.feedback.prefix_uri)[0]
+        return Feedback(
+            cfg.feedback,
+            task=sig.task,
+            classes=sig.classes,
+            model=cfg.model,
+            version=cfg.version,
+            writer_id=cfg.capture.writer_id if cfg.capture else "server",
+            sink=sink or S3Sink(bucket),
+            stats=self.server.metrics.feedback_writer,
+            max_values=cfg.max_request_rows,
+        )
 
     def _capture(self, cfg: ServerConfig, sink: Sink | None) -> Capture | None:
         if cfg.capture is None:
@@ -133,10 +155,11 @@ class Runner:
             self._loader_stop.set()
             load.cancel()
             self.worker.close(timeout=5.0)
-            if self.capture is not None:
-                # After the drain: every answered request is in the buffer by now.
-                timeout = self.cfg.capture_flush_timeout_s
-                await asyncio.to_thread(self.capture.close, timeout)
+            # After the drain: every answered request is in the buffers by now.
+            timeout = self.cfg.capture_flush_timeout_s
+            for writer in (self.capture, self.feedback):
+                if writer is not None:
+                    await asyncio.to_thread(writer.close, timeout)
         return 0
 
     async def _start_grpc(self) -> Any:
