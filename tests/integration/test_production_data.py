@@ -230,3 +230,106 @@ def test_feedback_makes_live_accuracy_equal_a_hand_computation(
 
     rows = poll(stored, timeout=60, what="stored feedback")
     assert {r["id"] for r in rows} == {rid for rid, _, _ in answers} | {"never-sent"}
+
+
+def stored_rows(s3_client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [
+        r
+        for page in pages
+        for obj in page.get("Contents", [])
+        for r in pq.read_table(
+            io.BytesIO(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        ).to_pylist()
+    ]
+
+
+def send_labelled(base: str, picks: list[int], wrong_every: int) -> int:
+    """Requests for iris rows, then feedback whose truth disagrees with the model on
+    every ``wrong_every``-th one; returns the rows labelled."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    batch = []
+    for k, i in enumerate(picks):
+        status, doc = infer(base, [X[i].tolist()])
+        assert status == 200, doc
+        pred = int(doc["outputs"][0]["data"][0])
+        batch.append(
+            {"id": doc["id"], "truth": (pred + 1) % 3 if k % wrong_every == 0 else int(y[i])}
+        )
+    status, doc = post(f"{base}/v2/models/{MODEL}/feedback", {"feedback": batch})
+    assert status == 200 and doc["scored"] == len(batch), doc
+    return len(batch)
+
+
+def test_a_dataset_from_production_trains_and_low_live_accuracy_retrains_on_it(
+    kube_api: client.ApiClient, trained: str, s3_client: Any, s3_env: dict[str, str]
+) -> None:
+    ns, bucket = trained, s3_env["KUBEML_BUCKET"]
+    dep = deployment("loop", samplePercent=100)
+    dep["spec"].update(
+        monitoring={"alerts": {"liveAccuracy": 0.9, "minLabelledRows": 20}},
+        retraining={
+            "template": {"name": "prod-train"},
+            "triggers": {"drift": False, "liveQuality": True},
+            "cooldownSeconds": 0,
+        },
+    )
+    base = serve(kube_api, ns, dep)
+    # Half the labels disagree with the model: live accuracy near 0.5.
+    labelled = send_labelled(base, list(range(0, 150, 3)), wrong_every=2)
+    # Written by the server within its flush interval: wait for it, not a fixed time.
+    for prefix in (layout.capture_prefix(ns, "loop"), layout.feedback_prefix(ns, "loop")):
+        poll(
+            lambda p=prefix: at_least(stored_rows(s3_client, bucket, p), labelled),
+            timeout=60,
+            what=f"{labelled} records under {prefix}",
+        )
+    prod = {
+        "apiVersion": "kubeml.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "prod"},
+        "spec": {
+            "source": {"production": {"deployment": "loop"}},
+            "target": "target",
+            "split": {"test": 0.2, "seed": 0},
+        },
+    }
+    kube.create(kube_api, ns, prod)
+    ds = kube.wait_condition(kube_api, ns, "Dataset", "prod", "Ready", status="True", timeout=300)
+    first = ds["status"]["version"]
+    assert ds["status"]["rows"]["total"] == labelled
+    # More labelled traffic after the first version: a refresh has new data to find.
+    send_labelled(base, list(range(1, 150, 5)), wrong_every=2)
+    run = {
+        "apiVersion": "kubeml.io/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "prod-train"},
+        "spec": {
+            "datasetRef": {"name": "prod"},
+            "model": MODEL,
+            "estimator": {"name": "decision-tree-classifier", "params": {"random_state": 0}},
+        },
+    }
+    kube.create(kube_api, ns, run)
+    done = kube.wait_condition(
+        kube_api, ns, "TrainingRun", "prod-train", "Succeeded", status="True", timeout=300
+    )
+    mv = kube.get(kube_api, ns, "ModelVersion", done["status"]["modelVersion"])
+    assert mv is not None and mv["spec"]["lineage"]["datasetVersion"] == first
+
+    def retrained() -> dict[str, Any] | None:
+        body = kube.get(kube_api, ns, "Deployment", "loop") or {}
+        rs = (body.get("status") or {}).get("retraining") or {}
+        return rs if rs.get("runs") and (rs.get("lastTrigger") or {}).get("reason") else None
+
+    rs = poll(retrained, timeout=300, what="a retraining run triggered by live accuracy")
+    assert rs["lastTrigger"]["reason"] == "LiveQuality", rs
+    assert "live accuracy" in rs["lastTrigger"]["message"]
+    name = rs["runs"][0]
+    again = kube.wait_condition(
+        kube_api, ns, "TrainingRun", name, "Succeeded", status="True", timeout=300
+    )
+    assert again["spec"]["datasetRef"]["name"] == "prod"
+    assert again["spec"]["datasetRef"]["version"] != first  # the refreshed production data

@@ -154,6 +154,11 @@ class RetrainingTriggers(KubeModel):
     drift: bool = True
     """Ask for new data when a feature's PSI in the stable servers exceeds
     monitoring.alerts.driftPsi."""
+    live_quality: bool = False
+    """Ask for new data when a stable server's live accuracy (from ground-truth
+    feedback, spec.capture) falls below monitoring.alerts.liveAccuracy on at least
+    monitoring.alerts.minLabelledRows labelled rows. Pair it with a template whose
+    Dataset reads source.production, so the new data is what the model saw."""
     dataset_change: bool = False
     """Whenever the training Dataset publishes a new version (also one it was not
     asked for, e.g. from its own refresh schedule)."""
@@ -248,7 +253,7 @@ class RetrainingTrigger(StatusModel):
     """Why retraining last acted."""
 
     reason: Annotated[str, StringConstraints(max_length=128)]
-    """Drift, Schedule or DatasetChanged."""
+    """Drift, LiveQuality, Schedule or DatasetChanged."""
     message: Annotated[str, StringConstraints(max_length=4096)]
     time: Timestamp
 
