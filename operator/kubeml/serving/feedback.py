@@ -287,3 +287,15 @@ class Feedback:
 
     def close(self, timeout: float) -> bool:
         return self.writer.close(timeout)
+
+    def warm(self) -> None:
+        """As Capture.warm: the first encode and client off the request path."""
+        encode([FeedbackRecord("warm-up", 0, [], False)], self.task)
+        try:
+            self.writer.sink.connect()
+        except Exception as err:
+            import logging
+
+            logging.getLogger("kubeml.serve.capture").error(
+                "feedback: cannot make an S3 client: %s", err
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -95,6 +96,9 @@ class Runner:
         self.worker = PredictWorker(init=_worker_init)
         self.stop = asyncio.Event()
         self._loader_stop = threading.Event()
+        if sink is None and cfg.capture is not None:
+            # One client for both writers (boto3 clients are thread-safe).
+            sink = S3Sink(cfg.capture.bucket)
         self.capture = self._capture(cfg, sink)
         self.server.capture = self.capture
         self.feedback = self._feedback(cfg, sink)
@@ -219,7 +223,12 @@ class Runner:
         def load() -> Loaded:
             from .loader import load_with_retries
 
-            return load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
+            loaded = load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
+            # Before ready: the capture writers' first-use costs stay off the requests.
+            for writer in (self.capture, self.feedback):
+                if writer is not None:
+                    writer.warm()
+            return loaded
 
         # Not the predict thread: a slow S3 must not hold up anything else.
         try:
@@ -234,6 +243,11 @@ class Runner:
             self.server.set_unready("LoadFailed", f"{type(err).__name__}: {err}")
             write_termination_log(self.cfg.termination_log, "LoadFailed", str(err))
             return
+        # Everything loaded so far (the model, the libraries, boto3's service models
+        # when capture is on) lives as long as the process: out of the collector's
+        # sight, a full collection no longer walks it on the request path.
+        gc.collect()
+        gc.freeze()
         self.server.set_loaded(loaded)
         log.info(
             "model ready in %.1fs: sha256 %s verified, %s predict%s",
