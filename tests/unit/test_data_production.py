@@ -70,3 +70,18 @@ def test_no_labels_is_a_named_failure() -> None:
     assert "deployment iris's captures: none of 3 captured requests" in err.value.message
     with pytest.raises(DataError, match="no captured requests"):
         join(CAP.slice(0, 0), feedback(("a", 1, ["0", "1"])), "label", "src")
+
+
+def test_the_time_range_must_name_its_time_zone() -> None:
+    from pydantic import ValidationError
+
+    from kubeml.api.dataset import ProductionSource
+
+    ok = ProductionSource.model_validate({"deployment": "iris", "since": "2026-12-06T05:00:00Z"})
+    assert ok.since == "2026-12-06T05:00:00Z"
+    with pytest.raises(ValidationError, match="time zone"):
+        ProductionSource.model_validate({"deployment": "iris", "until": "2026-12-06T05:00:00"})
+    with pytest.raises(ValidationError, match="since must be before until"):
+        ProductionSource.model_validate(
+            {"deployment": "iris", "since": "2026-12-06T05:00:00Z", "until": "2026-12-06T04:00Z"}
+        )

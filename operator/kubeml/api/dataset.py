@@ -148,6 +148,9 @@ class ProductionSource(
             until = datetime.fromisoformat(self.until) if self.until else None
         except ValueError as err:
             raise ValueError(f"since/until must be RFC 3339 timestamps: {err}") from None
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise FieldError(name, f"{name} must name its time zone (Z or +hh:mm)")
         if since is not None and until is not None and since >= until:
             raise FieldError("since", "since must be before until")
         return self
