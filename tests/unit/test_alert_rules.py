@@ -37,3 +37,24 @@ def test_rules_name_the_thresholds() -> None:
     assert exprs["KubeMLHighErrorRate"].endswith("> 0.02")
     assert exprs["KubeMLHighLatency"].endswith("> 0.3")
     assert exprs["KubeMLFeatureDrift"].endswith("> 0.4")
+
+
+def test_live_quality_rules_only_where_a_threshold_is_set(tmp_path: Path) -> None:
+    plain = server_objects.alert_rules("iris", "ml", "m", Alerts())
+    assert not {r["alert"] for r in plain} & {"KubeMLLowLiveAccuracy", "KubeMLHighLiveError"}
+    rules = server_objects.alert_rules(
+        "iris", "ml", "m", Alerts(live_accuracy=0.9, live_mae=2.5, min_labelled_rows=100)
+    )
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert "kubeml_live_accuracy" in exprs["KubeMLLowLiveAccuracy"]
+    assert "< 0.9" in exprs["KubeMLLowLiveAccuracy"]
+    assert ">= 100" in exprs["KubeMLLowLiveAccuracy"]
+    assert "> 2.5" in exprs["KubeMLHighLiveError"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "kubeml-iris", "rules": rules}]}))
+    promtool = built("prometheus") / "promtool"
+    out = subprocess.run(
+        [str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "6 rules found" in out.stdout

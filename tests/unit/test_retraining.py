@@ -372,3 +372,49 @@ def test_the_plan_says_when_to_look_again() -> None:
     assert decide(hourly).requeue_after == 3600  # NOW is on the hour: the next tick
     polled = decide(deployment(policy()), drift=drifted(0.01))
     assert polled.requeue_after == 60.0
+
+
+def live(*pods: tuple[float, float]) -> DriftReading:
+    return DriftReading(psi={}, pods=len(pods), live=tuple(pods))
+
+
+def live_deployment(threshold: float | None = 0.9, min_rows: int = 50) -> dict[str, Any]:
+    dep = deployment(policy(triggers={"drift": False, "liveQuality": True}))
+    alerts = dep["spec"]["monitoring"]["alerts"]
+    alerts["minLabelledRows"] = min_rows
+    if threshold is not None:
+        alerts["liveAccuracy"] = threshold
+    return dep
+
+
+def test_low_live_accuracy_asks_the_dataset_for_new_data() -> None:
+    out = decide(live_deployment(), drift=live((0.95, 400), (0.6, 120)))
+    assert out.refresh == "iris"
+    trigger = out.status["lastTrigger"]
+    assert trigger["reason"] == "LiveQuality"
+    assert "live accuracy 0.600 < 0.9 on 120 labelled rows" in trigger["message"]
+
+
+def test_live_accuracy_needs_enough_labels_and_a_threshold() -> None:
+    assert decide(live_deployment(), drift=live((0.2, 49))).refresh is None
+    assert decide(live_deployment(), drift=live((0.95, 500))).refresh is None
+    assert decide(live_deployment(threshold=None), drift=live((0.1, 500))).refresh is None
+    off = deployment(policy(triggers={"drift": False}))
+    off["spec"]["monitoring"]["alerts"]["liveAccuracy"] = 0.9
+    assert decide(off, drift=live((0.1, 500))).refresh is None
+
+
+def test_live_accuracy_is_read_from_each_pods_metrics() -> None:
+    page = (
+        "# HELP kubeml_live_accuracy a\n# TYPE kubeml_live_accuracy gauge\n"
+        'kubeml_live_accuracy{{model="iris",version="1"}} {acc}\n'
+        "# HELP kubeml_live_labelled_rows r\n# TYPE kubeml_live_labelled_rows gauge\n"
+        'kubeml_live_labelled_rows{{model="iris",version="1"}} {rows}\n'
+    )
+    reading = drift_from_metrics(
+        [page.format(acc=0.8, rows=100), page.format(acc=0.5, rows=10), "# nothing\n"]
+    )
+    assert reading.pods == 3
+    assert reading.live == ((0.8, 100.0), (0.5, 10.0))
+    assert reading.lowest_accuracy(50) == (0.8, 100.0)
+    assert reading.lowest_accuracy(5) == (0.5, 10.0)

@@ -115,17 +115,58 @@ class SyntheticSource(
         return self
 
 
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class ProductionSource(
+    KubeModel,
+    json_schema_extra=validations(
+        cel(
+            "!has(self.since) || !has(self.until) || timestamp(self.since) < timestamp(self.until)",
+            "since must be before until",
+        )
+    ),
+):
+    """What a kubeml.io Deployment in this namespace served: its captured requests
+    (spec.capture) joined with the ground truth sent for them, labelled rows only.
+    Only this namespace's captures can be read: the Deployment is named, never a
+    namespace or a key."""
+
+    deployment: ObjectName
+    """The kubeml.io Deployment whose captures and feedback are read."""
+    since: Timestamp | None = None
+    """Only requests captured at or after this time (RFC 3339)."""
+    until: Timestamp | None = None
+    """Only requests captured before this time (RFC 3339)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        from datetime import datetime
+
+        try:
+            since = datetime.fromisoformat(self.since) if self.since else None
+            until = datetime.fromisoformat(self.until) if self.until else None
+        except ValueError as err:
+            raise ValueError(f"since/until must be RFC 3339 timestamps: {err}") from None
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise FieldError(name, f"{name} must name its time zone (Z or +hh:mm)")
+        if since is not None and until is not None and since >= until:
+            raise FieldError("since", "since must be before until")
+        return self
+
+
 class DataSource(
     KubeModel,
     json_schema_extra=validations(
         cel(
-            "[has(self.builtin), has(self.s3), has(self.url), has(self.synthetic)]"
-            ".filter(x, x).size() == 1",
-            "exactly one of builtin, s3, url or synthetic must be set",
+            "[has(self.builtin), has(self.s3), has(self.url), has(self.synthetic), "
+            "has(self.production)].filter(x, x).size() == 1",
+            "exactly one of builtin, s3, url, synthetic or production must be set",
         )
     ),
 ):
-    """Where the data comes from: exactly one of the four."""
+    """Where the data comes from: exactly one of the five."""
 
     builtin: BuiltinSource | None = None
     """A scikit-learn bundled data set."""
@@ -135,13 +176,16 @@ class DataSource(
     """An http(s) URL."""
     synthetic: SyntheticSource | None = None
     """Generated data."""
+    production: ProductionSource | None = None
+    """Captured traffic of a Deployment joined with its ground-truth feedback."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        chosen = [n for n in ("builtin", "s3", "url", "synthetic") if getattr(self, n) is not None]
+        names = ("builtin", "s3", "url", "synthetic", "production")
+        chosen = [n for n in names if getattr(self, n) is not None]
         if len(chosen) != 1:
             raise ValueError(
-                "exactly one of builtin, s3, url or synthetic must be set"
+                "exactly one of builtin, s3, url, synthetic or production must be set"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
         return self

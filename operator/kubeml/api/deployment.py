@@ -86,6 +86,15 @@ class Alerts(KubeModel):
     """p99 latency over 5 minutes that fires KubeMLHighLatency."""
     drift_psi: Annotated[float, Field(gt=0, le=100)] = 0.2
     """Population stability index of any feature that fires KubeMLFeatureDrift."""
+    live_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Live accuracy (from ground-truth feedback, spec.capture) below which
+    KubeMLLowLiveAccuracy fires; unset: no such alert. Also the threshold of the
+    liveQuality retraining trigger."""
+    live_mae: Annotated[float, Field(gt=0)] | None = None
+    """Live mean absolute error of a regressor above which KubeMLHighLiveError fires."""
+    min_labelled_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 50
+    """Labelled rows a server must hold before its live quality can fire an alert
+    or trigger retraining: a handful of labels is noise."""
 
 
 class Monitoring(KubeModel):
@@ -124,12 +133,32 @@ class ServerOptions(KubeModel):
     """Serve the Open Inference Protocol's gRPC form on its own port (8081)."""
 
 
+class Capture(KubeModel):
+    """Request capture: a sampled share of requests and their responses, written by
+    the server to S3 as Parquet (under the namespace's own prefix, partitioned by
+    model, version and hour), and the ground-truth feedback endpoint beside it.
+    Capture never slows or fails a request: when S3 cannot keep up, records are
+    dropped and counted (kubeml_capture_dropped_records_total)."""
+
+    sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+    """Share of requests captured, decided per request."""
+    keep_inputs: Annotated[list[LabelName], Field(max_length=1000)] | None = None
+    """Only these input features are written (default: all)."""
+    drop_inputs: Annotated[list[LabelName], Field(max_length=1000)] | None = None
+    """Input features never written: removed in the server, before anything leaves it."""
+
+
 class RetrainingTriggers(KubeModel):
     """What starts a retraining run."""
 
     drift: bool = True
     """Ask for new data when a feature's PSI in the stable servers exceeds
     monitoring.alerts.driftPsi."""
+    live_quality: bool = False
+    """Ask for new data when a stable server's live accuracy (from ground-truth
+    feedback, spec.capture) falls below monitoring.alerts.liveAccuracy on at least
+    monitoring.alerts.minLabelledRows labelled rows. Pair it with a template whose
+    Dataset reads source.production, so the new data is what the model saw."""
     dataset_change: bool = False
     """Whenever the training Dataset publishes a new version (also one it was not
     asked for, e.g. from its own refresh schedule)."""
@@ -191,6 +220,8 @@ class DeploymentSpec(
     """Metrics and alerts (on by default)."""
     retraining: Retraining | None = None
     """Optional continuous-improvement policy."""
+    capture: Capture | None = None
+    """Capture requests and accept ground-truth feedback (off when absent)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -222,7 +253,7 @@ class RetrainingTrigger(StatusModel):
     """Why retraining last acted."""
 
     reason: Annotated[str, StringConstraints(max_length=128)]
-    """Drift, Schedule or DatasetChanged."""
+    """Drift, LiveQuality, Schedule or DatasetChanged."""
     message: Annotated[str, StringConstraints(max_length=4096)]
     time: Timestamp
 

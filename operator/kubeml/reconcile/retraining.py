@@ -34,6 +34,8 @@ from . import pods, registry
 
 Body = Mapping[str, Any]
 DRIFT_METRIC = "kubeml_feature_drift_psi"
+LIVE_ACCURACY = "kubeml_live_accuracy"
+LIVE_ROWS = "kubeml_live_labelled_rows"
 PREPARING = frozenset({"Preparing", "Refreshing"})
 RUN_HISTORY = 20
 TRAINING_API = "kubeml.io/v1alpha1"
@@ -45,6 +47,13 @@ class DriftReading:
 
     psi: Mapping[str, float]
     pods: int
+    # Live accuracy per pod with its labelled rows (from ground-truth feedback).
+    live: tuple[tuple[float, float], ...] = ()
+
+    def lowest_accuracy(self, min_rows: int) -> tuple[float, float] | None:
+        """(accuracy, labelled rows) of the worst pod holding enough labels."""
+        enough = [(acc, rows) for acc, rows in self.live if rows >= min_rows]
+        return min(enough) if enough else None
 
     def worst(self) -> tuple[str, float] | None:
         if not self.psi:
@@ -58,17 +67,25 @@ def drift_from_metrics(texts: Iterable[str]) -> DriftReading:
     from prometheus_client.parser import text_string_to_metric_families
 
     psi: dict[str, float] = {}
+    live: list[tuple[float, float]] = []
     count = 0
     for text in texts:
         count += 1
+        accuracy, rows = None, 0.0
         for family in text_string_to_metric_families(text):
+            if family.name == LIVE_ACCURACY and family.samples:
+                accuracy = float(family.samples[0].value)
+            elif family.name == LIVE_ROWS and family.samples:
+                rows = float(family.samples[0].value)
             if family.name != DRIFT_METRIC:
                 continue
             for sample in family.samples:
                 feature = sample.labels.get("feature", "")
                 if feature and sample.value == sample.value:  # NaN never drifts
                     psi[feature] = max(psi.get(feature, 0.0), float(sample.value))
-    return DriftReading(psi=psi, pods=count)
+        if accuracy is not None and accuracy == accuracy:
+            live.append((accuracy, rows))
+    return DriftReading(psi=psi, pods=count, live=tuple(live))
 
 
 @dataclass
@@ -315,7 +332,7 @@ def _next_step(
     } | {str(((r.get("spec") or {}).get("datasetRef") or {}).get("version")) for r in seen.runs}
     last_trigger = rs.get("lastTrigger") or {}
     last_run = seen.last_run_time
-    pending = last_trigger.get("reason") in ("Drift", "Schedule") and (
+    pending = last_trigger.get("reason") in ("Drift", "Schedule", "LiveQuality") and (
         last_run is None or last_trigger.get("time", "") > format_time(last_run)
     )
     if usable and ds_version not in trained and (seen.triggers.get("datasetChange") or pending):
@@ -384,13 +401,16 @@ def _ask_for_data(
     """Nothing new to train on: do drift or the schedule ask for new data?"""
     spec = deployment.get("spec") or {}
     use_drift = bool(seen.triggers.get("drift", True))
-    if use_drift and drift is None:
+    use_live = bool(seen.triggers.get("liveQuality", False))
+    if (use_drift or use_live) and drift is None:
         out.needs_drift = True  # read the pods, then plan again
         return ""
-    if use_drift:
+    if use_drift or use_live:
         out.look_again(poll)
-    worst = drift.worst() if drift is not None else None
-    threshold = float(((spec.get("monitoring") or {}).get("alerts") or {}).get("driftPsi", 0.2))
+    worst = drift.worst() if drift is not None and use_drift else None
+    alerts = (spec.get("monitoring") or {}).get("alerts") or {}
+    threshold = float(alerts.get("driftPsi", 0.2))
+    low = _low_accuracy(drift, alerts) if use_live else None
     requested = str(rs.get("refreshRequestedTime") or "")
     since = max(str(deployment["metadata"].get("creationTimestamp") or ""), requested)
     schedule = due(seen.triggers.get("schedule"), since, seen.now)
@@ -403,6 +423,8 @@ def _ask_for_data(
             f"feature {worst[0]} drifted: PSI {worst[1]:.3f} > {threshold:g} "
             f"(highest of {drift.pods} server pod(s))"
         )
+    elif low is not None:
+        reason, message = "LiveQuality", low
     elif schedule.tick:
         reason, message = "Schedule", f"scheduled retraining at {schedule.tick}"
     if not reason:
@@ -415,6 +437,22 @@ def _ask_for_data(
         drift_note = f"; highest drift PSI {worst[1]:.3f} ({worst[0]})" if worst else ""
         return f"no new data in dataset {ds_name}{drift_note}"
     return _request(out, rs, ds_name, requested, seen, reason, message, preparing)
+
+
+def _low_accuracy(drift: DriftReading | None, alerts: Mapping[str, Any]) -> str | None:
+    """Why live accuracy asks for new data, or None (no threshold, too few labels, or
+    good enough)."""
+    threshold = alerts.get("liveAccuracy")
+    if drift is None or threshold is None:
+        return None
+    min_rows = int(alerts.get("minLabelledRows", 50))
+    worst = drift.lowest_accuracy(min_rows)
+    if worst is None or worst[0] >= float(threshold):
+        return None
+    return (
+        f"live accuracy {worst[0]:.3f} < {float(threshold):g} on {int(worst[1])} labelled "
+        f"rows (lowest of {drift.pods} server pod(s))"
+    )
 
 
 def _request(

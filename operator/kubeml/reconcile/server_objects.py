@@ -8,6 +8,8 @@ from typing import Any
 from .. import labels
 from ..api.deployment import Alerts, DeploymentSpec, ServerOptions
 from ..settings import Settings
+from ..storage import layout
+from ..storage.uri import make_uri
 from . import pods
 
 PORT = 8080
@@ -35,6 +37,34 @@ def server_options_env(opts: ServerOptions) -> dict[str, str]:
         "KUBEML_MAX_CONNECTIONS": str(opts.max_connections),
         "KUBEML_GRPC_PORT": str(GRPC_PORT if opts.grpc else 0),
     }
+
+
+def capture_env(
+    spec: DeploymentSpec, namespace: str, name: str, bucket: str
+) -> list[dict[str, Any]]:
+    """Capture settings of the server (none when capture is off). The prefixes are
+    the namespace's own: a server writes only where its tenant's data lives."""
+    cap = spec.capture
+    if cap is None:
+        return []
+    env: list[dict[str, Any]] = [
+        {
+            "name": "KUBEML_CAPTURE_URI",
+            "value": make_uri(bucket, layout.capture_prefix(namespace, name)),
+        },
+        {
+            "name": "KUBEML_FEEDBACK_URI",
+            "value": make_uri(bucket, layout.feedback_prefix(namespace, name)),
+        },
+        {"name": "KUBEML_CAPTURE_SAMPLE_PERCENT", "value": f"{cap.sample_percent:g}"},
+        # Several replicas write the same hour: the pod name keeps their objects apart.
+        {"name": "KUBEML_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if cap.keep_inputs is not None:
+        env.append({"name": "KUBEML_CAPTURE_KEEP", "value": ",".join(cap.keep_inputs)})
+    if cap.drop_inputs:
+        env.append({"name": "KUBEML_CAPTURE_DROP", "value": ",".join(cap.drop_inputs)})
+    return env
 
 
 def _server_env(
@@ -93,18 +123,25 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def _server_container(
-    mv: dict[str, Any], spec: DeploymentSpec, settings: Settings, profile_uri: str | None
+    owner: dict[str, Any],
+    mv: dict[str, Any],
+    spec: DeploymentSpec,
+    settings: Settings,
+    profile_uri: str | None,
 ) -> dict[str, Any]:
     opts = spec.server or ServerOptions()
     ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     if opts.grpc:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
+    meta = owner["metadata"]
+    env = _server_env(mv, opts, settings, profile_uri)
+    env += capture_env(spec, meta["namespace"], meta["name"], settings.bucket)
     return {
         "name": CONTAINER,
         "image": settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubeml", "serve"],
-        "env": _server_env(mv, opts, settings, profile_uri),
+        "env": env,
         "ports": ports,
         # Liveness starts counting only once the process answers: a slow import on a
         # busy node is not a hung server.
@@ -161,7 +198,7 @@ def server_deployment(
                     "enableServiceLinks": False,
                     "securityContext": pods.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [_server_container(mv, spec, settings, profile_uri)],
+                    "containers": [_server_container(owner, mv, spec, settings, profile_uri)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -312,6 +349,7 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
                 f"(PSI above {alerts.drift_psi})"
             },
         },
+        *_live_rules(sel, model, name, alerts),
         {
             "alert": "KubeMLServerDown",
             "expr": f"sum(up{{{job}}}) == 0 or absent(up{{{job}}})",
@@ -320,6 +358,40 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
             "annotations": {"summary": f"no {name} server in {namespace} is being scraped"},
         },
     ]
+
+
+def _live_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[str, Any]]:
+    """Live quality alerts, only where a threshold is set; a server with too few
+    labelled rows never fires them."""
+    enough = f"kubeml_live_labelled_rows{{{sel}}} >= {alerts.min_labelled_rows}"
+    rules: list[dict[str, Any]] = []
+    if alerts.live_accuracy is not None:
+        rules.append(
+            {
+                "alert": "KubeMLLowLiveAccuracy",
+                "expr": f"(kubeml_live_accuracy{{{sel}}} < {alerts.live_accuracy}) and ({enough})",
+                "for": "10m",
+                "labels": {"severity": "warning", "model": model},
+                "annotations": {
+                    "summary": f"{model}: live accuracy below {alerts.live_accuracy} "
+                    f"on labelled requests ({name})"
+                },
+            }
+        )
+    if alerts.live_mae is not None:
+        rules.append(
+            {
+                "alert": "KubeMLHighLiveError",
+                "expr": f"(kubeml_live_mae{{{sel}}} > {alerts.live_mae}) and ({enough})",
+                "for": "10m",
+                "labels": {"severity": "warning", "model": model},
+                "annotations": {
+                    "summary": f"{model}: live MAE above {alerts.live_mae} "
+                    f"on labelled requests ({name})"
+                },
+            }
+        )
+    return rules
 
 
 def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import http.client
+import io
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..api.dataset import DataSource, S3Source, UrlSource
+from ..api.dataset import DataSource, ProductionSource, S3Source, UrlSource
 from ..data import sources
 from ..data.errors import DataError
 from ..storage import (
@@ -58,7 +61,14 @@ def check_size(label: str, size: int, limit: int | None, verb: str = "is") -> No
         )
 
 
-def load_source(source: DataSource, env: Mapping[str, str], *, memory_limit: int | None) -> Loaded:
+def load_source(
+    source: DataSource,
+    env: Mapping[str, str],
+    *,
+    memory_limit: int | None,
+    namespace: str = "",
+    target: str = "target",
+) -> Loaded:
     if source.builtin is not None:
         name = source.builtin.name
         return Loaded(sources.load_builtin(name), f"builtin data set {name}", 0)
@@ -69,6 +79,8 @@ def load_source(source: DataSource, env: Mapping[str, str], *, memory_limit: int
         return Loaded(sources.load_synthetic(syn), label, 0)
     if source.url is not None:
         return _load_url(source.url, memory_limit)
+    if source.production is not None:
+        return _load_production(source.production, env, memory_limit, namespace, target)
     assert source.s3 is not None  # DataSource guarantees exactly one
     return _load_s3(source.s3, env, memory_limit)
 
@@ -183,3 +195,59 @@ def _load_s3(src: S3Source, env: Mapping[str, str], limit: int | None) -> Loaded
     except StorageError as err:
         raise _source_error(err) from err
     return Loaded(sources.concat_tables(parts), label, total)
+
+
+# -- production captures ---------------------------------------------------------------
+
+
+def _load_production(
+    src: ProductionSource, env: Mapping[str, str], limit: int | None, namespace: str, target: str
+) -> Loaded:
+    """The Deployment's captures and feedback, from this namespace's prefixes only
+    (the namespace is the Dataset's own, set by the operator)."""
+    from datetime import datetime
+
+    from ..data import production
+    from ..storage import layout
+
+    store = ArtifactStore(S3Settings.from_env(env), env=env)
+    tables = {}
+    total = 0
+    try:
+        for kind, prefix in (
+            ("captures", layout.capture_prefix(namespace, src.deployment)),
+            ("feedback", layout.feedback_prefix(namespace, src.deployment)),
+        ):
+            objects = [o for o in store.list_prefix(prefix) if o.key.endswith(".parquet")]
+            total += sum(o.size for o in objects)
+            check_size(store.uri(prefix), total, limit)
+            parts = []
+            for obj in objects:
+                data = store.get_bytes(obj.key)
+                try:
+                    parts.append(pq.read_table(io.BytesIO(data)))
+                except (pa.ArrowException, OSError) as err:
+                    raise DataError(
+                        "MalformedParquet", f"{obj.uri} is not a valid Parquet file: {err}"
+                    ) from err
+            tables[kind] = _concat(parts, kind)
+    except StorageError as err:
+        raise _source_error(err) from err
+    where = store.uri(layout.capture_prefix(namespace, src.deployment))
+    label = f"deployment {src.deployment}'s captures ({where})"
+    frame = production.join(
+        tables["captures"],
+        tables["feedback"],
+        target,
+        label,
+        since=datetime.fromisoformat(src.since) if src.since else None,
+        until=datetime.fromisoformat(src.until) if src.until else None,
+    )
+    return Loaded(frame, label, total)
+
+
+def _concat(parts: list[pa.Table], kind: str) -> pa.Table:
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    # Files of different model versions may differ in kept inputs: unify, fill nulls.
+    return pa.concat_tables(parts, promote_options="permissive")

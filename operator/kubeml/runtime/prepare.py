@@ -108,7 +108,13 @@ def prepare_dataset(
         clock = now
 
     try:
-        loaded = load_source(spec.source, env, memory_limit=memory_limit(env))
+        loaded = load_source(
+            spec.source,
+            env,
+            memory_limit=memory_limit(env),
+            namespace=request.namespace,
+            target=spec.target,
+        )
         lap("load")
         prepared = prepare_frame(loaded.frame, spec, source=loaded.label)
         del loaded  # the splits hold copies; let the source table go

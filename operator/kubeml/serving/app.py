@@ -12,7 +12,9 @@ server goes on serving.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -24,10 +26,13 @@ import numpy as np
 
 from .. import __version__
 from .batcher import Batcher, Job
+from .capture import Capture, Record
 from .config import ServerConfig
 from .decode import PREDICT, PREDICT_PROBA, Decoder, InferRequest, concat
 from .encode import Encoder, dumps, error_body
 from .errors import RequestError
+from .feedback import Feedback
+from .feedback import parse as parse_feedback
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import ServerMetrics
 from .signature import V2_DATATYPE
@@ -59,6 +64,7 @@ class RequestMeta(NamedTuple):
     content_type: bytes | None = None
     header_length: bytes | None = None  # Inference-Header-Content-Length
     content_encoding: bytes | None = None
+    request_id: bytes | None = None  # X-Request-Id
 
 
 NO_META = RequestMeta()
@@ -92,6 +98,13 @@ class ModelServer:
         self.decoder: Decoder | None = None
         self.encoder: Encoder | None = None
         self.batcher: Batcher | None = None
+        # Set by the runner when spec.capture is on, before the model loads.
+        self.capture: Capture | None = None
+        self.feedback: Feedback | None = None
+        # Request ids need only be unique across servers: a random prefix and a
+        # counter cost far less than a uuid4 per request.
+        self._id_prefix = os.urandom(6).hex()
+        self._id_counter = itertools.count(1)
         self.metrics.state(False, self.reason)
         self._routes = self._route_table()
 
@@ -159,6 +172,8 @@ class ModelServer:
             ("POST", f"{m}/infer"): self._infer_v2,
             ("POST", f"{mv}/infer"): self._infer_v2,
             ("POST", f"/v1/models/{name}:predict"): self._infer_v1,
+            ("POST", f"{m}/feedback"): self._feedback,
+            ("POST", f"{mv}/feedback"): self._feedback,
             ("GET", f"/v1/models/{name}"): self._v1_status,
         }
 
@@ -279,10 +294,47 @@ class ModelServer:
                 req = decoder.v2(body, _header_length(meta.header_length))
             else:
                 req = decoder.v1(body)
+            if req.id is None and meta.request_id is not None:
+                req.id = meta.request_id.decode("latin-1")
+            if req.id is not None:
+                check_request_id(req.id)
         except RequestError as err:
             self._answer(protocol, start, respond, error(err.status, err.message))
             return
-        self.submit(req, partial(self._deliver, protocol, req, start, respond))
+        self.submit(req, partial(self._deliver, protocol, req, start, respond), protocol)
+
+    # -- ground truth ------------------------------------------------------------------
+
+    def _feedback(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+        fb = self.feedback
+        if fb is None:
+            respond(
+                error(
+                    404,
+                    "feedback is off for this model: set spec.capture on its Deployment "
+                    "(ground truth is stored beside the captured requests)",
+                )
+            )
+            return
+        try:
+            entries = parse_feedback(
+                self._content(body, meta), fb.task, fb.classes, self.cfg.max_request_rows
+            )
+            scored, unknown = fb.apply(entries, time.time_ns())
+        except RequestError as err:
+            respond(error(err.status, err.message))
+            return
+        self.metrics.feedback(scored, len(unknown))
+        doc: dict[str, Any] = {"accepted": len(entries), "scored": scored}
+        if unknown:
+            # Stored all the same: the Dataset join reads S3, not this server's memory.
+            doc["unknown"] = unknown[:1000]
+            doc["unknownCount"] = len(unknown)
+            doc["message"] = (
+                "ids not scored live: predicted by another replica, expired from this "
+                "server's memory, or already labelled; stored for datasets all the same"
+            )
+        respond(Response(200, dumps(doc)))
 
     def _content(self, body: bytes, meta: RequestMeta) -> bytes:
         """The body after the checks its headers call for: an accepted media type,
@@ -304,15 +356,37 @@ class ModelServer:
             raise RequestError(415, f"Content-Encoding {shown} is not supported (gzip, deflate)")
         return _decompress(body, 31 if encoding == b"gzip" else 15, self.cfg.max_request_bytes)
 
-    def submit(self, req: InferRequest, done: Callable[[Any], None]) -> None:
+    def next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._id_counter)}"
+
+    def submit(self, req: InferRequest, done: Callable[[Any], None], protocol: str) -> None:
         """Queue a validated request for the batcher; ``done`` gets a Prediction or the
-        exception predict raised, on the loop thread. HTTP and gRPC share this."""
+        exception predict raised, on the loop thread. HTTP and gRPC share this. The
+        request gets its id here (a client's is kept), so capture and the response
+        agree on it."""
         batcher = self.batcher
         assert batcher is not None
+        if req.id is None:
+            req.id = self.next_id()
         self.inflight += 1
+        capture = self.capture
+        feedback = self.feedback
+        # Sampled before predict: the decision is per request, not per outcome.
+        sampled = capture is not None and capture.sampled()
 
         def finished(outcome: Any) -> None:
             self.inflight -= 1
+            if feedback is not None and isinstance(outcome, Prediction):
+                feedback.recent.remember(req.id or "", outcome.pred)
+            if sampled and capture is not None and isinstance(outcome, Prediction):
+                # Before the response is sent: an acknowledged request is in the
+                # buffer, which SIGTERM flushes.
+                capture.offer(
+                    Record(
+                        req.id or "", time.time_ns(), protocol, req.rows, req.n,
+                        outcome.pred, outcome.proba,
+                    )
+                )  # fmt: skip
             done(outcome)
 
         batcher.submit(Job(req.rows, req.n, req.want_proba, finished))
@@ -326,17 +400,18 @@ class ModelServer:
             return
         encoder = self.encoder
         assert encoder is not None
+        rid = (("x-request-id", req.id or ""),)
         if protocol == "v2":
             body, head = encoder.v2(
                 req.id, outcome.pred, outcome.proba, req.want_predict, req.want_proba, req.binary
             )
             if head is not None:
-                headers = (("inference-header-content-length", str(head)),)
+                headers = (("inference-header-content-length", str(head)), *rid)
                 self._answer(protocol, start, respond, Response(200, body, OCTET, headers))
                 return
         else:
             body = encoder.v1(outcome.pred, outcome.proba if req.want_proba else None)
-        self._answer(protocol, start, respond, Response(200, body))
+        self._answer(protocol, start, respond, Response(200, body, JSON, rid))
 
     def _answer(self, protocol: str, start: float, respond: Respond, response: Response) -> None:
         respond(response)
@@ -384,6 +459,18 @@ class ModelServer:
                 loaded.drift.observe(cols)
         except Exception:
             log.exception("updating prediction metrics failed")
+
+
+MAX_ID_CHARS = 256
+
+
+def check_request_id(rid: str) -> None:
+    """A request id is echoed in a header and stored with captures: short, printable
+    ASCII (a CR or LF would let a client write headers into its own response)."""
+    if not rid or len(rid) > MAX_ID_CHARS or not rid.isascii() or not rid.isprintable():
+        raise RequestError(
+            400, f"request id must be 1 to {MAX_ID_CHARS} printable ASCII characters"
+        )
 
 
 def _header_length(raw: bytes | None) -> int | None:

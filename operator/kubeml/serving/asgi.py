@@ -76,12 +76,18 @@ class AsgiApp:
 def _meta(scope: Scope) -> RequestMeta:
     found: dict[bytes, bytes] = {}
     for name, value in scope.get("headers", ()):
-        if name in (b"content-type", b"inference-header-content-length", b"content-encoding"):
+        if name in (
+            b"content-type",
+            b"inference-header-content-length",
+            b"content-encoding",
+            b"x-request-id",
+        ):
             found[name] = value
     return RequestMeta(
         found.get(b"content-type"),
         found.get(b"inference-header-content-length"),
         found.get(b"content-encoding"),
+        found.get(b"x-request-id"),
     )
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from .capture import CaptureConfig, CaptureConfigError
+from .feedback import FeedbackConfig
 from .signature import CompiledSignature
 
 DEFAULT_PORT = 8080
@@ -53,6 +55,12 @@ class ServerConfig:
     shutdown_delay_s: float = 3.0
     # Then at most this long for in-flight requests to finish.
     drain_timeout_s: float = 20.0
+    # None: capture off (the default; a Deployment's spec.capture turns it on).
+    capture: CaptureConfig | None = None
+    # None: no feedback endpoint (it comes with capture).
+    feedback: FeedbackConfig | None = None
+    # Longest the capture writer gets to flush after draining (within the grace period).
+    capture_flush_timeout_s: float = 5.0
 
     @property
     def version_str(self) -> str:
@@ -84,6 +92,19 @@ class ServerConfig:
             signature = CompiledSignature.from_json(json.loads(need("KUBEML_SIGNATURE")))
         except (ValueError, ValidationError) as err:
             raise ConfigError(f"$KUBEML_SIGNATURE is not a valid signature: {err}") from None
+        try:
+            capture = CaptureConfig.from_env(e)
+        except CaptureConfigError as err:
+            raise ConfigError(str(err)) from None
+        try:
+            feedback = FeedbackConfig.from_env(e)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if capture is not None:
+            named = set(capture.keep or ()) | set(capture.drop)
+            unknown = sorted(named - set(signature.features))
+            if unknown:
+                raise ConfigError(f"capture names unknown inputs: {', '.join(unknown)}")
         sha = need("KUBEML_ARTIFACT_SHA256").lower()
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise ConfigError("$KUBEML_ARTIFACT_SHA256 is not a sha256 hex digest")
@@ -116,6 +137,9 @@ class ServerConfig:
             drift_window=int(number("KUBEML_DRIFT_WINDOW", 5000, 1, 1_000_000)),
             shutdown_delay_s=number("KUBEML_SHUTDOWN_DELAY_SECONDS", 3.0, 0, 300),
             drain_timeout_s=number("KUBEML_DRAIN_TIMEOUT_SECONDS", 20.0, 0, 3600),
+            capture=capture,
+            feedback=feedback,
+            capture_flush_timeout_s=number("KUBEML_CAPTURE_FLUSH_TIMEOUT_SECONDS", 5.0, 0, 3600),
         )
 
 

@@ -78,7 +78,7 @@ class Encoder:
             {
                 "model_name": self.model,
                 "model_version": self.version,
-                "id": req_id if req_id is not None else self.next_id(),
+                "id": req_id if req_id is not None else self.next_id(),  # set by submit
                 "outputs": outputs,
             }
         )

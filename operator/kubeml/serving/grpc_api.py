@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .. import __version__
 from . import binary
-from .app import ModelServer, Prediction
+from .app import ModelServer, Prediction, check_request_id
 from .decode import InferRequest
 from .errors import RequestError, bad_request
 
@@ -177,8 +177,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         if decoder is None or server.batcher is None:
             raise RequestError(503, f"model not ready: {server.reason}")
         req = decoder.v2_doc(request_doc(request))
+        if req.id is not None:
+            check_request_id(req.id)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        server.submit(req, _resolver(fut))
+        server.submit(req, _resolver(fut), "grpc")
         outcome = await fut
         if isinstance(outcome, BaseException):
             msg = f"prediction failed: {type(outcome).__name__}: {outcome}"
@@ -208,7 +210,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.ModelInferResponse(
             model_name=encoder.model,
             model_version=encoder.version,
-            id=req.id if req.id is not None else encoder.next_id(),
+            id=req.id or "",
             outputs=outputs,
             raw_output_contents=raw,
         )

@@ -185,6 +185,7 @@ class HttpProtocol(asyncio.Protocol):
         self.content_type: bytes | None = None
         self.header_length: bytes | None = None
         self.content_encoding: bytes | None = None
+        self.request_id: bytes | None = None
         self.head_bytes = 0  # bytes read while the head was incomplete
         self.head_fields = 0  # size of the header fields parsed so far
         self.expect_continue = False
@@ -255,6 +256,7 @@ class HttpProtocol(asyncio.Protocol):
         self.size = 0
         self.length = None
         self.content_type = self.header_length = self.content_encoding = None
+        self.request_id = None
         self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -284,6 +286,8 @@ class HttpProtocol(asyncio.Protocol):
             self.header_length = value
         elif lname == b"content-encoding":
             self.content_encoding = value
+        elif lname == b"x-request-id":
+            self.request_id = value
         elif lname == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
@@ -334,7 +338,9 @@ class HttpProtocol(asyncio.Protocol):
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         url = self.url.decode("latin-1")
-        meta = RequestMeta(self.content_type, self.header_length, self.content_encoding)
+        meta = RequestMeta(
+            self.content_type, self.header_length, self.content_encoding, self.request_id
+        )
         try:
             self.app.handle(method, url, body, lambda resp: self._respond(slot, resp), meta)
         except Exception:  # the app answers its own errors; this is a bug: still answer

@@ -8,6 +8,7 @@ call, and the request path should not pay that.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -50,6 +51,97 @@ class DriftCollector(Collector):
             rows.add_metric([self.model, self.version], float(self.window.rows))
         yield psi
         yield rows
+
+
+class CaptureMetrics:
+    """Request capture: records written, dropped (and why), bytes sent to S3.
+    Called from the loop thread (buffer full) and the writer thread."""
+
+    def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
+        base = ["model", "version"]
+        self._written = Counter(
+            "kubeml_capture_records",
+            "Captured requests written to S3",
+            base,
+            registry=r,
+        ).labels(model, version)
+        self._bytes = Counter(
+            "kubeml_capture_bytes",
+            "Bytes of Parquet written to S3 by request capture",
+            base,
+            registry=r,
+        ).labels(model, version)
+        dropped = Counter(
+            "kubeml_capture_dropped_records",
+            "Sampled requests not captured: buffer_full (S3 slower than traffic) or "
+            "write_failed (S3 refused or unreachable)",
+            [*base, "reason"],
+            registry=r,
+        )
+        self._dropped = {
+            reason: dropped.labels(model, version, reason)
+            for reason in ("buffer_full", "write_failed")
+        }
+
+    def captured(self, written: int, nbytes: int) -> None:
+        self._written.inc(written)
+        self._bytes.inc(nbytes)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self._dropped[reason].inc(n)
+
+
+class WriterMetrics:
+    """Feedback records written to S3 and dropped (the same reasons as captures)."""
+
+    def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
+        base = ["model", "version"]
+        self._written = Counter(
+            "kubeml_feedback_written_records",
+            "Feedback records written to S3",
+            base,
+            registry=r,
+        ).labels(model, version)
+        dropped = Counter(
+            "kubeml_feedback_dropped_records",
+            "Feedback records accepted but not written: buffer_full or write_failed",
+            [*base, "reason"],
+            registry=r,
+        )
+        self._dropped = {
+            reason: dropped.labels(model, version, reason)
+            for reason in ("buffer_full", "write_failed")
+        }
+
+    def captured(self, written: int, nbytes: int) -> None:
+        self._written.inc(written)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self._dropped[reason].inc(n)
+
+
+class LiveCollector(Collector):
+    """Live quality from ground-truth feedback, computed at scrape time. Absent
+    before the first labelled row: no alert fires on a model nobody has labelled."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model = model
+        self.version = version
+        self.live: Any = None  # feedback.LiveQuality, once feedback is on
+
+    def collect(self) -> Iterable[Metric]:
+        snap: dict[str, float] = self.live.snapshot() if self.live is not None else {}
+        names = {
+            "rows": ("kubeml_live_labelled_rows", "Labelled rows in the live quality window"),
+            "accuracy": ("kubeml_live_accuracy", "Accuracy on labelled recent requests"),
+            "mae": ("kubeml_live_mae", "Mean absolute error on labelled recent requests"),
+            "rmse": ("kubeml_live_rmse", "Root mean squared error on labelled recent requests"),
+        }
+        for key, value in snap.items():
+            name, doc = names[key]
+            fam = GaugeMetricFamily(name, doc, labels=["model", "version"])
+            fam.add_metric([self.model, self.version], value)
+            yield fam
 
 
 class ServerMetrics:
@@ -112,6 +204,20 @@ class ServerMetrics:
         self._status_reason: str | None = None
         self.drift = DriftCollector(model, version)
         r.register(self.drift)
+        self.capture = CaptureMetrics(model, version, r)
+        self.feedback_writer = WriterMetrics(model, version, r)
+        self.live = LiveCollector(model, version)
+        r.register(self.live)
+        self._feedback = Counter(
+            "kubeml_feedback_records",
+            "Feedback entries received: scored (this server remembered the request) or "
+            "unknown (another replica's, expired, or already labelled)",
+            [*base, "result"],
+            registry=r,
+        )
+        self._feedback_children = {
+            k: self._feedback.labels(model, version, k) for k in ("scored", "unknown")
+        }
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._class_children: dict[str, Counter] = {}
 
@@ -154,6 +260,10 @@ class ServerMetrics:
         """Create the class series at 0 so rate() works from the first prediction."""
         for label in labels:
             self._class(label)
+
+    def feedback(self, scored: int, unknown: int) -> None:
+        self._feedback_children["scored"].inc(scored)
+        self._feedback_children["unknown"].inc(unknown)
 
     # -- state -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .app import ModelServer
+from .capture import Capture, S3Sink, Sink, split_prefix
 from .config import ServerConfig
 from .errors import NotReady
+from .feedback import Feedback
 from .worker import PredictWorker
 
 if TYPE_CHECKING:
@@ -82,7 +85,9 @@ def write_termination_log(path: str | None, reason: str, message: str) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: ServerConfig, store_for: Source | None = None) -> None:
+    def __init__(
+        self, cfg: ServerConfig, store_for: Source | None = None, sink: Sink | None = None
+    ) -> None:
         self.cfg = cfg
         # None: each object read by a child process (serving/object_fetch.py), so
         # boto3 never enters the server's memory.
@@ -91,6 +96,48 @@ class Runner:
         self.worker = PredictWorker(init=_worker_init)
         self.stop = asyncio.Event()
         self._loader_stop = threading.Event()
+        if sink is None and cfg.capture is not None:
+            # One client for both writers (boto3 clients are thread-safe).
+            sink = S3Sink(cfg.capture.bucket)
+        self.capture = self._capture(cfg, sink)
+        self.server.capture = self.capture
+        self.feedback = self._feedback(cfg, sink)
+        self.server.feedback = self.feedback
+        if self.feedback is not None:
+            self.server.metrics.live.live = self.feedback.live
+
+    def _feedback(self, cfg: ServerConfig, sink: Sink | None) -> Feedback | None:
+        if cfg.feedback is None:
+            return None
+        sig = cfg.signature
+        bucket = split_prefix(cfg.feedback.prefix_uri)[0]
+        return Feedback(
+            cfg.feedback,
+            task=sig.task,
+            classes=sig.classes,
+            model=cfg.model,
+            version=cfg.version,
+            writer_id=cfg.capture.writer_id if cfg.capture else "server",
+            sink=sink or S3Sink(bucket),
+            stats=self.server.metrics.feedback_writer,
+            max_values=cfg.max_request_rows,
+        )
+
+    def _capture(self, cfg: ServerConfig, sink: Sink | None) -> Capture | None:
+        if cfg.capture is None:
+            return None
+        sig = cfg.signature
+        return Capture(
+            cfg.capture,
+            model=cfg.model,
+            version=cfg.version,
+            modelversion=cfg.modelversion,
+            features=sig.features,
+            dtypes=sig.dtypes,
+            classes=sig.classes,
+            sink=sink or S3Sink(cfg.capture.bucket),
+            stats=self.server.metrics.capture,
+        )
 
     async def run(self, http: str = "native", install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
@@ -112,6 +159,11 @@ class Runner:
             self._loader_stop.set()
             load.cancel()
             self.worker.close(timeout=5.0)
+            # After the drain: every answered request is in the buffers by now.
+            timeout = self.cfg.capture_flush_timeout_s
+            for writer in (self.capture, self.feedback):
+                if writer is not None:
+                    await asyncio.to_thread(writer.close, timeout)
         return 0
 
     async def _start_grpc(self) -> Any:
@@ -171,7 +223,12 @@ class Runner:
         def load() -> Loaded:
             from .loader import load_with_retries
 
-            return load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
+            loaded = load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
+            # Before ready: the capture writers' first-use costs stay off the requests.
+            for writer in (self.capture, self.feedback):
+                if writer is not None:
+                    writer.warm()
+            return loaded
 
         # Not the predict thread: a slow S3 must not hold up anything else.
         try:
@@ -186,6 +243,11 @@ class Runner:
             self.server.set_unready("LoadFailed", f"{type(err).__name__}: {err}")
             write_termination_log(self.cfg.termination_log, "LoadFailed", str(err))
             return
+        # Everything loaded so far (the model, the libraries, boto3's service models
+        # when capture is on) lives as long as the process: out of the collector's
+        # sight, a full collection no longer walks it on the request path.
+        gc.collect()
+        gc.freeze()
         self.server.set_loaded(loaded)
         log.info(
             "model ready in %.1fs: sha256 %s verified, %s predict%s",

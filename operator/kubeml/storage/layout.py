@@ -9,6 +9,8 @@ asked to delete or serve belongs to the namespace asking:
     namespaces/<ns>/models/<model>/<sha256>.skops
     namespaces/<ns>/results/datasets/<dataset>/<job>.json
     namespaces/<ns>/results/trainingruns/<run>/<uid>.json
+    namespaces/<ns>/captures/<deployment>/model=<m>/version=<n>/hour=<h>/*.parquet
+    namespaces/<ns>/feedback/<deployment>/model=<m>/version=<n>/hour=<h>/*.parquet
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def dataset_result_key(namespace: str, dataset: str, job: str) -> str:
 
 def run_result_key(namespace: str, run: str, uid: str) -> str:
     return f"{tenant_prefix(namespace)}results/trainingruns/{run}/{uid}.json"
+
+
+def capture_prefix(namespace: str, deployment: str) -> str:
+    """Where a Deployment's servers write captured requests."""
+    return f"{tenant_prefix(namespace)}captures/{deployment}/"
+
+
+def feedback_prefix(namespace: str, deployment: str) -> str:
+    """Where a Deployment's servers write ground truth sent for its requests."""
+    return f"{tenant_prefix(namespace)}feedback/{deployment}/"
 
 
 def model_artifact_owner(uri: str, bucket: str) -> str | None:

@@ -1,0 +1,301 @@
+"""Ground truth for earlier requests, and the live quality it measures.
+
+``POST /v2/models/<model>/feedback`` (a KubeML extension beside the v2 paths) takes
+``{"id": "...", "truth": <value or one value per row>}`` or ``{"feedback": [ ... ]}``.
+Truth is validated against the signature (a class label of a classifier, a finite
+number for a regressor) and its length against the request's rows. Ids this server
+still remembers are scored into the live window; unknown ones (predicted by another
+replica, expired from memory, or already labelled) are reported in the answer. Every
+accepted entry is written to S3 beside the captures, scored or not: the Dataset join
+does not need the server's memory.
+
+Live quality is over the last ``window`` labelled rows (accuracy for a classifier,
+MAE and RMSE for a regressor), exported per model and version.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from .errors import RequestError, bad_request
+
+MAX_ENTRIES = 10_000
+MAX_UNKNOWN_SHOWN = 1000
+DEFAULT_WINDOW = 1000
+DEFAULT_REMEMBER_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    prefix_uri: str  # s3://bucket/namespaces/<ns>/feedback/<deployment>/
+    window: int = DEFAULT_WINDOW
+    remember_rows: int = DEFAULT_REMEMBER_ROWS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FeedbackConfig | None:
+        uri = env.get("KUBEML_FEEDBACK_URI", "").strip()
+        if not uri:
+            return None
+
+        def count(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or not 1 <= int(raw) <= 10_000_000:
+                raise ValueError(f"${name}={raw!r} is not an integer in [1, 10000000]")
+            return int(raw)
+
+        return cls(
+            prefix_uri=uri if uri.endswith("/") else uri + "/",
+            window=count("KUBEML_LIVE_WINDOW", DEFAULT_WINDOW),
+            remember_rows=count("KUBEML_FEEDBACK_REMEMBER_ROWS", DEFAULT_REMEMBER_ROWS),
+        )
+
+
+class Entry(NamedTuple):
+    id: str
+    truth: list[Any]  # str labels or float targets
+
+
+class FeedbackRecord(NamedTuple):
+    id: str
+    time_ns: int
+    truth: list[Any]
+    scored: bool
+
+
+def parse(body: bytes, task: str, classes: Sequence[str] | None, max_values: int) -> list[Entry]:
+    """The entries of a feedback body, all valid, or a 400 naming the first bad one."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise bad_request(f"malformed JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise bad_request("feedback must be a JSON object: {id, truth} or {feedback: [...]}")
+    if "feedback" in doc:
+        items = doc["feedback"]
+        if not isinstance(items, list) or not items:
+            raise bad_request("feedback must be a non-empty list of {id, truth}")
+        if len(items) > MAX_ENTRIES:
+            raise RequestError(413, f"more than {MAX_ENTRIES} feedback entries in one request")
+    else:
+        items = [doc]
+    labels = frozenset(classes) if classes is not None else None
+    out: list[Entry] = []
+    seen: set[str] = set()
+    values = 0
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]" if "feedback" in doc else "feedback"
+        if not isinstance(item, dict) or set(item) - {"id", "truth"}:
+            raise bad_request(f"{where}: expected an object with id and truth only")
+        rid = item.get("id")
+        if not isinstance(rid, str) or not rid or len(rid) > 256:
+            raise bad_request(f"{where}: id must be a request id (1 to 256 characters)")
+        if rid in seen:
+            raise bad_request(f"{where}: id {rid!r} appears more than once")
+        seen.add(rid)
+        if "truth" not in item:
+            raise bad_request(f"{where}: no truth")
+        raw = item["truth"]
+        truth = raw if isinstance(raw, list) else [raw]
+        if not truth:
+            raise bad_request(f"{where}: truth is empty")
+        values += len(truth)
+        if values > max_values:
+            raise RequestError(413, f"more than {max_values} truth values in one request")
+        out.append(Entry(rid, [_value(v, task, labels, f"{where}.truth") for v in truth]))
+    return out
+
+
+def _value(v: Any, task: str, labels: frozenset[str] | None, where: str) -> Any:
+    if task == "classification":
+        # Labels travel as strings (as the signature's classes do); 1 and "1" agree.
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise bad_request(f"{where}: a class label must be a string or an integer")
+        label = str(v)
+        if labels is not None and label not in labels:
+            shown = ", ".join(sorted(labels)[:20])
+            raise bad_request(f"{where}: {label!r} is not one of the model's classes ({shown})")
+        return label
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise bad_request(f"{where}: a regression target must be a finite number")
+    return float(v)
+
+
+class Recent:
+    """Predictions of recent requests by id, bounded by rows (oldest forgotten)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self._preds: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def remember(self, rid: str, pred: np.ndarray) -> None:
+        old = self._preds.pop(rid, None)
+        if old is not None:  # a client reusing its id: the latest prediction counts
+            self.rows -= len(old)
+        self._preds[rid] = pred
+        self.rows += len(pred)
+        while self.rows > self.max_rows and self._preds:
+            _, gone = self._preds.popitem(last=False)
+            self.rows -= len(gone)
+
+    def get(self, rid: str) -> np.ndarray | None:
+        return self._preds.get(rid)
+
+    def forget(self, rid: str) -> None:
+        gone = self._preds.pop(rid, None)
+        if gone is not None:
+            self.rows -= len(gone)
+
+    def __len__(self) -> int:
+        return len(self._preds)
+
+
+class LiveQuality:
+    """Accuracy, or MAE and RMSE, over the last ``window`` labelled rows."""
+
+    def __init__(self, task: str, window: int) -> None:
+        self.task = task
+        # 1/0 per row of a classifier, signed errors of a regressor
+        self._scores: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()  # scrapes read from another thread
+
+    def add(self, pred: np.ndarray, truth: Sequence[Any]) -> None:
+        with self._lock:
+            for p, t in zip(pred.tolist(), truth, strict=True):
+                if self.task == "classification":
+                    self._scores.append(1.0 if _label(p) == t else 0.0)
+                else:
+                    self._scores.append(float(p) - float(t))
+
+    def snapshot(self) -> dict[str, float]:
+        """The gauges now; empty before the first labelled row."""
+        with self._lock:
+            n = len(self._scores)
+            if n == 0:
+                return {}
+            # Computed at scrape time (seconds apart), not per labelled row.
+            scores = list(self._scores)
+        if self.task == "classification":
+            return {"rows": float(n), "accuracy": sum(scores) / n}
+        return {
+            "rows": float(n),
+            "mae": sum(abs(s) for s in scores) / n,
+            "rmse": math.sqrt(sum(s * s for s in scores) / n),
+        }
+
+
+def _label(p: Any) -> str:
+    # Float classes (1.0) name the same label as the integer the signature lists.
+    if isinstance(p, float) and p.is_integer():
+        return str(int(p))
+    return str(p)
+
+
+def encode(records: Sequence[FeedbackRecord], task: str) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    value = pa.string() if task == "classification" else pa.float64()
+    table = pa.table(
+        {
+            "id": pa.array([r.id for r in records], type=pa.string()),
+            "time": pa.array([r.time_ns for r in records], type=pa.timestamp("ns", tz="UTC")),
+            "rows": pa.array([len(r.truth) for r in records], type=pa.int32()),
+            "truth": pa.array([r.truth for r in records], type=pa.list_(value)),
+            "scored": pa.array([r.scored for r in records], type=pa.bool_()),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+class Feedback:
+    """What the server holds for feedback: recent predictions, the live window, and
+    the writer of feedback records."""
+
+    def __init__(
+        self,
+        cfg: FeedbackConfig,
+        *,
+        task: str,
+        classes: Sequence[str] | None,
+        model: str,
+        version: int,
+        writer_id: str,
+        sink: Any,
+        stats: Any,
+        max_values: int,
+    ) -> None:
+        from .capture import BatchWriter, partition, split_prefix
+
+        self.cfg = cfg
+        self.task = task
+        self.classes = classes
+        self.max_values = max_values
+        self.recent = Recent(cfg.remember_rows)
+        self.live = LiveQuality(task, cfg.window)
+        bucket, prefix = split_prefix(cfg.prefix_uri)
+        self.writer: BatchWriter[FeedbackRecord] = BatchWriter(
+            name="feedback",
+            bucket=bucket,
+            key_prefix=f"{prefix}{partition(model, version)}",
+            writer_id=writer_id,
+            max_values=cfg.remember_rows,
+            flush_seconds=5.0,
+            batch_records=20_000,
+            encode=lambda recs: encode(recs, task),
+            time_ns=lambda rec: rec.time_ns,
+            sink=sink,
+            stats=stats,
+        )
+
+    def apply(self, entries: Sequence[Entry], now_ns: int) -> tuple[int, list[str]]:
+        """Score the entries this server remembers: (scored, unknown ids). Lengths are
+        checked for all entries before any is scored: a 400 changes nothing."""
+        known = []
+        for i, e in enumerate(entries):
+            pred = self.recent.get(e.id)
+            if pred is not None and len(pred) != len(e.truth):
+                raise bad_request(
+                    f"feedback[{i}]: request {e.id!r} had {len(pred)} rows, "
+                    f"truth has {len(e.truth)} values"
+                )
+            known.append(pred)
+        unknown = []
+        for e, pred in zip(entries, known, strict=True):
+            if pred is None:
+                unknown.append(e.id)
+            else:
+                self.live.add(pred, e.truth)
+                # Labelled once: a second feedback for it is reported, not scored again.
+                self.recent.forget(e.id)
+            self.writer.offer(FeedbackRecord(e.id, now_ns, e.truth, pred is not None), len(e.truth))
+        return len(entries) - len(unknown), unknown
+
+    def close(self, timeout: float) -> bool:
+        return self.writer.close(timeout)
+
+    def warm(self) -> None:
+        """As Capture.warm: the first encode and client off the request path."""
+        encode([FeedbackRecord("warm-up", 0, [], False)], self.task)
+        try:
+            self.writer.sink.connect()
+        except Exception as err:
+            import logging
+
+            logging.getLogger("kubeml.serve.capture").error(
+                "feedback: cannot make an S3 client: %s", err
+            )

@@ -1,0 +1,265 @@
+"""Request ids and request capture without HTTP or S3: what a record holds, the
+sampling rate, fields dropped before anything is written, and the bounds (a full
+buffer or a failing store drops and counts, never blocks a request)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from kubeml.serving.app import ModelServer
+from kubeml.serving.capture import Capture, CaptureConfig, Record
+from kubeml.serving.config import ConfigError, ServerConfig
+from kubeml.serving.loader import Loaded
+from kubeml.serving.metrics import ServerMetrics
+from kubeml.serving.predictor import Predictor
+from tests.unit.test_serving_app import FEATURES, SIG, Harness, config, doc, v2
+
+PREFIX = "s3://bucket/namespaces/team-a/captures/iris/"
+
+
+class ListSink:
+    """Keeps what would have gone to S3; can be made to fail or to hang."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.fail = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def connect(self) -> None:
+        pass
+
+    def put(self, key: str, data: bytes) -> None:
+        self.gate.wait(30)
+        if self.fail:
+            raise ConnectionError("endpoint unreachable")
+        self.objects[key] = data
+
+    def records(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for key in sorted(self.objects):
+            rows.extend(pq.read_table(io.BytesIO(self.objects[key])).to_pylist())
+        return rows
+
+
+def capturing(model: Any, sink: ListSink, **capture: Any) -> tuple[Harness, Capture, ServerMetrics]:
+    cfg = config(capture=CaptureConfig(prefix_uri=PREFIX, flush_seconds=3600, **capture))
+    server = ModelServer(cfg)
+    assert cfg.capture is not None
+    cap = Capture(
+        cfg.capture,
+        model=cfg.model,
+        version=cfg.version,
+        modelversion=cfg.modelversion,
+        features=cfg.signature.features,
+        dtypes=cfg.signature.dtypes,
+        classes=cfg.signature.classes,
+        sink=sink,
+        stats=server.metrics.capture,
+    )
+    server.capture = cap
+    h = Harness(server)
+    server.set_loaded(Loaded(Predictor(model, cfg.signature), None))
+    return h, cap, server.metrics
+
+
+def sample(name: str, metrics: ServerMetrics, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"model": "iris", "version": "3", **labels})
+    return value or 0.0
+
+
+@pytest.fixture(scope="module")
+def forest() -> RandomForestClassifier:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+
+
+ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
+INFER = "/v2/models/iris/infer"
+
+
+def test_every_answer_carries_an_id_and_a_clients_id_is_kept(
+    forest: RandomForestClassifier,
+) -> None:
+    h, cap, _ = capturing(forest, ListSink())
+    try:
+        fresh = h.call("POST", INFER, v2(ROWS))
+        mine = h.call("POST", INFER, v2(ROWS, id="order-17"))
+        v1 = h.call("POST", "/v1/models/iris:predict", {"instances": ROWS.tolist()})
+        for resp in (fresh, mine, v1):
+            assert resp.status == 200
+        assert doc(fresh)["id"] == dict(fresh.headers)["x-request-id"]
+        assert doc(mine)["id"] == dict(mine.headers)["x-request-id"] == "order-17"
+        assert dict(v1.headers)["x-request-id"]
+        assert len({doc(fresh)["id"], dict(v1.headers)["x-request-id"]}) == 2
+    finally:
+        cap.close(5)
+        h.close()
+
+
+@pytest.mark.parametrize("rid", ["", "x" * 257, "a\r\nset-cookie: 1", "café"])
+def test_a_bad_client_id_is_a_400(forest: RandomForestClassifier, rid: str) -> None:
+    h, cap, _ = capturing(forest, ListSink())
+    try:
+        resp = h.call("POST", INFER, v2(ROWS, id=rid))
+        assert resp.status == 400
+        assert "request id" in doc(resp)["error"]
+    finally:
+        cap.close(5)
+        h.close()
+
+
+def test_every_captured_record_holds_id_time_inputs_and_outputs(
+    forest: RandomForestClassifier,
+) -> None:
+    sink = ListSink()
+    h, cap, metrics = capturing(forest, sink)
+    try:
+        answers = [h.call("POST", INFER, v2(ROWS[: i + 1], id=f"r{i}")) for i in range(3)]
+        answers.append(h.call("POST", "/v1/models/iris:predict", {"instances": ROWS.tolist()}))
+        assert cap.close(10)
+    finally:
+        h.close()
+    records = {r["id"]: r for r in sink.records()}
+    assert len(records) == 4
+    for i in range(3):
+        rec = records[f"r{i}"]
+        assert rec["rows"] == i + 1 and rec["protocol"] == "v2"
+        assert rec["modelversion"] == "iris-v3" and rec["time"] is not None
+        assert [rec["inputs"][f] for f in FEATURES] == ROWS[: i + 1].T.tolist()
+        assert rec["outputs"]["predict"] == doc(answers[i])["outputs"][0]["data"]
+    v1_id = dict(answers[3].headers)["x-request-id"]
+    assert records[v1_id]["outputs"]["predict"] == doc(answers[3])["predictions"]
+    (key,) = sink.objects
+    assert key.startswith(
+        "namespaces/team-a/captures/iris/model=iris/version=3/hour="
+    ) and key.endswith(".parquet")
+    assert sample("kubeml_capture_records_total", metrics) == 4
+    assert sample("kubeml_capture_bytes_total", metrics) == len(sink.objects[key])
+
+
+def test_dropped_fields_never_reach_the_store(forest: RandomForestClassifier) -> None:
+    sink = ListSink()
+    h, cap, _ = capturing(forest, sink, drop=("petal_width",))
+    try:
+        assert h.call("POST", INFER, v2(ROWS)).status == 200
+        assert cap.close(10)
+    finally:
+        h.close()
+    (rec,) = sink.records()
+    assert set(rec["inputs"]) == set(FEATURES) - {"petal_width"}
+    assert b"petal_width" not in next(iter(sink.objects.values()))
+
+
+def test_keep_writes_only_the_named_fields() -> None:
+    cfg = CaptureConfig(prefix_uri=PREFIX, keep=("sepal_length", "petal_width"), drop=("x",))
+    assert cfg.features(FEATURES) == ["sepal_length", "petal_width"]
+
+
+def test_a_sample_of_ten_percent_is_within_binomial_bounds(
+    forest: RandomForestClassifier,
+) -> None:
+    sink = ListSink()
+    h, cap, _ = capturing(forest, sink, sample_percent=10)
+    n = 2000
+    try:
+        h.many([("POST", INFER, v2(ROWS[:1]), None) for _ in range(n)])
+        assert cap.close(10)
+    finally:
+        h.close()
+    got = len(sink.records())
+    # mean 200, sd sqrt(2000 * 0.1 * 0.9) = 13.4: five sd either side
+    assert 200 - 67 <= got <= 200 + 67
+
+
+def test_a_full_buffer_drops_and_counts_without_holding_a_request(
+    forest: RandomForestClassifier,
+) -> None:
+    sink = ListSink()
+    sink.gate.clear()  # the store hangs: nothing leaves the buffer
+    h, cap, metrics = capturing(forest, sink, max_buffer_values=4 * 3 * 10, batch_records=1)
+    try:
+        answers = h.many([("POST", INFER, v2(ROWS), None) for _ in range(30)])
+        assert all(a.status == 200 for a in answers)
+        assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") >= 19
+        sink.gate.set()
+        assert cap.close(10)
+    finally:
+        h.close()
+    written = sample("kubeml_capture_records_total", metrics)
+    dropped = sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full")
+    assert written + dropped == 30
+    assert len(sink.records()) == written
+
+
+def test_a_failing_store_drops_its_batch_and_capture_resumes(
+    forest: RandomForestClassifier,
+) -> None:
+    sink = ListSink()
+    h, cap, metrics = capturing(forest, sink)
+    try:
+        sink.fail = True
+        h.many([("POST", INFER, v2(ROWS), None) for _ in range(5)])
+        cap.flush()
+        assert sample("kubeml_capture_dropped_records_total", metrics, reason="write_failed") == 5
+        sink.fail = False
+        h.many([("POST", INFER, v2(ROWS), None) for _ in range(7)])
+        assert cap.close(10)
+    finally:
+        h.close()
+    assert len(sink.records()) == 7
+
+
+def test_offer_after_close_is_dropped() -> None:
+    sink = ListSink()
+    metrics = ServerMetrics("iris", "3")
+    cap = Capture(
+        CaptureConfig(prefix_uri=PREFIX),
+        model="iris",
+        version=3,
+        modelversion="iris-v3",
+        features=FEATURES,
+        dtypes=["number"] * 4,
+        classes=None,
+        sink=sink,
+        stats=metrics.capture,
+    )
+    assert cap.close(5)
+    rec = Record("a", 0, "v2", ROWS, 3, np.array([0, 1, 2]), None)
+    assert not cap.offer(rec)
+    assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 1
+
+
+def test_capture_settings_from_the_environment() -> None:
+    env = {
+        "KUBEML_MODEL": "iris",
+        "KUBEML_MODEL_VERSION": "3",
+        "KUBEML_ARTIFACT_URI": "s3://b/k",
+        "KUBEML_ARTIFACT_SHA256": "0" * 64,
+        "KUBEML_SIGNATURE": __import__("json").dumps(SIG),
+    }
+    assert ServerConfig.from_env(env).capture is None
+    env |= {
+        "KUBEML_CAPTURE_URI": PREFIX,
+        "KUBEML_CAPTURE_SAMPLE_PERCENT": "12.5",
+        "KUBEML_CAPTURE_DROP": "petal_width, sepal_width",
+        "KUBEML_POD_NAME": "iris-stable-abc",
+    }
+    cap = ServerConfig.from_env(env).capture
+    assert cap is not None
+    assert (cap.bucket, cap.prefix) == ("bucket", "namespaces/team-a/captures/iris/")
+    assert cap.sample_percent == 12.5 and cap.drop == ("petal_width", "sepal_width")
+    assert cap.writer_id == "iris-stable-abc"
+    with pytest.raises(ConfigError, match="unknown inputs: nope"):
+        ServerConfig.from_env({**env, "KUBEML_CAPTURE_DROP": "nope"})
+    with pytest.raises(ConfigError, match="outside"):
+        ServerConfig.from_env({**env, "KUBEML_CAPTURE_SAMPLE_PERCENT": "101"})
