@@ -368,6 +368,10 @@ def test_interrupt_during_up_stops_everything(tmp_path: Path) -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background commands with SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler: give the child the
+        # default disposition, as a terminal's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stderr is not None
     seen: list[str] = []
