@@ -231,3 +231,104 @@ def test_unreachable_s3_is_transient(
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     code, _ = _run(s3, store, iris, FOREST, env={"AWS_ENDPOINT_URL": dead})
     assert code == 3
+
+
+def _run_at(
+    s3: SeaweedS3,
+    key: str,
+    dataset: dict[str, Any],
+    spec: dict[str, Any],
+    argv: list[str],
+    **env: str,
+) -> int:
+    request = {
+        "namespace": "test",
+        "name": "run",
+        "generation": 1,
+        "spec": spec,
+        "dataset": dataset,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        _with_env(
+            mp,
+            {
+                **s3.env(),
+                "KUBEML_TRAININGRUN": json.dumps(request),
+                "KUBEML_RESULT_KEY": key,
+                "KUBEML_CPU_LIMIT": "2",
+                **env,
+            },
+        )
+        return train.main(argv)
+
+
+SEARCH = {
+    **FOREST,
+    "search": {
+        "strategy": "grid",
+        "space": {"max_depth": [2, 3, None], "min_samples_leaf": [1, 5]},
+        "folds": 3,
+        "seed": 7,
+    },
+}
+
+
+def test_a_search_sharded_over_three_pods_equals_the_one_pod_search(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    from kubeml.runtime.training import trials
+
+    one_key = f"results/trainingruns/test/one-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, one_key, iris, SEARCH, []) == 0
+    one = store.get_json(one_key)
+
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 3}}
+    key = f"results/trainingruns/test/three-{uuid.uuid4().hex[:8]}.json"
+    for index in range(3):
+        assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX=str(index)) == 0
+        assert not store.exists(key)  # a shard never writes the run's result
+    prefix = key.removesuffix(".json") + "/"
+    assert sorted(o.key for o in store.list_prefix(prefix + "shards/")) == [
+        f"{prefix}shards/{i}.parquet" for i in range(3)
+    ]
+    assert _run_at(s3, key, iris, spec, []) == 0
+    three = store.get_json(key)
+
+    assert three["ok"], three
+    assert three["bestParams"] == one["bestParams"] and three["cvScore"] == one["cvScore"]
+    assert three["metrics"] == one["metrics"]
+    assert three["trials"]["count"] == one["trials"]["count"] == 6
+    assert three["trials"]["best"] == one["trials"]["best"]
+    assert (one["trials"]["parallelism"], three["trials"]["parallelism"]) == (1, 3)
+    bucket, table_key = parse_uri(three["trials"]["uri"])
+    assert bucket == store.bucket and table_key == prefix + "trials.parquet"
+    rows = trials.from_parquet(store.get_bytes(table_key), lambda s: s)
+    assert [r.candidate for r in rows] == list(range(6))
+    assert sorted({r.shard for r in rows}) == [0, 1, 2]
+    assert all(len(r.fold_scores) == 3 for r in rows)
+    best = max(rows, key=lambda r: (r.mean, -r.candidate))
+    assert {k: best.params[k] for k in best.params} == {
+        k: three["bestParams"][k] for k in best.params
+    }
+
+
+def test_a_missing_shard_fails_naming_its_key(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 2}}
+    key = f"results/trainingruns/test/gap-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX="0") == 0
+    assert _run_at(s3, key, iris, spec, []) == 2
+    doc = store.get_json(key)
+    missing = store.uri(key.removesuffix(".json") + "/shards/1.parquet")
+    assert doc["reason"] == "TrialsMissing" and missing in doc["message"]
+
+
+def test_a_shard_without_a_completion_index_is_refused(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 2}}
+    key = f"results/trainingruns/test/noindex-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX="5") == 2
+    doc = store.get_json(key)
+    assert doc["reason"] == "InvalidRequest" and "JOB_COMPLETION_INDEX" in doc["message"]

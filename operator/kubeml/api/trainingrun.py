@@ -113,6 +113,10 @@ class Search(
     """Seed for fold assignment and sampling."""
     scoring: MetricName | None = None
     """Metric to optimise; the first of spec.metrics when omitted."""
+    parallelism: Annotated[int, Field(ge=1, le=32)] = 1
+    """Pods the candidates are spread over (an Indexed Job, each pod scoring a fixed
+    share on every fold); a final pod picks the best and refits it. The chosen
+    parameters and scores do not depend on it."""
 
     @model_validator(mode="after")
     def _trials(self) -> Self:
@@ -276,6 +280,8 @@ class TrainingRunStatus(ObservedStatus):
 
     job_name: ObjectName | None = None
     """The training Job."""
+    search_job_name: ObjectName | None = None
+    """The Indexed Job of a distributed search (search.parallelism > 1)."""
     dataset_version: Sha256 | None = None
     """The dataset content version trained on."""
     start_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
@@ -292,12 +298,44 @@ class TrainingRunStatus(ObservedStatus):
         Annotated[dict[ParamName, Any], Field(max_length=64, json_schema_extra=FREE_FORM)] | None
     ) = None
     """Parameters of the fitted model (the search's winner)."""
+    trials: Trials | None = None
+    """The search's trial table and its best candidates."""
     gates: Annotated[list[GateResult], Field(max_length=33)] | None = None
     """Each gate's verdict."""
     model_version: ObjectName | None = None
     """The ModelVersion this run produced."""
     result_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
     """s3:// location of the run's result manifest."""
+
+
+class TrialSummary(KubeModel):
+    """One of the search's best candidates."""
+
+    rank: Annotated[int, Field(ge=1)]
+    """1 is the winner; equal mean scores share a rank."""
+    candidate: Annotated[int, Field(ge=0)]
+    """Index of the candidate in the search's order (row key in the trial table)."""
+    params: Annotated[dict[ParamName, Any], Field(max_length=64, json_schema_extra=FREE_FORM)]
+    """The candidate's searched parameters."""
+    score: float
+    """Mean cross-validated score in the metric's own units."""
+    std: float | None = None
+    """Standard deviation over the folds."""
+
+
+class Trials(KubeModel):
+    """Where every trial of the search is recorded, and the best few."""
+
+    uri: Annotated[str, StringConstraints(max_length=2048)]
+    """s3:// location of the trial table (Parquet, one row per candidate)."""
+    count: Annotated[int, Field(ge=0)]
+    """Candidates tried."""
+    parallelism: Annotated[int, Field(ge=1)] = 1
+    """Pods the search ran on."""
+    metric: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The metric candidates were ranked by."""
+    best: Annotated[list[TrialSummary], Field(max_length=10)] | None = None
+    """The top candidates, best first."""
 
 
 class GateResult(KubeModel):

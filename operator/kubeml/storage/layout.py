@@ -9,6 +9,8 @@ asked to delete or serve belongs to the namespace asking:
     namespaces/<ns>/models/<model>/<sha256>.skops
     namespaces/<ns>/results/datasets/<dataset>/<job>.json
     namespaces/<ns>/results/trainingruns/<run>/<uid>.json
+    namespaces/<ns>/results/trainingruns/<run>/<uid>/trials.parquet   one row per candidate
+    namespaces/<ns>/results/trainingruns/<run>/<uid>/shards/<i>.parquet   a search pod's rows
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ def dataset_result_key(namespace: str, dataset: str, job: str) -> str:
 
 def run_result_key(namespace: str, run: str, uid: str) -> str:
     return f"{tenant_prefix(namespace)}results/trainingruns/{run}/{uid}.json"
+
+
+def run_trials_prefix(namespace: str, run: str, uid: str) -> str:
+    return f"{tenant_prefix(namespace)}results/trainingruns/{run}/{uid}/"
+
+
+def run_trials_key(prefix: str) -> str:
+    return f"{prefix}trials.parquet"
+
+
+def run_shard_key(prefix: str, index: int) -> str:
+    return f"{prefix}shards/{index}.parquet"
 
 
 def model_artifact_owner(uri: str, bucket: str) -> str | None:

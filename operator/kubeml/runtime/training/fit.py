@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +15,11 @@ from threadpoolctl import threadpool_limits
 
 from ...api.estimators import DEFAULT_METRICS, ESTIMATORS, METRICS, Task
 from ...api.trainingrun import TrainingRunSpec
+from . import trials
 from .errors import TrainError
 from .estimator import PARALLEL_FIT, effective_params, make_estimator, validate_space
 from .features import ESTIMATOR_STEP, FeatureColumn, build_pipeline
-from .search import build_search, natural_score, needs_proba, scoring_metric, unprefixed
+from .search import folds, natural_score, needs_proba, prefixed, scorer_for, scoring_metric
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Fitted:
     best_params: dict[str, Any]
     cv_score: float | None = None
     cv_metric: str | None = None
+    trials: list[trials.Trial] | None = None
+    plan: SearchPlan | None = None
     seconds: float = 0.0
 
 
@@ -55,6 +58,7 @@ def fit(
     y: pd.Series,
     *,
     cpu: int,
+    source: TrialSource | None = None,
 ) -> Fitted:
     """Fit on ``X``/``y`` with at most ``cpu`` cores.
 
@@ -73,7 +77,7 @@ def fit(
                 model.fit(X, y)
                 result = Fitted(model, task, jsonable(params))
             else:
-                result = _search_then_refit(spec, features, X, y, params, cpu)
+                result = _search_then_refit(spec, features, X, y, params, cpu, source)
     except InvalidParameterError as err:
         raise TrainError("InvalidParams", f"estimator {name}: {err}") from err
     except ValueError as err:
@@ -86,17 +90,58 @@ def fit(
     return result
 
 
-def _search_then_refit(
-    spec: TrainingRunSpec,
-    features: Sequence[FeatureColumn],
-    X: pd.DataFrame,
-    y: pd.Series,
-    params: dict[str, Any],
-    cpu: int,
-) -> Fitted:
+@dataclass
+class SearchPlan:
+    """Everything every pod of a search agrees on: candidates, folds and scorer."""
+
+    pipeline: Pipeline
+    X: pd.DataFrame
+    y: pd.Series
+    candidates: list[dict[str, Any]]
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    scorer: Any
+    metric: str
+
+    def natural(self, score: float) -> float:
+        return natural_score(self.metric, score)
+
+    def evaluate(self, indices: Sequence[int], *, shard: int, cpu: int) -> list[trials.Trial]:
+        chosen = [(i, self.candidates[i]) for i in indices]
+        try:
+            with threadpool_limits(limits=1):
+                return trials.evaluate(
+                    self.pipeline,
+                    chosen,
+                    self.X,
+                    self.y,
+                    splits=self.splits,
+                    scorer=self.scorer,
+                    metric=self.metric,
+                    shard=shard,
+                    n_jobs=cpu,
+                    prefix=prefixed,
+                    natural=self.natural,
+                )
+        except InvalidParameterError as err:
+            raise TrainError("InvalidParams", f"search candidate: {err}") from err
+        except ValueError as err:
+            raise TrainError("FitFailed", f"a search candidate could not fit: {err}") from err
+
+
+# Where a search's trials come from: scored here, or read from the shards other pods wrote.
+TrialSource = Callable[[SearchPlan], list[trials.Trial]]
+
+
+def plan_search(
+    spec: TrainingRunSpec, features: Sequence[FeatureColumn], X: pd.DataFrame, y: pd.Series
+) -> SearchPlan:
+    """The search's candidates, seeded folds and scorer; raise TrainError for a space
+    the estimator cannot take."""
     assert spec.search is not None
     name = spec.estimator.name
     task = ESTIMATORS[name].task
+    searched = list(spec.search.space)
+    params = effective_params(name, spec.estimator.params, seed=run_seed(spec), searched=searched)
     # The labels as the fitted classifier will order them (classes_ is np.unique's order).
     classes = np.unique(y.to_numpy()).tolist() if task == "classification" else []
     # One core per candidate: the search parallelises over candidates and folds.
@@ -110,13 +155,42 @@ def _search_then_refit(
             f"search.scoring {metric} needs predicted probabilities, which {name} "
             "does not provide with these params",
         )
-    search = build_search(
-        pipeline, spec.search, task=task, metric=metric, classes=classes or None, n_jobs=cpu
+    try:
+        splits = list(folds(task, spec.search.folds, spec.search.seed).split(X, y))
+    except ValueError as err:  # e.g. fewer members in a class than folds
+        raise TrainError("FitFailed", f"search.folds={spec.search.folds}: {err}") from err
+    return SearchPlan(
+        pipeline,
+        X,
+        y,
+        trials.candidates(spec.search),
+        splits,
+        scorer_for(metric, classes or None),
+        metric,
     )
-    search.fit(X, y)
-    best = unprefixed(search.best_params_)
+
+
+def evaluate_all(plan: SearchPlan, cpu: int) -> list[trials.Trial]:
+    return plan.evaluate(range(len(plan.candidates)), shard=0, cpu=cpu)
+
+
+def _search_then_refit(
+    spec: TrainingRunSpec,
+    features: Sequence[FeatureColumn],
+    X: pd.DataFrame,
+    y: pd.Series,
+    params: dict[str, Any],
+    cpu: int,
+    source: TrialSource | None,
+) -> Fitted:
+    name = spec.estimator.name
+    task = ESTIMATORS[name].task
+    plan = plan_search(spec, features, X, y)
+    found = source(plan) if source is not None else evaluate_all(plan, cpu)
+    winner = trials.best(found)
+    best = plan.candidates[winner.candidate]
     final_params = {**params, **best}
     model = build_pipeline(features, make_estimator(name, final_params, n_jobs=cpu))
     model.fit(X, y)
-    cv = natural_score(metric, float(search.best_score_))
-    return Fitted(model, task, jsonable(final_params), cv, metric)
+    cv = plan.natural(winner.mean)
+    return Fitted(model, task, jsonable(final_params), cv, plan.metric, found, plan)
