@@ -147,6 +147,8 @@ def test_passing_run_registers_the_first_version_as_champion() -> None:
     assert mv["metadata"]["labels"]["kubeml.io/dataset-version"] == DV[:12]
     assert d.status["modelVersion"] == "iris-classifier-v1"
     assert d.status["keyMetric"] == "accuracy=0.9700"
+    # kubectl get mv shows it: the version carries the run's key metric.
+    assert mv["spec"]["keyMetric"] == "accuracy=0.9700"
 
 
 def test_later_versions_get_the_next_number_and_no_alias() -> None:

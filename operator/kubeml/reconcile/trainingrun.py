@@ -185,6 +185,9 @@ def build_model_version(
         "metrics": (result.get("metrics") or {}).get("test") or {},
         "signature": result["signature"],
     }
+    shown = key_metric(run, spec["metrics"])
+    if shown is not None:
+        spec["keyMetric"] = shown
     # The first version of a model becomes its champion, so a Deployment that
     # follows `champion` serves something without a manual promotion.
     if registry.holder(versions, FIRST_ALIAS) is None and not versions:
@@ -427,6 +430,13 @@ def _failed_without_result(
     return step.finish("False", reason, f"trainingrun {step.body['metadata']['name']}: {message}")
 
 
+def key_metric(run: TrainingRun, metrics: Mapping[str, Any]) -> str | None:
+    """The first metric and its test value, e.g. accuracy=0.9667, for display."""
+    task = ESTIMATORS[run.spec.estimator.name].task
+    key: str = run.spec.metrics[0] if run.spec.metrics else DEFAULT_METRICS[task][0]
+    return f"{key}={metrics[key]:.4f}" if key in metrics else None
+
+
 def _judge(
     step: _Step, run: TrainingRun, doc: Mapping[str, Any], versions: list[dict[str, Any]]
 ) -> Outcome:
@@ -439,10 +449,9 @@ def _judge(
     status["bestParams"] = doc.get("bestParams") or {}
     if doc.get("trials"):
         status["trials"] = doc["trials"]
-    task = ESTIMATORS[run.spec.estimator.name].task
-    key: str = run.spec.metrics[0] if run.spec.metrics else DEFAULT_METRICS[task][0]
-    if key in metrics:
-        status["keyMetric"] = f"{key}={metrics[key]:.4f}"
+    shown = key_metric(run, metrics)
+    if shown is not None:
+        status["keyMetric"] = shown
     comparison = _comparison(step.body, run, doc, versions)
     verdicts = gates.evaluate(
         run.spec.gates,
