@@ -12,6 +12,7 @@ import pytest
 
 from kubeml import models
 from kubeml.runtime import prepare, train
+from kubeml.runtime.training.dataset import load_dataset
 from kubeml.storage import ArtifactStore, parse_uri
 from kubeml.storage.devserver import SeaweedS3
 
@@ -332,3 +333,72 @@ def test_a_shard_without_a_completion_index_is_refused(
     assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX="5") == 2
     doc = store.get_json(key)
     assert doc["reason"] == "InvalidRequest" and "JOB_COMPLETION_INDEX" in doc["message"]
+
+
+@pytest.fixture(scope="module")
+def cancer(s3: SeaweedS3, store: ArtifactStore) -> dict[str, Any]:
+    spec = {
+        "source": {"builtin": {"name": "breast_cancer"}},
+        "target": "target",
+        "split": {"validation": 0.2, "test": 0.2, "seed": 3, "stratify": True},
+    }
+    return dict(_prepare(s3, store, "cancer", spec))
+
+
+SCALED = {
+    "datasetRef": {"name": "cancer"},
+    "model": "cancer",
+    "estimator": {"name": "logistic-regression", "params": {"max_iter": 200}},
+    "preprocessing": {"numeric": {"imputer": "mean"}},
+    "search": {
+        "space": {"C": [0.1, 1.0]},
+        "preprocessing": {"scaler": ["none", "standard", "minmax", "robust"]},
+        "folds": 3,
+        "seed": 5,
+        "parallelism": 2,
+    },
+    "metrics": ["accuracy", "f1"],
+}
+
+
+def test_a_search_over_scalers_spread_over_two_pods(
+    s3: SeaweedS3, store: ArtifactStore, cancer: dict[str, Any]
+) -> None:
+    key = f"results/trainingruns/test/scalers-{uuid.uuid4().hex[:8]}.json"
+    for index in range(2):
+        assert _run_at(s3, key, cancer, SCALED, ["--shard"], JOB_COMPLETION_INDEX=str(index)) == 0
+    assert _run_at(s3, key, cancer, SCALED, []) == 0
+    r = store.get_json(key)
+    assert r["ok"], r
+    assert r["trials"]["count"] == 8
+    scaler = r["bestParams"]["preprocessing.scaler"]
+    assert scaler in {"none", "standard", "minmax", "robust"}
+    assert r["trials"]["best"][0]["params"]["preprocessing.scaler"] == scaler
+    # The artifact is the winner's whole pipeline, loadable under the allowlist, and
+    # it scores the test split as the run reported.
+    _, artifact_key = parse_uri(r["artifact"]["uri"])
+    model = models.load(store.get_bytes(artifact_key), r["artifact"]["sha256"])
+    data = load_dataset(store, name="cancer", version=cancer["version"], uri=cancer["uri"])
+    columns = [i["name"] for i in r["signature"]["inputs"]]
+    accuracy = float((model.predict(data.test[columns]) == data.test[data.target]).mean())
+    assert accuracy == pytest.approx(r["metrics"]["test"]["accuracy"])
+    numeric = {n: t for n, t, _ in model.named_steps["features"].transformers_}["numeric"]
+    expected = {"none": "passthrough", "standard": "StandardScaler", "minmax": "MinMaxScaler"}
+    got = numeric if isinstance(numeric, str) else type(numeric).__name__
+    assert got == expected.get(scaler, "RobustScaler")
+
+
+def test_features_selected_by_name(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    chosen = ["petal width (cm)", "petal length (cm)"]
+    spec = {**FOREST, "preprocessing": {"features": chosen}}
+    code, result = _run(s3, store, iris, spec)
+    assert code == 0 and result is not None, result
+    assert [i["name"] for i in result["signature"]["inputs"]] == chosen
+
+    bad = {**FOREST, "preprocessing": {"features": ["petal width (cm)", "stalk length"]}}
+    code, result = _run(s3, store, iris, bad)
+    assert code == 2 and result is not None
+    assert result["reason"] == "FeatureNotFound"
+    assert "'stalk length'" in result["message"] and "iris" in result["message"]

@@ -86,6 +86,65 @@ class Estimator(KubeModel):
         return self
 
 
+Scaler = Literal["none", "standard", "minmax", "robust"]
+NumericImputer = Literal["median", "mean", "most_frequent", "constant"]
+CategoricalImputer = Literal["most_frequent", "constant"]
+HandleUnknown = Literal["ignore", "infrequent_if_exist"]
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class NumericPreprocessing(KubeModel):
+    """How integer and number columns are prepared."""
+
+    scaler: Scaler = "none"
+    """none, standard (zero mean, unit variance), minmax (to [0, 1]) or robust (median
+    and interquartile range); linear models and SVMs usually want one."""
+    imputer: NumericImputer = "median"
+    """Fills nulls: median, mean, most_frequent, or constant (0)."""
+
+
+class CategoricalPreprocessing(KubeModel):
+    """How category, string and boolean columns are one-hot encoded."""
+
+    imputer: CategoricalImputer = "most_frequent"
+    """Fills nulls: most_frequent, or constant (the value "missing")."""
+    max_categories: Annotated[int, Field(ge=2, le=1000)] | None = None
+    """At most this many columns per feature; the rarest values share one. Free-text
+    (string) columns are capped at 100 either way."""
+    handle_unknown: HandleUnknown = "ignore"
+    """A value unseen in training: ignore (all zeros), or infrequent_if_exist (counted
+    with the rare values when maxCategories pooled some)."""
+
+
+class Preprocessing(KubeModel):
+    """Preparation of the features before the estimator: scikit-learn transformers only,
+    so the fitted pipeline stays a skops artifact loadable without custom code."""
+
+    numeric: NumericPreprocessing = Field(default_factory=NumericPreprocessing)
+    """Numeric columns."""
+    categorical: CategoricalPreprocessing = Field(default_factory=CategoricalPreprocessing)
+    """Categorical, text and boolean columns."""
+    features: Annotated[list[FeatureName], Field(min_length=1, max_length=10000)] | None = None
+    """Train on these dataset features only (by name); all of them when omitted."""
+
+
+class PreprocessingSpace(KubeModel):
+    """Preprocessing choices searched like estimator parameters; each replaces the
+    corresponding spec.preprocessing value in a candidate."""
+
+    scaler: Annotated[list[Scaler], Field(min_length=1, max_length=4)] | None = None
+    """Scalers to try, e.g. [none, standard, minmax]."""
+    numeric_imputer: Annotated[list[NumericImputer], Field(min_length=1, max_length=4)] | None = (
+        None
+    )
+    """Numeric imputation strategies to try."""
+    max_categories: (
+        Annotated[list[Annotated[int, Field(ge=2, le=1000)]], Field(min_length=1, max_length=16)]
+        | None
+    ) = None
+    """Category caps to try."""
+
+
 class Search(
     KubeModel,
     json_schema_extra=validations(
@@ -94,17 +153,27 @@ class Search(
             "trials is required for a random search",
             field_path=".trials",
         ),
+        cel(
+            "has(self.space) || has(self.preprocessing)",
+            "a search needs a space, a preprocessing space, or both",
+            field_path=".space",
+        ),
     ),
 ):
     """Hyper-parameter search: seeded grid or random, scored by cross-validation."""
 
     strategy: Literal["grid", "random"] = "grid"
     """grid tries every combination; random samples `trials` of them."""
-    space: Annotated[
-        dict[ParamName, Annotated[list[Any], Field(min_length=1, max_length=100)]],
-        Field(min_length=1, max_length=16, json_schema_extra=SPACE_SCHEMA),
-    ]
+    space: (
+        Annotated[
+            dict[ParamName, Annotated[list[Any], Field(min_length=1, max_length=100)]],
+            Field(min_length=1, max_length=16, json_schema_extra=SPACE_SCHEMA),
+        ]
+        | None
+    ) = None
     """Candidate values per estimator parameter."""
+    preprocessing: PreprocessingSpace | None = None
+    """Candidate preprocessing choices, combined with the estimator's."""
     folds: Annotated[int, Field(ge=2, le=20)] = 5
     """Cross-validation folds."""
     trials: Annotated[int, Field(ge=1, le=100)] | None = None
@@ -122,6 +191,8 @@ class Search(
     def _trials(self) -> Self:
         if self.strategy == "random" and self.trials is None:
             raise FieldError("trials", "trials is required for a random search")
+        if self.space is None and self.preprocessing is None:
+            raise FieldError("space", "a search needs a space, a preprocessing space, or both")
         return self
 
 
@@ -176,6 +247,9 @@ class TrainingRunSpec(KubeModel):
     """Registered model name; a passing run produces a version of it."""
     estimator: Estimator
     """The estimator and its parameters."""
+    preprocessing: Preprocessing | None = None
+    """Feature preparation: scaling, imputation, encoding, feature selection. The default
+    passes numbers through (median-imputed) and one-hot encodes the rest."""
     search: Search | None = None
     """Optional hyper-parameter search."""
     metrics: Annotated[list[MetricName], Field(min_length=1, max_length=16)] | None = None
@@ -208,7 +282,7 @@ class TrainingRunSpec(KubeModel):
             raise FieldError("gates", f"gates use metrics {missing} that are not listed in metrics")
         if self.search:
             allowed = ESTIMATORS[self.estimator.name].params
-            unknown = sorted(set(self.search.space) - set(allowed))
+            unknown = sorted(set(self.search.space or {}) - set(allowed))
             if unknown:
                 raise FieldError(
                     "search.space",

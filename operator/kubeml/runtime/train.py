@@ -34,7 +34,7 @@ from .training.champion import champion_metrics
 from .training.dataset import LoadedDataset, load_dataset
 from .training.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT, TrainError
 from .training.evaluate import evaluate
-from .training.features import FeatureColumn, feature_columns
+from .training.features import FeatureColumn, feature_columns, select_features
 from .training.fit import Fitted, SearchPlan, TrialSource, fit, metric_names, plan_search
 from .training.request import (
     TrainRequest,
@@ -118,6 +118,16 @@ def _load(request: TrainRequest, store: ArtifactStore) -> _Loaded:
         estimator=name,
     )
     features = feature_columns(data.features, [data.train, data.validation, data.test])
+    chosen = request.spec.preprocessing.features if request.spec.preprocessing else None
+    try:
+        features = select_features(features, chosen)
+    except KeyError as err:
+        raise TrainError(
+            "FeatureNotFound",
+            f"{request.display}: spec.preprocessing.features {err.args[0]} are not features of "
+            f"dataset {data.name} (version {data.version[:12]}); its features: "
+            f"{[f.name for f in features]}",
+        ) from err
     return _Loaded(data, features, [f.name for f in features], time.perf_counter() - started)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import ParameterGrid, ParameterSampler, cross_validate
 from sklearn.utils.parallel import Parallel, delayed
 
@@ -49,9 +49,33 @@ SCHEMA = pa.schema(
 TOP = 5
 
 
+# Searched preprocessing choices sit in a candidate beside the estimator's parameters,
+# under names no estimator parameter has.
+PREPROCESSING = "preprocessing."
+
+
+def space_of(search: Search) -> dict[str, list[Any]]:
+    """The search's whole space: estimator parameters, and preprocessing choices as
+    ``preprocessing.<name>`` (camelCase, as in the TrainingRun)."""
+    space = {k: list(v) for k, v in (search.space or {}).items()}
+    if search.preprocessing is not None:
+        wire = search.preprocessing.model_dump(by_alias=True, exclude_none=True)
+        space.update({f"{PREPROCESSING}{k}": list(v) for k, v in wire.items()})
+    return space
+
+
+def split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(estimator parameters, preprocessing choices by their camelCase name)."""
+    est = {k: v for k, v in params.items() if not k.startswith(PREPROCESSING)}
+    pre = {
+        k.removeprefix(PREPROCESSING): v for k, v in params.items() if k.startswith(PREPROCESSING)
+    }
+    return est, pre
+
+
 def candidates(search: Search) -> list[dict[str, Any]]:
     """Every candidate of the search, in the order scikit-learn's search classes use."""
-    space = {k: list(v) for k, v in search.space.items()}
+    space = space_of(search)
     if search.strategy == "grid":
         return [dict(c) for c in ParameterGrid(space)]
     sampler = ParameterSampler(space, n_iter=search.trials or 10, random_state=search.seed)
@@ -85,21 +109,25 @@ class Trial:
         return float(np.std(self.fold_scores))
 
 
+# Builds a candidate's unfitted pipeline from its parameters. Sent to worker processes,
+# so it must pickle: a module-level class instance, not a closure.
+Builder = Callable[[Mapping[str, Any]], BaseEstimator]
+
+
 def _score_one(
-    pipeline: BaseEstimator,
+    make: Builder,
     params: Mapping[str, Any],
     X: Any,
     y: Any,
-    split: tuple[np.ndarray, np.ndarray],
+    fold: tuple[np.ndarray, np.ndarray],
     scorer: Any,
 ) -> tuple[float, float, float]:
-    est = clone(pipeline).set_params(**params)
-    out = cross_validate(est, X, y, cv=[split], scoring=scorer, error_score="raise")
+    out = cross_validate(make(params), X, y, cv=[fold], scoring=scorer, error_score="raise")
     return float(out["test_score"][0]), float(out["fit_time"][0]), float(out["score_time"][0])
 
 
 def evaluate(
-    pipeline: BaseEstimator,
+    make: Builder,
     chosen: Sequence[tuple[int, dict[str, Any]]],
     X: Any,
     y: Any,
@@ -109,7 +137,6 @@ def evaluate(
     metric: str,
     shard: int,
     n_jobs: int,
-    prefix: Callable[[Mapping[str, Any]], dict[str, Any]],
     natural: Callable[[float], float],
 ) -> list[Trial]:
     """Score each (candidate, fold) pair on up to ``n_jobs`` cores, logging one line per
@@ -120,10 +147,7 @@ def evaluate(
     started = time.perf_counter()
     best: tuple[float, int] | None = None
     done = 0
-    jobs = (
-        delayed(_tagged)(pipeline, c, f, prefix(params[c]), X, y, splits[f], scorer)
-        for c, f in tasks
-    )
+    jobs = (delayed(_tagged)(make, c, f, params[c], X, y, splits[f], scorer) for c, f in tasks)
     # Unordered: a finished candidate is logged as soon as its last fold is in.
     results: Iterable[tuple[int, int, tuple[float, float, float]]] = Parallel(
         n_jobs=n_jobs, return_as="generator_unordered"
@@ -164,7 +188,7 @@ def evaluate(
 
 
 def _tagged(
-    pipeline: BaseEstimator,
+    make: Builder,
     candidate: int,
     fold: int,
     params: Mapping[str, Any],
@@ -173,7 +197,7 @@ def _tagged(
     split: tuple[np.ndarray, np.ndarray],
     scorer: Any,
 ) -> tuple[int, int, tuple[float, float, float]]:
-    return candidate, fold, _score_one(pipeline, params, X, y, split, scorer)
+    return candidate, fold, _score_one(make, params, X, y, split, scorer)
 
 
 def best(trials: Sequence[Trial]) -> Trial:
@@ -288,6 +312,8 @@ __all__ = [
     "params_json",
     "ranks",
     "shard_indices",
+    "space_of",
+    "split",
     "summary",
     "to_parquet",
 ]
