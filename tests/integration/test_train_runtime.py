@@ -289,9 +289,12 @@ def test_a_search_sharded_over_three_pods_equals_the_one_pod_search(
         assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX=str(index)) == 0
         assert not store.exists(key)  # a shard never writes the run's result
     prefix = key.removesuffix(".json") + "/"
-    assert sorted(o.key for o in store.list_prefix(prefix + "shards/")) == [
-        f"{prefix}shards/{i}.parquet" for i in range(3)
-    ]
+    assert sorted(o.key for o in store.list_prefix(prefix + "shards/")) == sorted(
+        f"{prefix}shards/{i}.{ext}" for i in range(3) for ext in ("json", "parquet")
+    )
+    report = store.get_json(f"{prefix}shards/1.json")
+    assert (report["shard"], report["trials"]) == (1, 2)
+    assert report["timings"]["loadSeconds"] > 0 and report["timings"]["scoreSeconds"] > 0
     assert _run_at(s3, key, iris, spec, []) == 0
     three = store.get_json(key)
 

@@ -183,3 +183,9 @@ def test_ties_go_to_the_first_candidate_and_share_a_rank() -> None:
 def test_a_file_that_is_not_a_trial_table_is_refused() -> None:
     with pytest.raises(trials.TrialTableError, match="not a Parquet file"):
         trials.from_parquet(b"nope", lambda s: s)
+
+
+def test_a_shard_with_no_candidates_writes_an_empty_table() -> None:
+    # More pods than candidates: the extra pods have nothing to score, and say so.
+    assert trials.shard_indices(3, 4, 5) == []
+    assert trials.from_parquet(trials.to_parquet([], lambda s: s), lambda s: s) == []

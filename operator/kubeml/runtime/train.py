@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..api.estimators import ESTIMATORS
@@ -138,6 +139,7 @@ def _shard(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         raise TrainError("InvalidRequest", f"{request.display}: --shard needs spec.search")
     count = spec.search.parallelism
     index = shard_index(env, count)
+    startup = _process_age()
     loaded = _load(request, store)
     data = loaded.data
     plan = plan_search(spec, loaded.features, data.train[loaded.columns], data.train[data.target])
@@ -153,13 +155,43 @@ def _shard(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         len(plan.splits),
         cpu,
     )
+    started = time.perf_counter()
     rows = plan.evaluate(mine, shard=index, cpu=cpu)
+    score_seconds = time.perf_counter() - started
     key = layout.run_shard_key(trials_prefix(env), index)
     store.put_bytes(key, trial_table.to_parquet(rows, plan.natural), content_type=PARQUET)
-    return {"ok": True, "shard": index, "trials": len(rows), "uri": store.uri(key)}
+    report = {
+        "ok": True,
+        "shard": index,
+        "trials": len(rows),
+        "uri": store.uri(key),
+        "cpu": cpu,
+        # What a pod costs besides scoring (download, verification, parsing), beside
+        # the rows: the numbers a user weighs against adding pods.
+        "timings": {
+            "startupSeconds": round(startup, 3) if startup is not None else None,
+            "loadSeconds": round(loaded.seconds, 3),
+            "scoreSeconds": round(score_seconds, 3),
+        },
+    }
+    store.put_json(key.removesuffix(".parquet") + ".json", report)
+    return report
 
 
 PARQUET = "application/vnd.apache.parquet"
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (interpreter start and imports, so far), from
+    /proc; None where there is no /proc."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces); starttime is field 22.
+    started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, uptime - started)
 
 
 def _read_shards(
