@@ -189,3 +189,16 @@ def test_a_shard_with_no_candidates_writes_an_empty_table() -> None:
     # More pods than candidates: the extra pods have nothing to score, and say so.
     assert trials.shard_indices(3, 4, 5) == []
     assert trials.from_parquet(trials.to_parquet([], lambda s: s), lambda s: s) == []
+
+
+def test_each_finished_trial_is_logged_with_the_running_best(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plan = _plan(_spec(GRID))
+    with caplog.at_level("INFO", logger="kubeml.train"):
+        rows = plan.evaluate(range(4), shard=0, cpu=1)
+    lines = [r.getMessage() for r in caplog.records if "trial " in r.getMessage()]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all("best so far" in line for line in lines)
+    best = trials.best(rows)
+    assert f"best so far {best.mean:.4f} (candidate {best.candidate})" in lines[-1]
