@@ -180,6 +180,51 @@ def promote(model: str, version: int, alias: str, namespace: str | None) -> None
     click.echo(f"{alias} -> {done.name}" + ("" if done.changed else " (already)"))
 
 
+@main.command()
+@click.argument("model")
+@click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="Output format, as kubectl's -o.",
+)
+def runs(model: str, namespace: str | None, output: str) -> None:
+    """Compare the TrainingRuns of MODEL: metrics, parameters, data version, duration,
+    gates and version produced, best key metric first."""
+    import json
+
+    import yaml
+    from kubernetes.client.exceptions import ApiException
+
+    from . import experiments
+    from .k8s import client, objects
+
+    ns = namespace or client.current_namespace()
+    try:
+        found = objects.list_(client.api_client(), "kubeml.io/v1alpha1", "TrainingRun", ns)
+    except ApiException as err:
+        raise click.ClickException(
+            f"cannot list trainingruns in namespace {ns}: {err.status} {err.reason}"
+        ) from err
+    rows = experiments.compare(found, model)
+    if output == "json":
+        click.echo(json.dumps([r.wire() for r in rows], indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump([r.wire() for r in rows], sort_keys=False), nl=False)
+    elif not rows:
+        click.echo(f"No trainingruns of model {model} in namespace {ns}.", err=True)
+    else:
+        click.echo(experiments.table(rows))
+
+
+main.add_command(runs, "experiments")
+
+
 def _write_or_check(rendered: dict[Path, str], check: bool, command: str) -> None:
     """Write generated files, or with --check exit 1 naming the stale ones."""
     if check:

@@ -12,6 +12,7 @@ import pytest
 
 from kubeml import models
 from kubeml.runtime import prepare, train
+from kubeml.runtime.training.dataset import load_dataset
 from kubeml.storage import ArtifactStore, parse_uri
 from kubeml.storage.devserver import SeaweedS3
 
@@ -231,3 +232,176 @@ def test_unreachable_s3_is_transient(
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     code, _ = _run(s3, store, iris, FOREST, env={"AWS_ENDPOINT_URL": dead})
     assert code == 3
+
+
+def _run_at(
+    s3: SeaweedS3,
+    key: str,
+    dataset: dict[str, Any],
+    spec: dict[str, Any],
+    argv: list[str],
+    **env: str,
+) -> int:
+    request = {
+        "namespace": "test",
+        "name": "run",
+        "generation": 1,
+        "spec": spec,
+        "dataset": dataset,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        _with_env(
+            mp,
+            {
+                **s3.env(),
+                "KUBEML_TRAININGRUN": json.dumps(request),
+                "KUBEML_RESULT_KEY": key,
+                "KUBEML_CPU_LIMIT": "2",
+                **env,
+            },
+        )
+        return train.main(argv)
+
+
+SEARCH = {
+    **FOREST,
+    "search": {
+        "strategy": "grid",
+        "space": {"max_depth": [2, 3, None], "min_samples_leaf": [1, 5]},
+        "folds": 3,
+        "seed": 7,
+    },
+}
+
+
+def test_a_search_sharded_over_three_pods_equals_the_one_pod_search(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    from kubeml.runtime.training import trials
+
+    one_key = f"results/trainingruns/test/one-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, one_key, iris, SEARCH, []) == 0
+    one = store.get_json(one_key)
+
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 3}}
+    key = f"results/trainingruns/test/three-{uuid.uuid4().hex[:8]}.json"
+    for index in range(3):
+        assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX=str(index)) == 0
+        assert not store.exists(key)  # a shard never writes the run's result
+    prefix = key.removesuffix(".json") + "/"
+    assert sorted(o.key for o in store.list_prefix(prefix + "shards/")) == sorted(
+        f"{prefix}shards/{i}.{ext}" for i in range(3) for ext in ("json", "parquet")
+    )
+    report = store.get_json(f"{prefix}shards/1.json")
+    assert (report["shard"], report["trials"]) == (1, 2)
+    assert report["timings"]["loadSeconds"] > 0 and report["timings"]["scoreSeconds"] > 0
+    assert _run_at(s3, key, iris, spec, []) == 0
+    three = store.get_json(key)
+
+    assert three["ok"], three
+    assert three["bestParams"] == one["bestParams"] and three["cvScore"] == one["cvScore"]
+    assert three["metrics"] == one["metrics"]
+    assert three["trials"]["count"] == one["trials"]["count"] == 6
+    assert three["trials"]["best"] == one["trials"]["best"]
+    assert (one["trials"]["parallelism"], three["trials"]["parallelism"]) == (1, 3)
+    bucket, table_key = parse_uri(three["trials"]["uri"])
+    assert bucket == store.bucket and table_key == prefix + "trials.parquet"
+    rows = trials.from_parquet(store.get_bytes(table_key), lambda s: s)
+    assert [r.candidate for r in rows] == list(range(6))
+    assert sorted({r.shard for r in rows}) == [0, 1, 2]
+    assert all(len(r.fold_scores) == 3 for r in rows)
+    best = max(rows, key=lambda r: (r.mean, -r.candidate))
+    assert {k: best.params[k] for k in best.params} == {
+        k: three["bestParams"][k] for k in best.params
+    }
+
+
+def test_a_missing_shard_fails_naming_its_key(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 2}}
+    key = f"results/trainingruns/test/gap-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX="0") == 0
+    assert _run_at(s3, key, iris, spec, []) == 2
+    doc = store.get_json(key)
+    missing = store.uri(key.removesuffix(".json") + "/shards/1.parquet")
+    assert doc["reason"] == "TrialsMissing" and missing in doc["message"]
+
+
+def test_a_shard_without_a_completion_index_is_refused(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    spec = {**SEARCH, "search": {**SEARCH["search"], "parallelism": 2}}
+    key = f"results/trainingruns/test/noindex-{uuid.uuid4().hex[:8]}.json"
+    assert _run_at(s3, key, iris, spec, ["--shard"], JOB_COMPLETION_INDEX="5") == 2
+    doc = store.get_json(key)
+    assert doc["reason"] == "InvalidRequest" and "JOB_COMPLETION_INDEX" in doc["message"]
+
+
+@pytest.fixture(scope="module")
+def cancer(s3: SeaweedS3, store: ArtifactStore) -> dict[str, Any]:
+    spec = {
+        "source": {"builtin": {"name": "breast_cancer"}},
+        "target": "target",
+        "split": {"validation": 0.2, "test": 0.2, "seed": 3, "stratify": True},
+    }
+    return dict(_prepare(s3, store, "cancer", spec))
+
+
+SCALED = {
+    "datasetRef": {"name": "cancer"},
+    "model": "cancer",
+    "estimator": {"name": "logistic-regression", "params": {"max_iter": 200}},
+    "preprocessing": {"numeric": {"imputer": "mean"}},
+    "search": {
+        "space": {"C": [0.1, 1.0]},
+        "preprocessing": {"scaler": ["none", "standard", "minmax", "robust"]},
+        "folds": 3,
+        "seed": 5,
+        "parallelism": 2,
+    },
+    "metrics": ["accuracy", "f1"],
+}
+
+
+def test_a_search_over_scalers_spread_over_two_pods(
+    s3: SeaweedS3, store: ArtifactStore, cancer: dict[str, Any]
+) -> None:
+    key = f"results/trainingruns/test/scalers-{uuid.uuid4().hex[:8]}.json"
+    for index in range(2):
+        assert _run_at(s3, key, cancer, SCALED, ["--shard"], JOB_COMPLETION_INDEX=str(index)) == 0
+    assert _run_at(s3, key, cancer, SCALED, []) == 0
+    r = store.get_json(key)
+    assert r["ok"], r
+    assert r["trials"]["count"] == 8
+    scaler = r["bestParams"]["preprocessing.scaler"]
+    assert scaler in {"none", "standard", "minmax", "robust"}
+    assert r["trials"]["best"][0]["params"]["preprocessing.scaler"] == scaler
+    # The artifact is the winner's whole pipeline, loadable under the allowlist, and
+    # it scores the test split as the run reported.
+    _, artifact_key = parse_uri(r["artifact"]["uri"])
+    model = models.load(store.get_bytes(artifact_key), r["artifact"]["sha256"])
+    data = load_dataset(store, name="cancer", version=cancer["version"], uri=cancer["uri"])
+    columns = [i["name"] for i in r["signature"]["inputs"]]
+    accuracy = float((model.predict(data.test[columns]) == data.test[data.target]).mean())
+    assert accuracy == pytest.approx(r["metrics"]["test"]["accuracy"])
+    numeric = {n: t for n, t, _ in model.named_steps["features"].transformers_}["numeric"]
+    expected = {"none": "passthrough", "standard": "StandardScaler", "minmax": "MinMaxScaler"}
+    got = numeric if isinstance(numeric, str) else type(numeric).__name__
+    assert got == expected.get(scaler, "RobustScaler")
+
+
+def test_features_selected_by_name(
+    s3: SeaweedS3, store: ArtifactStore, iris: dict[str, Any]
+) -> None:
+    chosen = ["petal width (cm)", "petal length (cm)"]
+    spec = {**FOREST, "preprocessing": {"features": chosen}}
+    code, result = _run(s3, store, iris, spec)
+    assert code == 0 and result is not None, result
+    assert [i["name"] for i in result["signature"]["inputs"]] == chosen
+
+    bad = {**FOREST, "preprocessing": {"features": ["petal width (cm)", "stalk length"]}}
+    code, result = _run(s3, store, iris, bad)
+    assert code == 2 and result is not None
+    assert result["reason"] == "FeatureNotFound"
+    assert "'stalk length'" in result["message"] and "iris" in result["message"]

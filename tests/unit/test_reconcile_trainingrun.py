@@ -147,6 +147,8 @@ def test_passing_run_registers_the_first_version_as_champion() -> None:
     assert mv["metadata"]["labels"]["kubeml.io/dataset-version"] == DV[:12]
     assert d.status["modelVersion"] == "iris-classifier-v1"
     assert d.status["keyMetric"] == "accuracy=0.9700"
+    # kubectl get mv shows it: the version carries the run's key metric.
+    assert mv["spec"]["keyMetric"] == "accuracy=0.9700"
 
 
 def test_later_versions_get_the_next_number_and_no_alias() -> None:
@@ -393,3 +395,125 @@ def test_cpu_limits_in_any_admitted_form_reach_the_job() -> None:
             for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         assert env["KUBEML_CPU_LIMIT"] == cores, cpu
+
+
+# A distributed search: an Indexed Job of shards first, then the training Job.
+
+
+def distributed(pods: int = 3) -> dict[str, Any]:
+    b = run()
+    b["spec"]["search"]["parallelism"] = pods
+    return b
+
+
+def failed(name: str, message: str = "") -> dict[str, Any]:
+    cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    return {
+        "metadata": {"name": name},
+        "status": {"conditions": [{**cond, "message": message, "lastTransitionTime": LATER}]},
+    }
+
+
+def decide_search(body: dict[str, Any], **kw: Any) -> Seen:
+    search_job = kw.pop("search_job", None)
+    doc = kw.pop("result", None)
+    args: dict[str, Any] = {
+        "dataset": dataset(),
+        "job": None,
+        "versions": [],
+        "settings": S,
+        "now": NOW,
+    }
+    args.update(kw)
+    read = None
+    if doc is not None:
+        read = ResultRead(RESULT_URI, doc=doc)
+    elif tr.result_needed(body, args["job"], search_job) is not None:
+        read = ResultRead(RESULT_URI, absent=True)
+    return Seen(tr.decide(body, result=read, search_job=search_job, **args))
+
+
+def test_a_distributed_search_starts_an_indexed_job_of_shards_first() -> None:
+    d = decide_search(distributed(3))
+    job = d.job
+    assert job is not None and job["metadata"]["name"] == "iris-rf-search"
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert spec["backoffLimitPerIndex"] == 1 and "backoffLimit" not in spec
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kubeml", "train", "--shard"]
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "search"
+    # The same pod hardening as every runtime Job.
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    st = d.status
+    assert st["searchJobName"] == "iris-rf-search" and st["datasetVersion"] == DV
+    assert "jobName" not in st
+    assert cond(d)["reason"] == "Running" and "3 pods" in cond(d)["message"]
+
+
+def test_while_the_shards_run_nothing_else_is_created() -> None:
+    b = distributed()
+    b["status"] = decide_search(b).status
+    running = {"metadata": {"name": "iris-rf-search"}, "status": {"active": 3}}
+    d = decide_search(b, search_job=running)
+    assert d.job is None and cond(d)["reason"] == "Running"
+
+
+def test_finished_shards_start_the_training_job_on_the_same_data() -> None:
+    b = distributed()
+    b["status"] = decide_search(b).status
+    d = decide_search(b, search_job=done("iris-rf-search"), dataset=None)
+    job = d.job
+    assert job is not None and job["metadata"]["name"] == "iris-rf-train"
+    assert "completionMode" not in job["spec"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["kubeml", "train"]
+    assert d.status["jobName"] == "iris-rf-train" and d.status["datasetVersion"] == DV
+
+
+def test_the_training_job_result_records_the_trial_table() -> None:
+    b = distributed()
+    b["status"] = decide_search(b).status
+    doc = result()
+    doc["trials"] = {
+        "uri": "s3://kubeml/namespaces/ml/results/trainingruns/iris-rf/run-uid/trials.parquet",
+        "count": 6,
+        "parallelism": 3,
+        "metric": "accuracy",
+        "best": [{"rank": 1, "candidate": 4, "params": {"max_depth": 3}, "score": 0.95}],
+    }
+    d = decide_search(b, search_job=done("iris-rf-search"), job=done(), result=doc)
+    assert cond(d)["status"] == "True"
+    assert d.status["trials"] == doc["trials"]
+
+
+def test_a_failed_shard_fails_the_run_with_its_reason() -> None:
+    b = distributed()
+    b["status"] = decide_search(b).status
+    bad = {"ok": False, "reason": "InvalidParams", "message": "search.space.max_depth=-1: bad"}
+    d = decide_search(b, search_job=failed("iris-rf-search"), result=bad)
+    assert cond(d)["status"] == "False" and cond(d)["reason"] == "InvalidParams"
+    assert "max_depth" in cond(d)["message"] and d.job is None
+
+
+def test_a_search_job_that_failed_without_a_report_names_the_job() -> None:
+    b = distributed()
+    b["status"] = decide_search(b).status
+    d = decide_search(b, search_job=failed("iris-rf-search", "Job has reached the backoff"))
+    assert cond(d)["reason"] == "JobFailed"
+    assert "iris-rf-search" in cond(d)["message"]
+
+
+def test_a_search_job_made_before_a_crash_is_adopted() -> None:
+    b = distributed()
+    job = decide_search(b).job
+    assert job is not None
+    job["status"] = {"active": 3}
+    d = decide_search(b, search_job=job)
+    assert d.job is None
+    assert d.status["searchJobName"] == "iris-rf-search" and d.status["datasetVersion"] == DV
+
+
+def test_parallelism_one_searches_inside_the_training_job() -> None:
+    d = decide_search(distributed(1))
+    assert d.job is not None and d.job["metadata"]["name"] == "iris-rf-train"
+    assert "searchJobName" not in d.status

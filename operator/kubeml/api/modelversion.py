@@ -84,6 +84,11 @@ class ModelVersionSpec(KubeModel):
     """Run and data it came from."""
     metrics: Annotated[dict[MetricName, float], Field(max_length=32, json_schema_extra=IMMUTABLE)]
     """Metrics on the test split, as measured by the run."""
+    key_metric: (
+        Annotated[str, StringConstraints(max_length=64), Field(json_schema_extra=IMMUTABLE)] | None
+    ) = None
+    """The run's key metric (its first) with its test value, e.g. accuracy=0.9667, so
+    `kubectl get mv` compares versions at a glance."""
     signature: Annotated[Signature, Field(json_schema_extra=IMMUTABLE)]
     """Inputs and outputs."""
     aliases: (
@@ -152,9 +157,11 @@ class ModelVersion(Resource):
         printer_columns=(
             PrinterColumn("Model", ".spec.model"),
             PrinterColumn("Version", ".spec.version", type="integer"),
+            PrinterColumn("Metric", ".spec.keyMetric", description="Key metric on test"),
             PrinterColumn("Aliases", ".status.aliasList"),
             condition_column("Ready", "Ready"),
             PrinterColumn("Run", ".spec.lineage.trainingRun", priority=1),
+            PrinterColumn("Data-Version", ".spec.lineage.datasetVersion", priority=1),
             PrinterColumn("Sha256", ".spec.artifact.sha256", priority=1),
             AGE,
         ),

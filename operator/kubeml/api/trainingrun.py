@@ -86,6 +86,65 @@ class Estimator(KubeModel):
         return self
 
 
+Scaler = Literal["none", "standard", "minmax", "robust"]
+NumericImputer = Literal["median", "mean", "most_frequent", "constant"]
+CategoricalImputer = Literal["most_frequent", "constant"]
+HandleUnknown = Literal["ignore", "infrequent_if_exist"]
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class NumericPreprocessing(KubeModel):
+    """How integer and number columns are prepared."""
+
+    scaler: Scaler = "none"
+    """none, standard (zero mean, unit variance), minmax (to [0, 1]) or robust (median
+    and interquartile range); linear models and SVMs usually want one."""
+    imputer: NumericImputer = "median"
+    """Fills nulls: median, mean, most_frequent, or constant (0)."""
+
+
+class CategoricalPreprocessing(KubeModel):
+    """How category, string and boolean columns are one-hot encoded."""
+
+    imputer: CategoricalImputer = "most_frequent"
+    """Fills nulls: most_frequent, or constant (the value "missing")."""
+    max_categories: Annotated[int, Field(ge=2, le=1000)] | None = None
+    """At most this many columns per feature; the rarest values share one. Free-text
+    (string) columns are capped at 100 either way."""
+    handle_unknown: HandleUnknown = "ignore"
+    """A value unseen in training: ignore (all zeros), or infrequent_if_exist (counted
+    with the rare values when maxCategories pooled some)."""
+
+
+class Preprocessing(KubeModel):
+    """Preparation of the features before the estimator: scikit-learn transformers only,
+    so the fitted pipeline stays a skops artifact loadable without custom code."""
+
+    numeric: NumericPreprocessing = Field(default_factory=NumericPreprocessing)
+    """Numeric columns."""
+    categorical: CategoricalPreprocessing = Field(default_factory=CategoricalPreprocessing)
+    """Categorical, text and boolean columns."""
+    features: Annotated[list[FeatureName], Field(min_length=1, max_length=10000)] | None = None
+    """Train on these dataset features only (by name); all of them when omitted."""
+
+
+class PreprocessingSpace(KubeModel):
+    """Preprocessing choices searched like estimator parameters; each replaces the
+    corresponding spec.preprocessing value in a candidate."""
+
+    scaler: Annotated[list[Scaler], Field(min_length=1, max_length=4)] | None = None
+    """Scalers to try, e.g. [none, standard, minmax]."""
+    numeric_imputer: Annotated[list[NumericImputer], Field(min_length=1, max_length=4)] | None = (
+        None
+    )
+    """Numeric imputation strategies to try."""
+    max_categories: (
+        Annotated[list[Annotated[int, Field(ge=2, le=1000)]], Field(min_length=1, max_length=16)]
+        | None
+    ) = None
+    """Category caps to try."""
+
+
 class Search(
     KubeModel,
     json_schema_extra=validations(
@@ -94,17 +153,27 @@ class Search(
             "trials is required for a random search",
             field_path=".trials",
         ),
+        cel(
+            "has(self.space) || has(self.preprocessing)",
+            "a search needs a space, a preprocessing space, or both",
+            field_path=".space",
+        ),
     ),
 ):
     """Hyper-parameter search: seeded grid or random, scored by cross-validation."""
 
     strategy: Literal["grid", "random"] = "grid"
     """grid tries every combination; random samples `trials` of them."""
-    space: Annotated[
-        dict[ParamName, Annotated[list[Any], Field(min_length=1, max_length=100)]],
-        Field(min_length=1, max_length=16, json_schema_extra=SPACE_SCHEMA),
-    ]
+    space: (
+        Annotated[
+            dict[ParamName, Annotated[list[Any], Field(min_length=1, max_length=100)]],
+            Field(min_length=1, max_length=16, json_schema_extra=SPACE_SCHEMA),
+        ]
+        | None
+    ) = None
     """Candidate values per estimator parameter."""
+    preprocessing: PreprocessingSpace | None = None
+    """Candidate preprocessing choices, combined with the estimator's."""
     folds: Annotated[int, Field(ge=2, le=20)] = 5
     """Cross-validation folds."""
     trials: Annotated[int, Field(ge=1, le=100)] | None = None
@@ -113,11 +182,17 @@ class Search(
     """Seed for fold assignment and sampling."""
     scoring: MetricName | None = None
     """Metric to optimise; the first of spec.metrics when omitted."""
+    parallelism: Annotated[int, Field(ge=1, le=32)] = 1
+    """Pods the candidates are spread over (an Indexed Job, each pod scoring a fixed
+    share on every fold); a final pod picks the best and refits it. The chosen
+    parameters and scores do not depend on it."""
 
     @model_validator(mode="after")
     def _trials(self) -> Self:
         if self.strategy == "random" and self.trials is None:
             raise FieldError("trials", "trials is required for a random search")
+        if self.space is None and self.preprocessing is None:
+            raise FieldError("space", "a search needs a space, a preprocessing space, or both")
         return self
 
 
@@ -172,6 +247,9 @@ class TrainingRunSpec(KubeModel):
     """Registered model name; a passing run produces a version of it."""
     estimator: Estimator
     """The estimator and its parameters."""
+    preprocessing: Preprocessing | None = None
+    """Feature preparation: scaling, imputation, encoding, feature selection. The default
+    passes numbers through (median-imputed) and one-hot encodes the rest."""
     search: Search | None = None
     """Optional hyper-parameter search."""
     metrics: Annotated[list[MetricName], Field(min_length=1, max_length=16)] | None = None
@@ -204,7 +282,7 @@ class TrainingRunSpec(KubeModel):
             raise FieldError("gates", f"gates use metrics {missing} that are not listed in metrics")
         if self.search:
             allowed = ESTIMATORS[self.estimator.name].params
-            unknown = sorted(set(self.search.space) - set(allowed))
+            unknown = sorted(set(self.search.space or {}) - set(allowed))
             if unknown:
                 raise FieldError(
                     "search.space",
@@ -276,6 +354,8 @@ class TrainingRunStatus(ObservedStatus):
 
     job_name: ObjectName | None = None
     """The training Job."""
+    search_job_name: ObjectName | None = None
+    """The Indexed Job of a distributed search (search.parallelism > 1)."""
     dataset_version: Sha256 | None = None
     """The dataset content version trained on."""
     start_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
@@ -292,12 +372,44 @@ class TrainingRunStatus(ObservedStatus):
         Annotated[dict[ParamName, Any], Field(max_length=64, json_schema_extra=FREE_FORM)] | None
     ) = None
     """Parameters of the fitted model (the search's winner)."""
+    trials: Trials | None = None
+    """The search's trial table and its best candidates."""
     gates: Annotated[list[GateResult], Field(max_length=33)] | None = None
     """Each gate's verdict."""
     model_version: ObjectName | None = None
     """The ModelVersion this run produced."""
     result_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
     """s3:// location of the run's result manifest."""
+
+
+class TrialSummary(KubeModel):
+    """One of the search's best candidates."""
+
+    rank: Annotated[int, Field(ge=1)]
+    """1 is the winner; equal mean scores share a rank."""
+    candidate: Annotated[int, Field(ge=0)]
+    """Index of the candidate in the search's order (row key in the trial table)."""
+    params: Annotated[dict[ParamName, Any], Field(max_length=64, json_schema_extra=FREE_FORM)]
+    """The candidate's searched parameters."""
+    score: float
+    """Mean cross-validated score in the metric's own units."""
+    std: float | None = None
+    """Standard deviation over the folds."""
+
+
+class Trials(KubeModel):
+    """Where every trial of the search is recorded, and the best few."""
+
+    uri: Annotated[str, StringConstraints(max_length=2048)]
+    """s3:// location of the trial table (Parquet, one row per candidate)."""
+    count: Annotated[int, Field(ge=0)]
+    """Candidates tried."""
+    parallelism: Annotated[int, Field(ge=1)] = 1
+    """Pods the search ran on."""
+    metric: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The metric candidates were ranked by."""
+    best: Annotated[list[TrialSummary], Field(max_length=10)] | None = None
+    """The top candidates, best first."""
 
 
 class GateResult(KubeModel):

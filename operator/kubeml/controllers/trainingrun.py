@@ -24,7 +24,8 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
     spec = body.get("spec") or {}
     dataset_name = str((spec.get("datasetRef") or {}).get("name") or "")
     job = world.cache.get(*JOBS, namespace, decide.job_name(name))
-    key = decide.result_needed(body, job)
+    search_job = world.cache.get(*JOBS, namespace, decide.search_job_name(name))
+    key = decide.result_needed(body, job, search_job)
     return decide.decide(
         body,
         dataset=world.cache.get(KUBEML, "Dataset", namespace, dataset_name),
@@ -33,6 +34,7 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
         versions=versions_of(world, namespace, str(spec.get("model", ""))),
         settings=world.settings,
         now=world.now(),
+        search_job=search_job,
     )
 
 

@@ -97,13 +97,15 @@ def runtime_job(
     backoff_limit: int,
     deadline: int,
     settings: Settings,
+    indexed: int | None = None,
 ) -> dict[str, Any]:
     """A hardened, run-once Job running one of our runtime programs.
 
     Retries and deadlines are the Job's own fields; the podFailurePolicy fails it
-    at once on a bad input or an OOM kill.
+    at once on a bad input or an OOM kill. ``indexed``: that many pods at once, each
+    with its own $JOB_COMPLETION_INDEX, each index retried on its own.
     """
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -140,3 +142,15 @@ def runtime_job(
             },
         },
     }
+    if indexed is not None:
+        spec = job["spec"]
+        # backoffLimitPerIndex: one flaky pod retries its own shard without spending
+        # the others' retries (backoffLimit then defaults to unlimited).
+        del spec["backoffLimit"]
+        spec.update(
+            completionMode="Indexed",
+            completions=indexed,
+            parallelism=indexed,
+            backoffLimitPerIndex=backoff_limit,
+        )
+    return job

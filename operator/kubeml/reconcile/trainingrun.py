@@ -39,6 +39,15 @@ def job_name(run: str) -> str:
     return f"{run[:50]}-train"
 
 
+def search_job_name(run: str) -> str:
+    return f"{run[:49]}-search"
+
+
+def parallelism(run: TrainingRun) -> int:
+    """Pods of the search; 1 means the training Job searches by itself."""
+    return run.spec.search.parallelism if run.spec.search else 1
+
+
 def result_key(namespace: str, name: str, uid: str) -> str:
     return layout.run_result_key(namespace, name, uid)
 
@@ -77,7 +86,11 @@ def build_job(
     dataset_version: str,
     holder: dict[str, Any] | None,
     settings: Settings,
+    *,
+    search: bool = False,
 ) -> dict[str, Any]:
+    """The training Job, or (``search``) the Indexed Job whose pods score the shards of
+    a distributed search before it."""
     meta = body["metadata"]
     spec = run.spec
     res = pods.resources(spec.resources)
@@ -111,7 +124,7 @@ def build_job(
     job_labels = {
         labels.MANAGED_BY: labels.MANAGER,
         labels.PART_OF: "kubeml",
-        labels.COMPONENT: "train",
+        labels.COMPONENT: "search" if search else "train",
         labels.TRAINING_RUN: meta["name"],
         labels.MODEL: spec.model,
         labels.DATASET: spec.dataset_ref.name,
@@ -121,10 +134,11 @@ def build_job(
     }
     return pods.runtime_job(
         body,
-        name=job_name(meta["name"]),
+        name=search_job_name(meta["name"]) if search else job_name(meta["name"]),
         labels=job_labels,
         container=CONTAINER,
-        command=["kubeml", "train"],
+        command=["kubeml", "train", "--shard"] if search else ["kubeml", "train"],
+        indexed=parallelism(run) if search else None,
         env=env,
         resources=res,
         backoff_limit=spec.backoff_limit
@@ -171,6 +185,9 @@ def build_model_version(
         "metrics": (result.get("metrics") or {}).get("test") or {},
         "signature": result["signature"],
     }
+    shown = key_metric(run, spec["metrics"])
+    if shown is not None:
+        spec["keyMetric"] = shown
     # The first version of a model becomes its champion, so a Deployment that
     # follows `champion` serves something without a manual promotion.
     if registry.holder(versions, FIRST_ALIAS) is None and not versions:
@@ -214,9 +231,17 @@ def produced_by(versions: list[dict[str, Any]], uid: str) -> dict[str, Any] | No
     return None
 
 
-def result_needed(body: Mapping[str, Any], job: Mapping[str, Any] | None) -> str | None:
-    """The result manifest to read: once the Job has finished, until an outcome is recorded."""
+def result_needed(
+    body: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    search_job: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The result manifest to read: once the Job has finished (or the search Job has
+    failed: its pods report why there), until an outcome is recorded."""
     state = jobs.observe(dict(job) if job is not None else None)
+    searched = jobs.observe(dict(search_job) if search_job is not None else None)
+    if state is None and searched is not None and searched.failed:
+        state = searched
     if state is None or state.active or _terminal(body):
         return None
     meta = body["metadata"]
@@ -258,6 +283,7 @@ def decide(
     versions: list[dict[str, Any]],
     settings: Settings,
     now: str,
+    search_job: Mapping[str, Any] | None = None,
 ) -> Outcome:
     meta = body["metadata"]
     step = _Step.begin(body, now)
@@ -271,6 +297,16 @@ def decide(
     observed = jobs.observe(dict(job) if job is not None else None)
     if job is not None and not step.status.get("datasetVersion"):
         _adopt(step, dict(job))
+    if parallelism(run) > 1 and observed is None:
+        searched = jobs.observe(dict(search_job) if search_job is not None else None)
+        if search_job is not None and not step.status.get("datasetVersion"):
+            _adopt(step, dict(search_job), search=True)
+        if searched is None or searched.active:
+            _start_or_wait_search(step, run, searched, dataset, settings)
+            return step.out
+        if searched.failed:
+            return _search_failed(step, run, searched, result)
+        # Every shard is written: the training Job picks the winner from them.
     if observed is None or observed.active:
         _start_or_wait(step, run, observed, dataset, versions, settings)
         return step.out
@@ -288,11 +324,11 @@ def decide(
     return _judge(step, run, doc, versions)
 
 
-def _adopt(step: _Step, job: dict[str, Any]) -> None:
+def _adopt(step: _Step, job: dict[str, Any], *, search: bool = False) -> None:
     """The operator died after creating the Job but before recording it: the Job
     itself says which dataset version it trains on."""
     step.status["datasetVersion"] = _job_dataset_version(job)
-    step.status["jobName"] = job["metadata"]["name"]
+    step.status["searchJobName" if search else "jobName"] = job["metadata"]["name"]
     step.status.setdefault("startTime", job["metadata"].get("creationTimestamp", step.now))
 
 
@@ -307,11 +343,14 @@ def _start_or_wait(
     status, name = step.status, step.body["metadata"]["name"]
     version = status.get("datasetVersion")
     if observed is None and not status.get("jobName"):
-        version, reason, message = resolve_dataset(run, dict(dataset) if dataset else None)
-        if version is None:
-            step.state("Unknown", reason, message)
-            return
-        status.update(datasetVersion=version, jobName=job_name(name), startTime=step.now)
+        # After a distributed search the version is the one its shards scored on.
+        if not version:
+            version, reason, message = resolve_dataset(run, dict(dataset) if dataset else None)
+            if version is None:
+                step.state("Unknown", reason, message)
+                return
+        status.update(datasetVersion=version, jobName=job_name(name))
+        status.setdefault("startTime", step.now)
     if observed is None:
         # New, or vanished before finishing (deleted by hand): (re-)create it.
         holder = beat_holder(step.body, versions)
@@ -325,6 +364,54 @@ def _start_or_wait(
         "Running",
         f"training job {job_name_} running on dataset version {str(version)[:12]}",
     )
+
+
+def _start_or_wait_search(
+    step: _Step,
+    run: TrainingRun,
+    observed: jobs.JobState | None,
+    dataset: Mapping[str, Any] | None,
+    settings: Settings,
+) -> None:
+    status, name = step.status, step.body["metadata"]["name"]
+    version = status.get("datasetVersion")
+    if observed is None and not status.get("searchJobName"):
+        version, reason, message = resolve_dataset(run, dict(dataset) if dataset else None)
+        if version is None:
+            step.state("Unknown", reason, message)
+            return
+        status.update(
+            datasetVersion=version, searchJobName=search_job_name(name), startTime=step.now
+        )
+    if observed is None:
+        # The champion is measured by the training Job that follows, not by the shards.
+        job = build_job(dict(step.body), run, str(version), None, settings, search=True)
+        step.out.create.append(Create(job))
+    shards = parallelism(run)
+    step.state(
+        "Unknown",
+        "Running",
+        f"search job {search_job_name(name)} scoring candidates on {shards} pods "
+        f"(dataset version {str(version)[:12]})",
+    )
+
+
+def _search_failed(
+    step: _Step, run: TrainingRun, observed: jobs.JobState, result: ResultRead | None
+) -> Outcome:
+    """A shard failed for good: its pods' report (the result manifest) says why, else the
+    Job's own failure does."""
+    name = step.body["metadata"]["name"]
+    if result is not None and result.unreadable:
+        message = f"search job {observed.name} failed; its report {result.describe()}; retrying"
+        step.state("Unknown", "StorageUnavailable", f"trainingrun {name}: {message}")
+        step.out.look_again(RETRY_SECONDS)
+        return step.out
+    doc = result.doc if result is not None else None
+    if doc is not None and not doc.get("ok"):
+        reason = str(doc.get("reason") or "TrainingFailed")
+        return step.finish("False", reason, f"trainingrun {name}: {doc.get('message')}")
+    return _failed_without_result(step, run, observed, None)
 
 
 def _failed_without_result(
@@ -343,6 +430,13 @@ def _failed_without_result(
     return step.finish("False", reason, f"trainingrun {step.body['metadata']['name']}: {message}")
 
 
+def key_metric(run: TrainingRun, metrics: Mapping[str, Any]) -> str | None:
+    """The first metric and its test value, e.g. accuracy=0.9667, for display."""
+    task = ESTIMATORS[run.spec.estimator.name].task
+    key: str = run.spec.metrics[0] if run.spec.metrics else DEFAULT_METRICS[task][0]
+    return f"{key}={metrics[key]:.4f}" if key in metrics else None
+
+
 def _judge(
     step: _Step, run: TrainingRun, doc: Mapping[str, Any], versions: list[dict[str, Any]]
 ) -> Outcome:
@@ -353,10 +447,11 @@ def _judge(
     if (doc.get("metrics") or {}).get("validation"):
         status["validationMetrics"] = doc["metrics"]["validation"]
     status["bestParams"] = doc.get("bestParams") or {}
-    task = ESTIMATORS[run.spec.estimator.name].task
-    key: str = run.spec.metrics[0] if run.spec.metrics else DEFAULT_METRICS[task][0]
-    if key in metrics:
-        status["keyMetric"] = f"{key}={metrics[key]:.4f}"
+    if doc.get("trials"):
+        status["trials"] = doc["trials"]
+    shown = key_metric(run, metrics)
+    if shown is not None:
+        status["keyMetric"] = shown
     comparison = _comparison(step.body, run, doc, versions)
     verdicts = gates.evaluate(
         run.spec.gates,

@@ -3,7 +3,14 @@
 Input: $KUBEML_TRAININGRUN (namespace, name, generation, spec, dataset version,
 champion), $KUBEML_RESULT_KEY, $KUBEML_CPU_LIMIT and the S3 settings of
 kubeml.storage.S3Settings.from_env. Output: the model artifact at
-namespaces/<namespace>/models/<model>/<sha256>.skops and a result manifest at $KUBEML_RESULT_KEY.
+namespaces/<namespace>/models/<model>/<sha256>.skops, the search's trial table beside
+the result (``<result key without .json>/trials.parquet``) and a result manifest at
+$KUBEML_RESULT_KEY.
+
+A distributed search (``search.parallelism`` > 1) runs in two Jobs: an Indexed Job whose
+pods run ``kubeml train --shard`` (shard $JOB_COMPLETION_INDEX of parallelism), each
+writing its candidates' rows to ``.../shards/<index>.parquet``; then the usual Job, which
+reads every shard instead of scoring, picks the winner and continues as a one-pod run.
 Exit codes: 0 success, 2 bad input (the failure manifest is written first; the Job's
 podFailurePolicy fails at once), 3 transient (S3 unreachable: the Job retries),
 1 an unexpected error (reported too, retried by the Job's backoffLimit).
@@ -18,17 +25,26 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..api.estimators import ESTIMATORS
-from ..storage import ArtifactStore, S3Settings, StorageError
+from ..storage import ArtifactStore, KeyNotFound, S3Settings, StorageError, layout
+from .training import trials as trial_table
 from .training.champion import champion_metrics
 from .training.dataset import LoadedDataset, load_dataset
 from .training.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT, TrainError
 from .training.evaluate import evaluate
-from .training.features import FeatureColumn, feature_columns
-from .training.fit import Fitted, fit, metric_names
-from .training.request import TrainRequest, cpu_limit, read_request, result_key
+from .training.features import FeatureColumn, feature_columns, select_features
+from .training.fit import Fitted, SearchPlan, TrialSource, fit, metric_names, plan_search
+from .training.request import (
+    TrainRequest,
+    cpu_limit,
+    read_request,
+    result_key,
+    shard_index,
+    trials_prefix,
+)
 from .training.signature import build_signature
 from .training.target import check_target
 from .training.upload import environment, upload_model
@@ -55,10 +71,14 @@ def _failed(err: TrainError | StorageError) -> Outcome:
     return Outcome(failure(err.reason, err.message), code)
 
 
-def train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) -> Outcome:
-    """Load, check, fit, evaluate, compare and upload; expected failures become an
-    Outcome, never an exception."""
+def train(
+    request: TrainRequest, store: ArtifactStore, env: Mapping[str, str], *, shard: bool = False
+) -> Outcome:
+    """Load, check, fit, evaluate, compare and upload (or, for a search shard, score
+    this pod's candidates); expected failures become an Outcome, never an exception."""
     try:
+        if shard:
+            return Outcome(_shard(request, store, env), EXIT_OK)
         return Outcome(_train(request, store, env), EXIT_OK)
     except (TrainError, StorageError) as err:
         return _failed(err)
@@ -73,9 +93,16 @@ def train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) -
         )
 
 
-def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) -> dict[str, Any]:
-    spec = request.spec
-    name = spec.estimator.name
+@dataclass
+class _Loaded:
+    data: LoadedDataset
+    features: list[FeatureColumn]
+    columns: list[str]
+    seconds: float
+
+
+def _load(request: TrainRequest, store: ArtifactStore) -> _Loaded:
+    name = request.spec.estimator.name
     task = ESTIMATORS[name].task
     started = time.perf_counter()
     data = load_dataset(
@@ -92,8 +119,135 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         estimator=name,
     )
     features = feature_columns(data.features, [data.train, data.validation, data.test])
-    columns = [f.name for f in features]
-    load_seconds = time.perf_counter() - started
+    chosen = request.spec.preprocessing.features if request.spec.preprocessing else None
+    try:
+        features = select_features(features, chosen)
+    except KeyError as err:
+        raise TrainError(
+            "FeatureNotFound",
+            f"{request.display}: spec.preprocessing.features {err.args[0]} are not features of "
+            f"dataset {data.name} (version {data.version[:12]}); its features: "
+            f"{[f.name for f in features]}",
+        ) from err
+    return _Loaded(data, features, [f.name for f in features], time.perf_counter() - started)
+
+
+def _shard(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) -> dict[str, Any]:
+    """Score this pod's shard of the search and write its rows; the final Job decides."""
+    spec = request.spec
+    if spec.search is None:
+        raise TrainError("InvalidRequest", f"{request.display}: --shard needs spec.search")
+    count = spec.search.parallelism
+    index = shard_index(env, count)
+    startup = _process_age()
+    loaded = _load(request, store)
+    data = loaded.data
+    plan = plan_search(spec, loaded.features, data.train[loaded.columns], data.train[data.target])
+    mine = trial_table.shard_indices(len(plan.candidates), index, count)
+    cpu = cpu_limit(env)
+    log.info(
+        "%s: search shard %d of %d: %d of %d candidates x %d folds with %d core(s)",
+        request.display,
+        index,
+        count,
+        len(mine),
+        len(plan.candidates),
+        len(plan.splits),
+        cpu,
+    )
+    started = time.perf_counter()
+    rows = plan.evaluate(mine, shard=index, cpu=cpu)
+    score_seconds = time.perf_counter() - started
+    key = layout.run_shard_key(trials_prefix(env), index)
+    store.put_bytes(key, trial_table.to_parquet(rows, plan.natural), content_type=PARQUET)
+    report = {
+        "ok": True,
+        "shard": index,
+        "trials": len(rows),
+        "uri": store.uri(key),
+        "cpu": cpu,
+        # What a pod costs besides scoring (download, verification, parsing), beside
+        # the rows: the numbers a user weighs against adding pods.
+        "timings": {
+            "startupSeconds": round(startup, 3) if startup is not None else None,
+            "loadSeconds": round(loaded.seconds, 3),
+            "scoreSeconds": round(score_seconds, 3),
+        },
+    }
+    store.put_json(key.removesuffix(".parquet") + ".json", report)
+    return report
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (interpreter start and imports, so far), from
+    /proc; None where there is no /proc."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces); starttime is field 22.
+    started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, uptime - started)
+
+
+def _read_shards(
+    request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]
+) -> TrialSource:
+    """The trials the search Job's pods wrote, each shard checked against the candidates
+    this pod computes from the same spec (a stale or foreign shard is refused)."""
+    assert request.spec.search is not None
+    count = request.spec.search.parallelism
+    prefix = trials_prefix(env)
+
+    def read(plan: SearchPlan) -> list[trial_table.Trial]:
+        found: list[trial_table.Trial] = []
+        for index in range(count):
+            key = layout.run_shard_key(prefix, index)
+            try:
+                rows = trial_table.from_parquet(store.get_bytes(key), plan.natural)
+            except KeyNotFound as err:
+                raise TrainError(
+                    "TrialsMissing",
+                    f"{request.display}: search shard {index} of {count} wrote no trials: "
+                    f"{store.uri(key)} not found",
+                ) from err
+            except trial_table.TrialTableError as err:
+                raise TrainError(
+                    "TrialsInvalid", f"{request.display}: {store.uri(key)}: {err}"
+                ) from err
+            expected = trial_table.shard_indices(len(plan.candidates), index, count)
+            got = [r.candidate for r in rows]
+            wrong = [
+                r.candidate
+                for r in rows
+                if r.candidate >= len(plan.candidates)
+                or trial_table.params_json(r.params)
+                != trial_table.params_json(plan.candidates[r.candidate])
+            ]
+            if got != expected or wrong:
+                raise TrainError(
+                    "TrialsInvalid",
+                    f"{request.display}: {store.uri(key)} holds candidates {got} "
+                    f"(expected {expected}) or parameters that differ from this spec's",
+                )
+            found.extend(rows)
+        log.info("%s: read %d trials from %d search shards", request.display, len(found), count)
+        return found
+
+    return read
+
+
+def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) -> dict[str, Any]:
+    spec = request.spec
+    name = spec.estimator.name
+    task = ESTIMATORS[name].task
+    loaded = _load(request, store)
+    data, features, columns = loaded.data, loaded.features, loaded.columns
+    load_seconds = loaded.seconds
     cpu = cpu_limit(env)
     log.info(
         "%s: fitting %s on %d rows x %d features with %d core(s)%s",
@@ -104,7 +258,12 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         cpu,
         " (search)" if spec.search else "",
     )
-    fitted = fit(spec, features, data.train[columns], data.train[data.target], cpu=cpu)
+    distributed = spec.search is not None and spec.search.parallelism > 1
+    source = _read_shards(request, store, env) if distributed else None
+    fitted = fit(
+        spec, features, data.train[columns], data.train[data.target], cpu=cpu, source=source
+    )
+    searched = _write_trials(store, env, fitted, spec.search.parallelism if spec.search else 1)
     started = time.perf_counter()
     names = metric_names(spec)
     metrics = {
@@ -125,6 +284,7 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         "metrics": metrics,
         "bestParams": fitted.best_params,
         "cvScore": fitted.cv_score,
+        "trials": searched,
         "artifact": artifact,
         "signature": _signature(fitted, features, data),
         "environment": environment(),
@@ -139,6 +299,25 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
             "evaluateSeconds": round(evaluate_seconds, 3),
         },
         "datasetVersion": data.version,
+    }
+
+
+def _write_trials(
+    store: ArtifactStore, env: Mapping[str, str], fitted: Fitted, parallelism: int
+) -> dict[str, Any] | None:
+    """The full trial table beside the result, and the best few for the run's status."""
+    if fitted.trials is None or fitted.plan is None:
+        return None
+    key = layout.run_trials_key(trials_prefix(env))
+    store.put_bytes(
+        key, trial_table.to_parquet(fitted.trials, fitted.plan.natural), content_type=PARQUET
+    )
+    return {
+        "uri": store.uri(key),
+        "count": len(fitted.trials),
+        "parallelism": parallelism,
+        "metric": fitted.plan.metric,
+        "best": trial_table.summary(fitted.trials, fitted.plan.natural),
     }
 
 
@@ -160,7 +339,9 @@ def _signature(
     )
 
 
-def _write_result(store: ArtifactStore, key: str, outcome: Outcome) -> int:
+def _write_result(store: ArtifactStore, key: str, outcome: Outcome, *, shard: bool) -> int:
+    if shard and outcome.ok:
+        return outcome.exit_code  # the run's result is the final Job's to write
     try:
         store.put_json(key, outcome.result)
     except StorageError as err:
@@ -172,7 +353,9 @@ def _write_result(store: ArtifactStore, key: str, outcome: Outcome) -> int:
 def _report(request: TrainRequest | None, outcome: Outcome) -> None:
     what = request.display if request else "trainingrun"
     r = outcome.result
-    if outcome.ok:
+    if outcome.ok and "shard" in r:
+        log.info("%s: shard %d wrote %d trials to %s", what, r["shard"], r["trials"], r["uri"])
+    elif outcome.ok:
         test = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"]["test"].items())
         log.info("%s: test %s; artifact %s", what, test, r["artifact"]["uri"])
     else:
@@ -185,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a model version (run by the operator's training Job; input from "
         "$KUBEML_TRAININGRUN, result to $KUBEML_RESULT_KEY).",
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--shard",
+        action="store_true",
+        help="score one shard of a distributed search ($JOB_COMPLETION_INDEX of "
+        "spec.search.parallelism) and write its trials; the final Job decides",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="kubeml train: %(levelname)s %(message)s"
     )
@@ -202,14 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     request: TrainRequest | None = None
     try:
         request = read_request(env)
-        outcome = train(request, store, env)
+        outcome = train(request, store, env, shard=args.shard)
     except TrainError as err:
         outcome = _failed(err)
     except Exception as err:  # a bug: report it with its traceback, and let the Job retry
         log.exception("unexpected failure")
         outcome = Outcome(failure("InternalError", f"{type(err).__name__}: {err}"), EXIT_FAILED)
     _report(request, outcome)
-    return _write_result(store, key, outcome)
+    return _write_result(store, key, outcome, shard=args.shard)
 
 
 __all__ = ["Outcome", "main", "train"]

@@ -11,6 +11,8 @@ asked to delete or serve belongs to the namespace asking:
     namespaces/<ns>/results/trainingruns/<run>/<uid>.json
     namespaces/<ns>/captures/<deployment>/model=<m>/version=<n>/hour=<h>/*.parquet
     namespaces/<ns>/feedback/<deployment>/model=<m>/version=<n>/hour=<h>/*.parquet
+    namespaces/<ns>/results/trainingruns/<run>/<uid>/trials.parquet   one row per candidate
+    namespaces/<ns>/results/trainingruns/<run>/<uid>/shards/<i>.parquet   a search pod's rows
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def capture_prefix(namespace: str, deployment: str) -> str:
 def feedback_prefix(namespace: str, deployment: str) -> str:
     """Where a Deployment's servers write ground truth sent for its requests."""
     return f"{tenant_prefix(namespace)}feedback/{deployment}/"
+
+
+def run_trials_prefix(namespace: str, run: str, uid: str) -> str:
+    return f"{tenant_prefix(namespace)}results/trainingruns/{run}/{uid}/"
+
+
+def run_trials_key(prefix: str) -> str:
+    return f"{prefix}trials.parquet"
+
+
+def run_shard_key(prefix: str, index: int) -> str:
+    return f"{prefix}shards/{index}.parquet"
 
 
 def model_artifact_owner(uri: str, bucket: str) -> str | None:

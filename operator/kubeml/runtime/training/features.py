@@ -16,8 +16,9 @@ from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
+from ...api.trainingrun import Preprocessing
 from ...data.types import ColumnType
 
 NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "number"})
@@ -50,49 +51,112 @@ def feature_columns(
     return out
 
 
-def _encoder(max_categories: int | None) -> OneHotEncoder:
+DEFAULTS = Preprocessing()
+# The value a constant imputer writes into categorical and text columns.
+MISSING_CATEGORY = "missing"
+
+
+def _encoder(max_categories: int | None, handle_unknown: str = "ignore") -> OneHotEncoder:
     # Dense output: HistGradientBoosting refuses sparse input, and the encoded
     # width is bounded (categories are few by the schema's definition).
     return OneHotEncoder(
-        handle_unknown="ignore",
+        handle_unknown=handle_unknown,
         sparse_output=False,
         dtype=np.float64,
         max_categories=max_categories,
     )
 
 
-def build_preprocessor(features: Sequence[FeatureColumn]) -> ColumnTransformer:
-    """Numeric columns pass through (median-imputed if they have nulls); categorical,
-    text and boolean columns are one-hot encoded, ignoring unseen values."""
+def scaler(name: str) -> BaseEstimator | str:
+    if name == "standard":
+        return StandardScaler()
+    if name == "minmax":
+        return MinMaxScaler()
+    if name == "robust":
+        return RobustScaler()
+    return "passthrough"
+
+
+def _group(col: FeatureColumn, options: Preprocessing) -> str:
+    if col.type in NUMERIC_TYPES:
+        return "numeric_imputed" if col.nullable else "numeric"
+    if col.type == "string":
+        return "text_imputed" if col.nullable else "text"
+    if col.type == "boolean" and col.nullable and options.categorical.imputer == "constant":
+        # A "missing" string among booleans would leave the encoder mixed types it
+        # cannot sort; booleans keep their most frequent value instead.
+        return "boolean_imputed"
+    return "categorical_imputed" if col.nullable else "categorical"
+
+
+def build_preprocessor(
+    features: Sequence[FeatureColumn], options: Preprocessing | None = None
+) -> ColumnTransformer:
+    """Numeric columns pass through or are scaled (imputed if they have nulls);
+    categorical, text and boolean columns are one-hot encoded. With the default options:
+    numbers pass through, median-imputed, and unseen categories are ignored."""
+    opts = options or DEFAULTS
     groups: dict[str, list[str]] = {}
     for col in features:
-        if col.type in NUMERIC_TYPES:
-            group = "numeric_imputed" if col.nullable else "numeric"
-        elif col.type == "string":
-            group = "text_imputed" if col.nullable else "text"
-        else:
-            group = "categorical_imputed" if col.nullable else "categorical"
-        groups.setdefault(group, []).append(col.name)
+        groups.setdefault(_group(col, opts), []).append(col.name)
     if not groups:
         raise ValueError("no feature columns")
     transformers: list[tuple[str, BaseEstimator | str, list[str]]] = []
     for group, cols in groups.items():
-        transformers.append((group, _transformer(group), cols))
+        transformers.append((group, _transformer(group, opts), cols))
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
 
 
-def _transformer(group: str) -> BaseEstimator | str:
-    if group == "numeric":
-        return "passthrough"
-    if group == "numeric_imputed":
-        return SimpleImputer(strategy="median")
-    encoder = _encoder(MAX_TEXT_CATEGORIES if group.startswith("text") else None)
-    if group.endswith("_imputed"):
+def _numeric_imputer(strategy: str) -> SimpleImputer:
+    if strategy == "constant":
+        return SimpleImputer(strategy="constant", fill_value=0.0)
+    return SimpleImputer(strategy=strategy)
+
+
+def _transformer(group: str, opts: Preprocessing) -> BaseEstimator | str:
+    num, cat = opts.numeric, opts.categorical
+    if group in ("numeric", "numeric_imputed"):
+        scale = scaler(num.scaler)
+        if group == "numeric":
+            return scale
+        impute = _numeric_imputer(num.imputer)
+        return (
+            impute if scale == "passthrough" else Pipeline([("impute", impute), ("scale", scale)])
+        )
+    cap = cat.max_categories
+    if group.startswith("text"):
+        cap = min(cap or MAX_TEXT_CATEGORIES, MAX_TEXT_CATEGORIES)
+    encoder = _encoder(cap, cat.handle_unknown)
+    if not group.endswith("_imputed"):
+        return encoder
+    if group == "boolean_imputed" or cat.imputer == "most_frequent":
         # most_frequent keeps the column's own value type (strings stay strings,
         # booleans stay booleans), which the encoder needs to be uniform.
-        return Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("encode", encoder)])
-    return encoder
+        impute = SimpleImputer(strategy="most_frequent")
+    else:
+        impute = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)
+    return Pipeline([("impute", impute), ("encode", encoder)])
 
 
-def build_pipeline(features: Sequence[FeatureColumn], estimator: BaseEstimator) -> Pipeline:
-    return Pipeline([(FEATURES_STEP, build_preprocessor(features)), (ESTIMATOR_STEP, estimator)])
+def build_pipeline(
+    features: Sequence[FeatureColumn],
+    estimator: BaseEstimator,
+    options: Preprocessing | None = None,
+) -> Pipeline:
+    return Pipeline(
+        [(FEATURES_STEP, build_preprocessor(features, options)), (ESTIMATOR_STEP, estimator)]
+    )
+
+
+def select_features(
+    features: Sequence[FeatureColumn], names: Sequence[str] | None
+) -> list[FeatureColumn]:
+    """The named features in the user's order (all when ``names`` is None); raise
+    KeyError listing the names that are not features."""
+    if names is None:
+        return list(features)
+    by_name = {f.name: f for f in features}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(unknown)
+    return [by_name[n] for n in dict.fromkeys(names)]

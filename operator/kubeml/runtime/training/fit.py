@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
 from ...api.estimators import DEFAULT_METRICS, ESTIMATORS, METRICS, Task
-from ...api.trainingrun import TrainingRunSpec
+from ...api.trainingrun import Preprocessing, TrainingRunSpec
+from . import trials
 from .errors import TrainError
 from .estimator import PARALLEL_FIT, effective_params, make_estimator, validate_space
 from .features import ESTIMATOR_STEP, FeatureColumn, build_pipeline
-from .search import build_search, natural_score, needs_proba, scoring_metric, unprefixed
+from .search import folds, natural_score, needs_proba, scorer_for, scoring_metric
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Fitted:
     best_params: dict[str, Any]
     cv_score: float | None = None
     cv_metric: str | None = None
+    trials: list[trials.Trial] | None = None
+    plan: SearchPlan | None = None
     seconds: float = 0.0
 
 
@@ -55,6 +59,7 @@ def fit(
     y: pd.Series,
     *,
     cpu: int,
+    source: TrialSource | None = None,
 ) -> Fitted:
     """Fit on ``X``/``y`` with at most ``cpu`` cores.
 
@@ -63,17 +68,19 @@ def fit(
     """
     name = spec.estimator.name
     task = ESTIMATORS[name].task
-    searched = list(spec.search.space) if spec.search else []
+    searched = list(spec.search.space or {}) if spec.search else []
     params = effective_params(name, spec.estimator.params, seed=run_seed(spec), searched=searched)
     started = time.perf_counter()
     try:
         with threadpool_limits(limits=cpu):
             if spec.search is None:
-                model = build_pipeline(features, make_estimator(name, params, n_jobs=cpu))
+                model = build_pipeline(
+                    features, make_estimator(name, params, n_jobs=cpu), spec.preprocessing
+                )
                 model.fit(X, y)
                 result = Fitted(model, task, jsonable(params))
             else:
-                result = _search_then_refit(spec, features, X, y, params, cpu)
+                result = _search_then_refit(spec, features, X, y, params, cpu, source)
     except InvalidParameterError as err:
         raise TrainError("InvalidParams", f"estimator {name}: {err}") from err
     except ValueError as err:
@@ -86,23 +93,105 @@ def fit(
     return result
 
 
-def _search_then_refit(
-    spec: TrainingRunSpec,
-    features: Sequence[FeatureColumn],
-    X: pd.DataFrame,
-    y: pd.Series,
-    params: dict[str, Any],
-    cpu: int,
-) -> Fitted:
+@dataclass(frozen=True)
+class CandidateBuilder:
+    """A candidate's unfitted pipeline: the estimator's fixed parameters overlaid with
+    the candidate's, and the run's preprocessing with the candidate's choices."""
+
+    features: tuple[FeatureColumn, ...]
+    estimator: BaseEstimator
+    preprocessing: Preprocessing
+
+    def __call__(self, params: Mapping[str, Any]) -> Pipeline:
+        est, pre = trials.split(params)
+        return build_pipeline(
+            self.features,
+            clone(self.estimator).set_params(**est),
+            with_choices(self.preprocessing, pre),
+        )
+
+
+def with_choices(options: Preprocessing, choices: Mapping[str, Any]) -> Preprocessing:
+    """The run's preprocessing with a candidate's searched choices applied."""
+    if not choices:
+        return options
+    numeric = {"scaler": choices.get("scaler"), "imputer": choices.get("numericImputer")}
+    categorical = {"max_categories": choices.get("maxCategories")}
+    return options.model_copy(
+        update={
+            "numeric": options.numeric.model_copy(
+                update={k: v for k, v in numeric.items() if v is not None}
+            ),
+            "categorical": options.categorical.model_copy(
+                update={k: v for k, v in categorical.items() if v is not None}
+            ),
+        }
+    )
+
+
+@dataclass
+class SearchPlan:
+    """Everything every pod of a search agrees on: candidates, folds and scorer."""
+
+    make: CandidateBuilder
+    X: pd.DataFrame
+    y: pd.Series
+    candidates: list[dict[str, Any]]
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    scorer: Any
+    metric: str
+
+    def natural(self, score: float) -> float:
+        return natural_score(self.metric, score)
+
+    def evaluate(self, indices: Sequence[int], *, shard: int, cpu: int) -> list[trials.Trial]:
+        chosen = [(i, self.candidates[i]) for i in indices]
+        try:
+            with threadpool_limits(limits=1):
+                return trials.evaluate(
+                    self.make,
+                    chosen,
+                    self.X,
+                    self.y,
+                    splits=self.splits,
+                    scorer=self.scorer,
+                    metric=self.metric,
+                    shard=shard,
+                    n_jobs=cpu,
+                    natural=self.natural,
+                )
+        except InvalidParameterError as err:
+            raise TrainError("InvalidParams", f"search candidate: {err}") from err
+        except ValueError as err:
+            raise TrainError("FitFailed", f"a search candidate could not fit: {err}") from err
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline with no candidate's choices applied."""
+        return self.make({})
+
+
+# Where a search's trials come from: scored here, or read from the shards other pods wrote.
+TrialSource = Callable[[SearchPlan], list[trials.Trial]]
+
+
+def plan_search(
+    spec: TrainingRunSpec, features: Sequence[FeatureColumn], X: pd.DataFrame, y: pd.Series
+) -> SearchPlan:
+    """The search's candidates, seeded folds and scorer; raise TrainError for a space
+    the estimator cannot take."""
     assert spec.search is not None
     name = spec.estimator.name
     task = ESTIMATORS[name].task
+    space = spec.search.space or {}
+    params = effective_params(name, spec.estimator.params, seed=run_seed(spec), searched=space)
     # The labels as the fitted classifier will order them (classes_ is np.unique's order).
     classes = np.unique(y.to_numpy()).tolist() if task == "classification" else []
     # One core per candidate: the search parallelises over candidates and folds.
     base = make_estimator(name, params, n_jobs=1)
-    validate_space(base, name, spec.search.space)
-    pipeline = build_pipeline(features, base)
+    validate_space(base, name, space)
+    make = CandidateBuilder(tuple(features), base, spec.preprocessing or Preprocessing())
+    pipeline = make({})
     metric = scoring_metric(spec.search, metric_names(spec))
     if needs_proba(metric, classes or None) and not hasattr(pipeline, "predict_proba"):
         raise TrainError(
@@ -110,13 +199,47 @@ def _search_then_refit(
             f"search.scoring {metric} needs predicted probabilities, which {name} "
             "does not provide with these params",
         )
-    search = build_search(
-        pipeline, spec.search, task=task, metric=metric, classes=classes or None, n_jobs=cpu
+    try:
+        splits = list(folds(task, spec.search.folds, spec.search.seed).split(X, y))
+    except ValueError as err:  # e.g. fewer members in a class than folds
+        raise TrainError("FitFailed", f"search.folds={spec.search.folds}: {err}") from err
+    return SearchPlan(
+        make,
+        X,
+        y,
+        trials.candidates(spec.search),
+        splits,
+        scorer_for(metric, classes or None),
+        metric,
     )
-    search.fit(X, y)
-    best = unprefixed(search.best_params_)
+
+
+def evaluate_all(plan: SearchPlan, cpu: int) -> list[trials.Trial]:
+    return plan.evaluate(range(len(plan.candidates)), shard=0, cpu=cpu)
+
+
+def _search_then_refit(
+    spec: TrainingRunSpec,
+    features: Sequence[FeatureColumn],
+    X: pd.DataFrame,
+    y: pd.Series,
+    params: dict[str, Any],
+    cpu: int,
+    source: TrialSource | None,
+) -> Fitted:
+    name = spec.estimator.name
+    task = ESTIMATORS[name].task
+    plan = plan_search(spec, features, X, y)
+    found = source(plan) if source is not None else evaluate_all(plan, cpu)
+    winner = trials.best(found)
+    best, choices = trials.split(plan.candidates[winner.candidate])
     final_params = {**params, **best}
-    model = build_pipeline(features, make_estimator(name, final_params, n_jobs=cpu))
+    options = with_choices(spec.preprocessing or Preprocessing(), choices)
+    model = build_pipeline(features, make_estimator(name, final_params, n_jobs=cpu), options)
     model.fit(X, y)
-    cv = natural_score(metric, float(search.best_score_))
-    return Fitted(model, task, jsonable(final_params), cv, metric)
+    cv = plan.natural(winner.mean)
+    reported = {
+        **jsonable(final_params),
+        **{trials.PREPROCESSING + k: v for k, v in choices.items()},
+    }
+    return Fitted(model, task, reported, cv, plan.metric, found, plan)

@@ -19,6 +19,8 @@ from .errors import TrainError
 REQUEST_ENV = "KUBEML_TRAININGRUN"
 RESULT_KEY_ENV = "KUBEML_RESULT_KEY"
 CPU_LIMIT_ENV = "KUBEML_CPU_LIMIT"
+# Set by the Job controller in every pod of an Indexed Job.
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 
 
 class _Envelope(BaseModel):
@@ -106,3 +108,30 @@ def cpu_limit(env: Mapping[str, str] | None = None) -> int:
         if value >= 1:
             return min(value, available)
     return max(1, available)
+
+
+def trials_prefix(env: Mapping[str, str] | None = None) -> str:
+    """Where the search's trial tables go: beside the result manifest, in a folder named
+    like it (``.../<run>/<uid>.json`` -> ``.../<run>/<uid>/``), so the shards and the
+    final Job agree without another setting and stay in the namespace's own space."""
+    key = result_key(env)
+    if key is None:
+        raise TrainError("InvalidRequest", f"{RESULT_KEY_ENV} is not set")
+    return key.removesuffix(".json") + "/"
+
+
+def shard_index(env: Mapping[str, str] | None, count: int) -> int:
+    """This pod's shard of a distributed search: the Indexed Job's completion index."""
+    e = os.environ if env is None else env
+    raw = e.get(COMPLETION_INDEX_ENV, "")
+    try:
+        index = int(raw)
+    except ValueError:
+        index = -1
+    if not 0 <= index < count:
+        raise TrainError(
+            "InvalidRequest",
+            f"{COMPLETION_INDEX_ENV}={raw!r} is not a shard of search.parallelism={count} "
+            "(a search shard runs in an Indexed Job)",
+        )
+    return index

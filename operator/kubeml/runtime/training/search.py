@@ -104,7 +104,7 @@ def build_search(
     ``error_score="raise"``: a candidate that cannot fit is a bad spec, not a NaN to
     rank last silently.
     """
-    space = prefixed({k: list(v) for k, v in search.space.items()})
+    space = prefixed({k: list(v) for k, v in (search.space or {}).items()})
     common: dict[str, Any] = {
         "scoring": scorer_for(metric, classes),
         "cv": folds(task, search.folds, search.seed),
