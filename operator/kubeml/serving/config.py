@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -53,6 +54,13 @@ class ServerConfig:
     shutdown_delay_s: float = 3.0
     # Then at most this long for in-flight requests to finish.
     drain_timeout_s: float = 20.0
+    # Exact canary share (forward.py): this server forwards canary_percent of its
+    # version-less inference requests to canary_url, at most forward_connections at once.
+    canary_url: str | None = None
+    canary_percent: int = 0
+    canary_version: str | None = None
+    forward_timeout_s: float = 10.0
+    forward_connections: int = 64
 
     @property
     def version_str(self) -> str:
@@ -116,6 +124,11 @@ class ServerConfig:
             drift_window=int(number("KUBEML_DRIFT_WINDOW", 5000, 1, 1_000_000)),
             shutdown_delay_s=number("KUBEML_SHUTDOWN_DELAY_SECONDS", 3.0, 0, 300),
             drain_timeout_s=number("KUBEML_DRAIN_TIMEOUT_SECONDS", 20.0, 0, 3600),
+            canary_url=_canary_url(e.get("KUBEML_CANARY_URL", "").strip() or None),
+            canary_percent=int(number("KUBEML_CANARY_PERCENT", 0, 0, 100)),
+            canary_version=e.get("KUBEML_CANARY_VERSION", "").strip() or None,
+            forward_timeout_s=number("KUBEML_FORWARD_TIMEOUT_SECONDS", 10.0, 0.1, 600),
+            forward_connections=int(number("KUBEML_FORWARD_CONNECTIONS", 64, 1, 10_000)),
         )
 
 
@@ -123,3 +136,16 @@ def _version(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"$KUBEML_MODEL_VERSION={raw!r} is not a positive integer")
     return int(raw)
+
+
+def _canary_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} is not http://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} has an invalid port") from None
+    return raw
