@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,41 +324,102 @@ def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
     assert seen_previous and set(seen_previous) == {1}
 
 
-def test_a_canary_at_25_percent_gets_one_of_four_replicas(
+class ClientLoop:
+    """Clients through the Service, as users reach it, one new connection per request,
+    running until stopped; every answer's serving version (response header) kept."""
+
+    def __init__(self, url: str, body: dict[str, Any]) -> None:
+        self.url, self.body = url, body
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        data = json.dumps(self.body).encode()
+        while not self._stop.is_set():
+            req = urllib.request.Request(
+                self.url, data=data, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    doc = json.loads(resp.read())
+                    version = resp.headers["kubeml-model-version"]
+                    if doc.get("model_version", version) != version:
+                        self.failures.append(f"header {version}, body {doc['model_version']}")
+                    self.versions.append(version)
+            except urllib.error.HTTPError as err:
+                self.failures.append(f"HTTP {err.code}: {err.read()[:200]!r}")
+            except OSError as err:
+                self.failures.append(f"{type(err).__name__}: {err}")
+
+    def share_over(self, n: int, version: str, timeout: float = 300) -> float:
+        """The share of ``version`` among the next ``n`` answers."""
+        start = len(self.versions)
+        poll(
+            lambda: len(self.versions) >= start + n or None,
+            timeout=timeout,
+            what=f"{n} answers",
+            interval=0.5,
+        )
+        window = self.versions[start : start + n]
+        return 100 * window.count(version) / n
+
+
+def test_canary_shares_are_exact_by_request_through_the_service(
     kube_api: client.ApiClient,
     served: str,
 ) -> None:
+    # One stable and one canary pod: by replica ratio the canary would get half.
     doc = _deployment(
-        "split", alias=None, version=1, replicas=4, canary={"version": 2, "trafficPercent": 25}
+        "split", alias=None, version=1, replicas=1, canary={"version": 2, "trafficPercent": 25}
     )
     doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
     kube.create(kube_api, served, doc)
-    dep = kube.wait_condition(
-        kube_api, served, "Deployment", "split", "Ready", status="True", timeout=300
-    )
-    poll(
-        lambda: len(ready_pods(kube_api, served, "split", "canary")) == 1 or None,
-        timeout=120,
-        what="canary pod ready",
-    )
-    stable = ready_pods(kube_api, served, "split", "stable")
-    canary = ready_pods(kube_api, served, "split", "canary")
-    assert (len(stable), len(canary)) == (3, 1)
-    assert {p.metadata.labels["kubeml.io/version"] for p in stable} == {"1"}
-    assert {p.metadata.labels["kubeml.io/version"] for p in canary} == {"2"}
-    assert dep["status"]["canary"]["trafficPercent"] == 25
 
-    # Through the Service, as clients see it: one new connection per request.
+    def share_in_effect(want: int) -> dict[str, Any] | None:
+        dep = kube.get(kube_api, served, "Deployment", "split") or {}
+        canary = (dep.get("status") or {}).get("canary") or {}
+        ready = kube.condition(dep, "Ready") or {}
+        done = canary.get("trafficPercent") == want and ready.get("status") == "True"
+        return dep if done else None
+
+    dep = poll(lambda: share_in_effect(25), timeout=300, what="canary at 25%", interval=1)
+    assert dep["status"]["canary"]["desiredTrafficPercent"] == 25
+    assert {
+        p.metadata.labels["kubeml.io/version"]
+        for p in ready_pods(kube_api, served, "split", "canary")
+    } == {"2"}
     url = f"{service_url(kube_api, served, 'split')}/v2/models/iris-classifier/infer"
     body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
-    answered: Counter[str] = Counter()
-    for _ in range(400):
-        code, doc = post(url, body)
-        assert code == 200, doc
-        answered[doc["model_version"]] += 1
-    share = 100 * answered["2"] / 400
-    print(f"canary share through the Service: {share:.1f}% of 400 ({dict(answered)})")
-    assert set(answered) == {"1", "2"} and 18 <= share <= 32, answered
+    with ClientLoop(url, body) as loop:
+        at_25 = loop.share_over(300, "2")
+        # A new share: the stable servers roll to it while the clients keep going.
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io",
+            "v1alpha1",
+            served,
+            "deployments",
+            "split",
+            {"spec": {"canary": {"version": 2, "trafficPercent": 10}}},
+        )
+        poll(lambda: share_in_effect(10), timeout=300, what="canary at 10%", interval=1)
+        at_10 = loop.share_over(300, "2")
+    print(
+        f"canary share through the Service: {at_25:.1f}% of 300 (want 25), "
+        f"{at_10:.1f}% of 300 (want 10); {len(loop.versions)} requests, "
+        f"{len(loop.failures)} failed"
+    )
+    assert loop.failures == [], loop.failures[:10]
+    assert abs(at_25 - 25) <= 3 and abs(at_10 - 10) <= 3, (at_25, at_10)
 
 
 def test_a_tampered_artifact_keeps_pods_unready_until_it_is_restored(

@@ -41,7 +41,9 @@ class Canary(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
     alias: LabelName | None = None
     """An alias to follow (e.g. challenger)."""
     traffic_percent: Annotated[int, Field(ge=0, le=100)]
-    """Share of requests for the canary, split by replica ratio behind one Service."""
+    """Share of requests for the canary, exact by request: clients reach the stable
+    servers through the Service, and each forwards this many of every 100 inference
+    requests to the canary (status.canary.trafficPercent reports the share in effect)."""
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -208,6 +210,10 @@ class ServedVersion(StatusModel):
     replicas: Annotated[int, Field(ge=0)] = 0
     ready_replicas: Annotated[int, Field(ge=0)] = 0
     traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share of requests this track answers now (canary: forwarded by the stable
+    servers; 0 while it has no ready server; absent while it cannot be told)."""
+    desired_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share asked for in spec."""
 
 
 class FailureInfo(StatusModel):
@@ -292,7 +298,7 @@ class Deployment(Resource):
             PrinterColumn("Model", ".spec.model"),
             PrinterColumn("Version", ".status.stable.version", type="integer"),
             PrinterColumn("Canary", ".status.canary.version", type="integer"),
-            PrinterColumn("Canary-%", ".spec.canary.trafficPercent", type="integer"),
+            PrinterColumn("Canary-%", ".status.canary.trafficPercent", type="integer"),
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),
             condition_column("Status", "Ready"),
             PrinterColumn("Endpoint", ".status.endpoint", priority=1),

@@ -13,7 +13,7 @@ from ..labels import DEPLOYMENT, RETRAINING_FOR
 from ..reconcile import deployment as decide
 from ..reconcile import retraining, server_objects
 from ..reconcile.outcome import Outcome
-from .common import APPS, KUBEML, PODS, deleting, labels_of
+from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
 
 log = logging.getLogger("kubeml")
@@ -48,6 +48,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         template,
         dataset,
         runs,
+        canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
     )
 
 

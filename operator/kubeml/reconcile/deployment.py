@@ -100,6 +100,8 @@ class DeploymentView:
     dataset: Mapping[str, Any] | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     drift: retraining.DriftReading | None = None
+    # The canary's Service (stable servers forward to its ClusterIP).
+    canary_service: Mapping[str, Any] | None = None
 
 
 def decide(
@@ -251,11 +253,20 @@ def _children(
     ns, name = meta["namespace"], meta["name"]
     out.apply.append(
         server_objects.server_deployment(
-            body, "stable", stable_mv, replicas[0], spec, settings, profile_uri(settings, stable_mv)
+            body,
+            "stable",
+            stable_mv,
+            replicas[0],
+            spec,
+            settings,
+            profile_uri(settings, stable_mv),
+            _forwarding(view, spec, canary_mv),
         )
     )
     out.apply.append(server_objects.service(body))
+    canary_svc = server_objects.app_name(name, "canary")
     if canary_mv is not None:
+        out.apply.append(server_objects.service(body, "canary"))
         out.apply.append(
             server_objects.server_deployment(
                 body,
@@ -268,7 +279,8 @@ def _children(
             )
         )
     else:
-        out.delete.append(Ref("apps/v1", "Deployment", ns, server_objects.app_name(name, "canary")))
+        out.delete.append(Ref("apps/v1", "Deployment", ns, canary_svc))
+        out.delete.append(Ref("v1", "Service", ns, canary_svc))
     if spec.autoscaling is not None:
         out.apply.append(server_objects.hpa(body, spec))
     else:
@@ -293,6 +305,40 @@ def _children(
             Ref("monitoring.coreos.com/v1", "ServiceMonitor", ns, name),
             Ref("monitoring.coreos.com/v1", "PrometheusRule", ns, name),
         ]
+
+
+def _forwarding(
+    view: DeploymentView, spec: DeploymentSpec, canary_mv: dict[str, Any] | None
+) -> server_objects.Forwarding | None:
+    """Stable servers forward the canary's share once its Service has an address
+    (assigned when it is created: the next reconcile has it)."""
+    if canary_mv is None or spec.canary is None or spec.canary.traffic_percent <= 0:
+        return None
+    url = server_objects.service_url(
+        dict(view.canary_service) if view.canary_service is not None else None
+    )
+    if url is None:
+        return None
+    return server_objects.Forwarding(
+        url, spec.canary.traffic_percent, int(canary_mv["spec"]["version"])
+    )
+
+
+def effective_share(
+    stable_app: dict[str, Any] | None,
+    stable_done: bool,
+    canary_ready: int,
+    reported: int | None,
+) -> int | None:
+    """The canary's share in effect, not the one asked for. Stable servers forward
+    it once they run with it (a rollout of the stable Deployment); a canary with no
+    ready server gets none (stable answers those requests itself). While stable
+    servers still roll, the old ones forward the share reported before."""
+    if canary_ready <= 0:
+        return 0
+    if not stable_done:
+        return reported
+    return server_objects.forwarded_percent(stable_app)
 
 
 def _report(
@@ -323,12 +369,19 @@ def _report(
     status["stable"] = stable
     c_ready = 0
     if canary_mv is not None:
+        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
+        old_canary = (view.body.get("status") or {}).get("canary") or {}
+        reported = old_canary.get("trafficPercent")
+        same = old_canary.get("version") == canary_mv["spec"]["version"]
+        share = effective_share(stable_app, s_done, c_ready, reported if same else 0)
         status["canary"] = {
             **_track(canary_mv, canary_app),
-            "trafficPercent": percent,
+            "trafficPercent": share,
+            "desiredTrafficPercent": percent,
             "replicas": replicas[1],
         }
-        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
+        if share is None:
+            status["canary"].pop("trafficPercent")
     else:
         status.pop("canary", None)
     status["readyReplicas"] = s_ready + c_ready
@@ -342,7 +395,7 @@ def _report(
         canary_mv,
         stable_app,
         (s_ready, s_updated, s_done),
-        (c_ready, percent),
+        (c_ready, int(status["canary"].get("trafficPercent") or 0) if canary_mv else 0),
     )
 
 
@@ -389,6 +442,9 @@ def _conditions(
         msg = f"serving {spec.model} {version_label} on {s_ready} replica(s)"
         if canary_mv is not None:
             msg += f"; canary v{canary_mv['spec']['version']} at {canary[1]}% ({canary[0]} ready)"
+            want = spec.canary.traffic_percent if spec.canary else 0
+            if want != canary[1]:
+                msg += f", going to {want}%"
         msg += _leaving(stable_mv, spec)
         was = ((step.body.get("status") or {}).get("previous") or {}).get("version")
         if was is not None:
