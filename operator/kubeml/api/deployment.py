@@ -370,6 +370,8 @@ class RolloutStatus(StatusModel):
     failures: Annotated[int, Field(ge=0)] = 0
     last_analysis: AnalysisRun | None = None
     message: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    rolled_back_generation: int | None = None
+    """The Deployment's generation when it rolled back: Degraded until the spec changes."""
     history: Annotated[list[RolloutEvent], Field(max_length=20)] = Field(default_factory=list)
     """Steps, judgements that failed and the outcome, newest last (bounded)."""
 
