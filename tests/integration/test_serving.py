@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client
 
 from kubeml import models
+from kubeml.schedules import parse_time
 from kubeml.storage import parse_uri
 from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
@@ -602,3 +603,91 @@ def test_drift_shows_up_in_the_server_metrics(kube_api: client.ApiClient, served
 
     values = poll(psi, timeout=30, what="drift above the alert threshold")
     assert len(values) == 4
+
+
+def test_a_faulty_version_is_rolled_back_at_its_first_failed_judgement(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    # The faulty version: trained on three of iris's four features, so it answers
+    # every request of the served shape with an error.
+    three = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
+    three["metadata"]["name"] = "iris-three"
+    three["spec"]["features"] = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)"]
+    kube.create(kube_api, served, three)
+    kube.wait_condition(kube_api, served, "Dataset", "iris-three", "Ready", status="True")
+    run = _run("iris-faulty", "iris-faulty", n_estimators=10)
+    run["spec"]["datasetRef"] = {"name": "iris-three"}
+    kube.create(kube_api, served, run)
+    kube.wait_condition(
+        kube_api, served, "ModelVersion", "iris-faulty-v1", "Ready", status="True", timeout=300
+    )
+    good = _run("iris-good", "iris-faulty", n_estimators=10)
+    kube.create(kube_api, served, good)
+    kube.wait_condition(
+        kube_api, served, "ModelVersion", "iris-faulty-v2", "Ready", status="True", timeout=300
+    )
+    interval = 5
+    doc = _deployment(
+        "faulty",
+        model="iris-faulty",
+        alias=None,
+        version=2,
+        replicas=1,
+        rollout={
+            "steps": [{"setWeight": 50, "pause": {"duration": "60s"}}],
+            "analysis": {"interval": f"{interval}s", "minRequests": 10, "failureLimit": 0},
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "faulty", "Ready", status="True", timeout=300
+    )
+    url = f"{service_url(kube_api, served, 'faulty')}/v1/models/iris-faulty:predict"
+    # v2 serves requests of four features; v1 (three features) fails each of them.
+    with ClientLoop(url, {"instances": ROWS}) as loop:
+        poll(lambda: len(loop.versions) >= 20 or None, timeout=120, what="answers from v2")
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", served, "deployments", "faulty", {"spec": {"version": 1}}
+        )
+
+        def rolled_back_dep() -> dict[str, Any] | None:
+            dep = kube.get(kube_api, served, "Deployment", "faulty") or {}
+            phase = ((dep.get("status") or {}).get("rollout") or {}).get("phase")
+            return dep if phase == "RolledBack" else None
+
+        dep = poll(rolled_back_dep, timeout=300, what="rollback", interval=0.5)
+
+        def back_to_v2() -> bool:
+            d = kube.get(kube_api, served, "Deployment", "faulty") or {}
+            return (
+                "canary" not in (d.get("status") or {})
+                and not ready_pods(kube_api, served, "faulty", "canary")
+                and kube.condition(d, "Ready").get("status") == "True"  # type: ignore[union-attr]
+            )
+
+        poll(back_to_v2, timeout=120, what="stable alone again", interval=0.5)
+        after = loop.share_over(50, "2")
+    ro = dep["status"]["rollout"]
+    degraded = kube.condition(dep, "Degraded") or {}
+    took = parse_time(ro["history"][-1]["time"]) - parse_time(ro["stepStartTime"])  # type: ignore[operator]
+    rolled_back = took.total_seconds()
+    print(
+        f"faulty v1 rolled back {rolled_back:.1f}s after its weight took effect "
+        f"(interval {interval}s): {ro['message']}; {len(loop.versions)} requests, "
+        f"{len(loop.failures)} failed"
+    )
+    checks = {c["name"]: c for c in ro["lastAnalysis"]["checks"]}
+    assert checks["errorRate"]["passed"] is False and checks["errorRate"]["value"] == 1.0
+    assert "errorRate 1 above 0.01" in ro["message"]
+    assert (degraded.get("status"), degraded.get("reason")) == ("True", "RolledBack")
+    assert "errorRate" in degraded["message"]
+    # Judged at the weight's first judgement with enough requests: within two intervals
+    # (the first may be inconclusive), plus a reconcile and a scrape.
+    assert rolled_back <= 2 * interval + 10, rolled_back
+    # The faulty version's errors never reached a client: stable answered them.
+    assert loop.failures == [], loop.failures[:10]
+    assert after == 100.0
+    events = client.CoreV1Api(kube_api).list_namespaced_event(served).items
+    assert any(e.reason == "RolledBack" and "errorRate" in (e.message or "") for e in events)

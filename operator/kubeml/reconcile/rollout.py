@@ -209,8 +209,7 @@ def _roll_back(
     j: analysis.Judgement,
     now: str,
 ) -> Decision:
-    st["phase"] = ROLLED_BACK
-    st.pop("stepStartTime", None)
+    st["phase"] = ROLLED_BACK  # stepStartTime stays: when the failed weight took effect
     shown = ", ".join(
         f"{c.name} {c.value:.4g} above {c.limit:g}" if c.value is not None else c.name
         for c in j.failed
