@@ -172,3 +172,19 @@ def test_inconclusive_metrics_neither_fail_nor_advance() -> None:
     assert ro["lastAnalysis"]["result"] == "Inconclusive"
     assert (ro["phase"], ro["step"], ro["failures"]) == ("Progressing", 0, 0)
     assert "fewer than minRequests 20" in ro["message"]
+
+
+def _health(d: Seen) -> str:
+    from kubeml.health import health
+
+    obj = {**d.outcome.statuses[-1].seen, "status": d.status}
+    obj["metadata"] = {**obj["metadata"], "generation": obj["metadata"].get("generation")}
+    return health("Deployment", obj)[0]
+
+
+def test_argo_cd_and_kstatus_read_progressing_during_steps_and_degraded_after_rollback() -> None:
+    st = started()
+    running = decide(view(st, _in_effect(st, 10), GOOD), t(2))
+    assert _health(running) == "Progressing"
+    failed = decide(view(st, _in_effect(st, 10), BAD), t(2))
+    assert _health(failed) == "Degraded"
