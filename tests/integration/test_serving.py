@@ -691,3 +691,81 @@ def test_a_faulty_version_is_rolled_back_at_its_first_failed_judgement(
     assert after == 100.0
     events = client.CoreV1Api(kube_api).list_namespaced_event(served).items
     assert any(e.reason == "RolledBack" and "errorRate" in (e.message or "") for e in events)
+
+
+def test_a_rollout_waits_at_its_manual_gate_until_the_spec_approves_it(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    doc = _deployment(
+        "gated",
+        alias=None,
+        version=1,
+        replicas=1,
+        rollout={
+            "steps": [{"setWeight": 30, "pause": {}}],
+            "analysis": {"interval": "3s", "minRequests": 5, "maxLatencyP99Seconds": 5},
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "gated", "Ready", status="True", timeout=300
+    )
+    custom = client.CustomObjectsApi(kube_api)
+
+    def patch(spec: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", served, "deployments", "gated", {"spec": spec}
+        )
+
+    def rollout() -> dict[str, Any]:
+        dep = kube.get(kube_api, served, "Deployment", "gated") or {}
+        return dict(((dep.get("status") or {}).get("rollout")) or {})
+
+    url = f"{service_url(kube_api, served, 'gated')}/v2/models/iris-classifier/infer"
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
+    with ClientLoop(url, body) as loop:
+        patch({"version": 2})
+        poll(
+            lambda: rollout().get("waitingFor") == "Approval" or None,
+            timeout=300,
+            what="the gate",
+            interval=0.5,
+        )
+        message = rollout()["message"]
+        # Held at the gate's weight, however long: 300 requests later, still there.
+        share = loop.share_over(300, "2")
+        held = rollout()
+        dep = kube.get(kube_api, served, "Deployment", "gated") or {}
+        progressing = kube.condition(dep, "Progressing") or {}
+        patch({"rollout": {"approval": {"version": 2, "step": 1}}})
+        poll(
+            lambda: rollout().get("phase") == "Succeeded" or None,
+            timeout=120,
+            what="the rollout past its gate",
+            interval=0.5,
+        )
+
+        def stable_v2_alone() -> bool:
+            d = kube.get(kube_api, served, "Deployment", "gated") or {}
+            st = d.get("status") or {}
+            return (
+                (st.get("stable") or {}).get("version") == 2
+                and "canary" not in st
+                and "previous" not in st
+                and (kube.condition(d, "Ready") or {}).get("status") == "True"
+            )
+
+        poll(stable_v2_alone, timeout=300, what="v2 stable alone", interval=0.5)
+        after = loop.share_over(50, "2")
+    print(
+        f"gate: held at {share:.1f}% of 300 (weight 30) — {message}; after approval "
+        f"{after:.0f}% v2; {len(loop.versions)} requests, {len(loop.failures)} failed"
+    )
+    assert "spec.rollout.approval to {version: 2, step: 1}" in message
+    assert held["phase"] == "Progressing" and held["waitingFor"] == "Approval"
+    assert (progressing.get("status"), progressing.get("reason")) == ("True", "WaitingForApproval")
+    assert abs(share - 30) <= 3, share
+    assert after == 100.0
+    assert loop.failures == [], loop.failures[:10]

@@ -188,3 +188,73 @@ def test_argo_cd_and_kstatus_read_progressing_during_steps_and_degraded_after_ro
     assert _health(running) == "Progressing"
     failed = decide(view(st, _in_effect(st, 10), BAD), t(2))
     assert _health(failed) == "Degraded"
+
+
+GATED = {
+    "steps": [{"setWeight": 20, "pause": {}}, {"setWeight": 60, "pause": {"duration": "10s"}}],
+    "analysis": {"interval": "10s", "minRequests": 20},
+}
+
+
+def gated_view(
+    status: dict[str, Any],
+    apps: dict[str, Any],
+    sample: Sample | None = None,
+    approval: dict[str, int] | None = None,
+    annotation: str | None = None,
+) -> dep.DeploymentView:
+    v = view(status, apps, sample)
+    b = dict(v.body)
+    b["spec"] = {**b["spec"], "rollout": {**GATED, **({"approval": approval} if approval else {})}}
+    if annotation is not None:
+        b["metadata"] = {**b["metadata"], "annotations": {"kubeml.io/approved-step": annotation}}
+    return dep.DeploymentView(b, v.versions, apps, canary_service=CANARY_SVC, sample=sample)
+
+
+def _gated_and_passed() -> dict[str, Any]:
+    st = decide(
+        gated_view(
+            {"stable": {"version": 2, "modelVersion": "iris-classifier-v2"}},
+            {"stable": serving_app(2)},
+        ),
+        t(0),
+    ).status
+    assert st["rollout"]["weight"] == 20
+    return st
+
+
+def test_a_manual_gate_waits_for_approval_and_says_how_to_give_it() -> None:
+    st = _gated_and_passed()
+    d = decide(gated_view(st, _in_effect(st, 20), GOOD), t(2))
+    # Long after any pause: still waiting, and status says for what.
+    d = decide(gated_view(d.status, _in_effect(d.status, 20), GOOD), t(600))
+    ro = d.status["rollout"]
+    assert (ro["step"], ro["waitingFor"]) == (0, "Approval")
+    assert "spec.rollout.approval to {version: 3, step: 1}" in ro["message"]
+    assert "kubeml.io/approved-step=3/1" in ro["message"]
+    progressing = cond(d, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "WaitingForApproval")
+    # An approval for another version (a stale one in the GitOps repo) does not count.
+    d2 = decide(
+        gated_view(d.status, _in_effect(d.status, 20), GOOD, approval={"version": 9, "step": 5}),
+        t(620),
+    )
+    assert d2.status["rollout"]["waitingFor"] == "Approval"
+
+
+def test_the_spec_field_approves_the_gate() -> None:
+    st = _gated_and_passed()
+    d = decide(gated_view(st, _in_effect(st, 20), GOOD), t(2))
+    d = decide(
+        gated_view(d.status, _in_effect(d.status, 20), GOOD, approval={"version": 3, "step": 1}),
+        t(15),
+    )
+    ro = d.status["rollout"]
+    assert (ro["step"], ro["weight"]) == (1, 60) and "waitingFor" not in ro
+
+
+def test_the_annotation_shortcut_approves_the_gate() -> None:
+    st = _gated_and_passed()
+    d = decide(gated_view(st, _in_effect(st, 20), GOOD), t(2))
+    d = decide(gated_view(d.status, _in_effect(d.status, 20), GOOD, annotation="3/1"), t(15))
+    assert d.status["rollout"]["step"] == 1

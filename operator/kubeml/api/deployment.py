@@ -60,10 +60,13 @@ def duration_seconds(value: str) -> float:
 
 
 class Pause(KubeModel):
-    """How long a step holds its traffic weight before the next (Argo Rollouts' pause)."""
+    """How long a step holds its traffic weight before the next (Argo Rollouts' pause).
+    Without a duration (``pause: {}``) the step is a manual gate: it waits for
+    spec.rollout.approval (or the kubeml.io/approved-step annotation)."""
 
-    duration: Duration
-    """Time at the step's weight, counted from when the weight is in effect."""
+    duration: Duration | None = None
+    """Time at the step's weight, counted from when the weight is in effect; absent:
+    until approved."""
 
 
 class RolloutStep(KubeModel):
@@ -93,6 +96,15 @@ class Analysis(KubeModel):
     measure them (the extra hop included)."""
 
 
+class Approval(KubeModel):
+    """An approval of a rollout's manual gates, for one version (never a later one)."""
+
+    version: Annotated[int, Field(ge=1)]
+    """The version being rolled out."""
+    step: Annotated[int, Field(ge=1, le=20)]
+    """Gates up to this step (1-based) may pass."""
+
+
 def _default_steps() -> list[RolloutStep]:
     return [
         RolloutStep(set_weight=10, pause=Pause(duration="30s")),
@@ -111,6 +123,10 @@ class Rollout(KubeModel):
     """Weights and pauses; after the last step the new version takes all traffic."""
     analysis: Analysis = Field(default_factory=Analysis)
     """How each step is judged."""
+    approval: Approval | None = None
+    """Lets the rollout to this version past its gates up to this step: a change a
+    GitOps repository commits. ``kubectl annotate mldeploy NAME
+    kubeml.io/approved-step=VERSION/STEP`` does the same."""
 
 
 class Autoscaling(
@@ -367,6 +383,8 @@ class RolloutStatus(StatusModel):
     """When the current step's weight took effect (its pause counts from here)."""
     step_passed: bool = False
     """Whether a judgement in the current step passed."""
+    waiting_for: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """What the step waits for before the next: Approval (a manual gate)."""
     failures: Annotated[int, Field(ge=0)] = 0
     last_analysis: AnalysisRun | None = None
     message: Annotated[str, StringConstraints(max_length=4096)] | None = None

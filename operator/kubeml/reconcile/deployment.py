@@ -290,7 +290,8 @@ def _rollout_conditions(step: Step) -> None:
     st = step.status.get("rollout") or {}
     phase = st.get("phase")
     if phase == rollout.PROGRESSING:
-        step.cond(PROGRESSING, "True", "RollingOut", str(st.get("message") or "rolling out"))
+        reason = "WaitingForApproval" if st.get("waitingFor") == "Approval" else "RollingOut"
+        step.cond(PROGRESSING, "True", reason, str(st.get("message") or "rolling out"))
     elif phase == rollout.ROLLED_BACK and st.get("rolledBackGeneration") == step.body[
         "metadata"
     ].get("generation"):

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..api.deployment import DeploymentSpec, Rollout, duration_seconds
+from ..labels import APPROVED_STEP
 from ..schedules import parse_time
 from . import analysis
 
@@ -65,7 +66,10 @@ def plan(
     if old and old.get("phase") == PROGRESSING:
         to, frm = old["to"]["modelVersion"], old["from"]["modelVersion"]
         if name == to and frm in by_name:
-            return _step(dict(old), policy, by_name[frm], target, in_effect, sample, spec, now)
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            return _step(
+                dict(old), policy, by_name[frm], target, in_effect, sample, spec, now, annotations
+            )
         if name == frm or frm not in by_name:
             st = dict(old, phase=ABORTED)
             _log(
@@ -131,6 +135,7 @@ def _step(
     sample: analysis.Sample | None,
     spec: DeploymentSpec,
     now: str,
+    annotations: Mapping[str, str],
 ) -> Decision:
     i = int(st.get("step", 0))
     steps = policy.steps
@@ -177,7 +182,21 @@ def _step(
         if j.rollback:
             return _roll_back(st, frm, to, spec, j, now)
         since_last = 0.0
-    pause = duration_seconds(steps[i].pause.duration)
+    gate = steps[i].pause.duration is None
+    pause = 0.0 if gate else duration_seconds(steps[i].pause.duration or "0s")
+    st.pop("waitingFor", None)
+    if gate and st.get("stepPassed") and not _approved(spec, annotations, to, i + 1):
+        st["waitingFor"] = "Approval"
+        v = to["spec"]["version"]
+        st["message"] = (
+            f"{label}: waiting for approval: set spec.rollout.approval to "
+            f"{{version: {v}, step: {i + 1}}} (or annotate {APPROVED_STEP}={v}/{i + 1})"
+        )
+        if (st.get("history") or [{}])[-1].get("reason") != "WaitingForApproval":
+            _log(st, now, "WaitingForApproval", st["message"])
+            d.events.append(("Normal", "WaitingForApproval", st["message"]))
+        d.requeue_after = interval
+        return d
     if st.get("stepPassed") and since_start >= pause:
         if i + 1 >= len(steps):
             st.update(phase=SUCCEEDED, weight=100)
@@ -199,6 +218,21 @@ def _step(
         wait = min(wait, pause - since_start)
     d.requeue_after = max(0.5, wait)
     return d
+
+
+def _approved(
+    spec: DeploymentSpec, annotations: Mapping[str, str], to: dict[str, Any], step: int
+) -> bool:
+    """Whether the spec (or the annotation shortcut) approves ``step`` (1-based) of
+    the rollout to ``to``'s version."""
+    version = int(to["spec"]["version"])
+    policy = spec.rollout
+    approval = policy.approval if policy is not None else None
+    if approval is not None and approval.version == version and approval.step >= step:
+        return True
+    raw = str(annotations.get(APPROVED_STEP, ""))
+    v, _, s = raw.strip().partition("/")
+    return v.isdigit() and s.isdigit() and int(v) == version and int(s) >= step
 
 
 def _roll_back(
