@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.deployment import DeploymentSpec, Rollout, duration_seconds
+from ..api.deployment import DeploymentSpec, Rollout, RolloutStep, duration_seconds
 from ..labels import APPROVED_STEP
 from ..schedules import parse_time
 from . import analysis
@@ -165,20 +165,7 @@ def _step(
         return d
     if due:
         assert sample is not None
-        j = analysis.judge(sample, policy.analysis, int(st.get("failures", 0)))
-        st["lastAnalysis"] = {
-            "time": now,
-            "result": j.result,
-            "requests": j.requests,
-            "checks": [c.to_status() for c in j.checks],
-        }
-        st["failures"] = j.failures
-        st["message"] = f"{label}: {j.describe()}"
-        if j.result == "Pass":
-            st["stepPassed"] = True
-        elif j.result == "Fail":
-            _log(st, now, "AnalysisFailed", f"{label}: {j.describe()}")
-            d.events.append(("Warning", "AnalysisFailed", st["message"]))
+        j = _record(st, d, policy, label, sample, now)
         if j.rollback:
             return _roll_back(st, frm, to, spec, j, now)
         since_last = 0.0
@@ -198,25 +185,63 @@ def _step(
         d.requeue_after = interval
         return d
     if st.get("stepPassed") and since_start >= pause:
-        if i + 1 >= len(steps):
-            st.update(phase=SUCCEEDED, weight=100)
-            st.pop("stepStartTime", None)
-            msg = f"v{to['spec']['version']} passed {len(steps)} step(s) and is stable"
-            _log(st, now, "RolloutSucceeded", msg)
-            return Decision(to, status=st, events=[("Normal", "RolloutSucceeded", msg)])
-        nxt = steps[i + 1].set_weight
-        st.update(step=i + 1, weight=nxt, stepPassed=False)
-        st.pop("stepStartTime", None)
-        msg = f"step {i + 2}/{len(steps)} at {nxt}%"
-        _log(st, now, "StepStarted", msg)
-        d.weight = nxt
-        d.events.append(("Normal", "StepStarted", msg))
-        d.requeue_after = RECHECK_SECONDS
-        return d
+        return _advance(st, d, steps, i, to, now)
     wait = interval - (since_last or 0.0)
     if st.get("stepPassed"):
         wait = min(wait, pause - since_start)
     d.requeue_after = max(0.5, wait)
+    return d
+
+
+def _record(
+    st: dict[str, Any],
+    d: Decision,
+    policy: Rollout,
+    label: str,
+    sample: analysis.Sample,
+    now: str,
+) -> analysis.Judgement:
+    """Judge the step so far and record the judgement in the status."""
+    j = analysis.judge(sample, policy.analysis, int(st.get("failures", 0)))
+    st["lastAnalysis"] = {
+        "time": now,
+        "result": j.result,
+        "requests": j.requests,
+        "checks": [c.to_status() for c in j.checks],
+    }
+    st["failures"] = j.failures
+    st["message"] = f"{label}: {j.describe()}"
+    if j.result == "Pass":
+        st["stepPassed"] = True
+    elif j.result == "Fail":
+        _log(st, now, "AnalysisFailed", f"{label}: {j.describe()}")
+        d.events.append(("Warning", "AnalysisFailed", st["message"]))
+    return j
+
+
+def _advance(
+    st: dict[str, Any],
+    d: Decision,
+    steps: list[RolloutStep],
+    i: int,
+    to: dict[str, Any],
+    now: str,
+) -> Decision:
+    """The next step, or the new version stable after the last."""
+    if i + 1 >= len(steps):
+        st.update(phase=SUCCEEDED, weight=100)
+        st.pop("stepStartTime", None)
+        msg = f"v{to['spec']['version']} passed {len(steps)} step(s) and is stable"
+        _log(st, now, "RolloutSucceeded", msg)
+        return Decision(to, status=st, events=[("Normal", "RolloutSucceeded", msg)])
+    nxt = steps[i + 1].set_weight
+    st.update(step=i + 1, weight=nxt, stepPassed=False)
+    st.pop("stepStartTime", None)
+    msg = f"step {i + 2}/{len(steps)} at {nxt}%"
+    _log(st, now, "StepStarted", msg)
+    d.weight = nxt
+    d.events.append(("Normal", "StepStarted", msg))
+    d.requeue_after = RECHECK_SECONDS
     return d
 
 
