@@ -12,6 +12,11 @@ TRAINING_RUN = f"{PREFIX}/training-run"
 MODEL = f"{PREFIX}/model"
 VERSION = f"{PREFIX}/version"
 DEPLOYMENT = f"{PREFIX}/deployment"
+# stable or canary: which server Deployment of a kubeml.io Deployment a pod belongs to
+TRACK = f"{PREFIX}/track"
+# VERSION/STEP: approves a rollout's manual gates (a kubectl shortcut for
+# spec.rollout.approval).
+APPROVED_STEP = f"{PREFIX}/approved-step"
 OWNER_KIND = f"{PREFIX}/owner-kind"
 OWNER_NAME = f"{PREFIX}/owner-name"
 RETRAINING_FOR = f"{PREFIX}/retraining-for"

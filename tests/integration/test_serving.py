@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import yaml
 from kubernetes import client
 
 from kubeml import models
+from kubeml.schedules import parse_time
 from kubeml.storage import parse_uri
 from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
@@ -325,41 +325,102 @@ def test_moving_the_alias_rolls_the_pods_without_a_failed_request(
     assert seen_previous and set(seen_previous) == {1}
 
 
-def test_a_canary_at_25_percent_gets_one_of_four_replicas(
+class ClientLoop:
+    """Clients through the Service, as users reach it, one new connection per request,
+    running until stopped; every answer's serving version (response header) kept."""
+
+    def __init__(self, url: str, body: dict[str, Any]) -> None:
+        self.url, self.body = url, body
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        data = json.dumps(self.body).encode()
+        while not self._stop.is_set():
+            req = urllib.request.Request(
+                self.url, data=data, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    doc = json.loads(resp.read())
+                    version = resp.headers["kubeml-model-version"]
+                    if doc.get("model_version", version) != version:
+                        self.failures.append(f"header {version}, body {doc['model_version']}")
+                    self.versions.append(version)
+            except urllib.error.HTTPError as err:
+                self.failures.append(f"HTTP {err.code}: {err.read()[:200]!r}")
+            except OSError as err:
+                self.failures.append(f"{type(err).__name__}: {err}")
+
+    def share_over(self, n: int, version: str, timeout: float = 300) -> float:
+        """The share of ``version`` among the next ``n`` answers."""
+        start = len(self.versions)
+        poll(
+            lambda: len(self.versions) >= start + n or None,
+            timeout=timeout,
+            what=f"{n} answers",
+            interval=0.5,
+        )
+        window = self.versions[start : start + n]
+        return 100 * window.count(version) / n
+
+
+def test_canary_shares_are_exact_by_request_through_the_service(
     kube_api: client.ApiClient,
     served: str,
 ) -> None:
+    # One stable and one canary pod: by replica ratio the canary would get half.
     doc = _deployment(
-        "split", alias=None, version=1, replicas=4, canary={"version": 2, "trafficPercent": 25}
+        "split", alias=None, version=1, replicas=1, canary={"version": 2, "trafficPercent": 25}
     )
     doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
     kube.create(kube_api, served, doc)
-    dep = kube.wait_condition(
-        kube_api, served, "Deployment", "split", "Ready", status="True", timeout=300
-    )
-    poll(
-        lambda: len(ready_pods(kube_api, served, "split", "canary")) == 1 or None,
-        timeout=120,
-        what="canary pod ready",
-    )
-    stable = ready_pods(kube_api, served, "split", "stable")
-    canary = ready_pods(kube_api, served, "split", "canary")
-    assert (len(stable), len(canary)) == (3, 1)
-    assert {p.metadata.labels["kubeml.io/version"] for p in stable} == {"1"}
-    assert {p.metadata.labels["kubeml.io/version"] for p in canary} == {"2"}
-    assert dep["status"]["canary"]["trafficPercent"] == 25
 
-    # Through the Service, as clients see it: one new connection per request.
+    def share_in_effect(want: int) -> dict[str, Any] | None:
+        dep = kube.get(kube_api, served, "Deployment", "split") or {}
+        canary = (dep.get("status") or {}).get("canary") or {}
+        ready = kube.condition(dep, "Ready") or {}
+        done = canary.get("trafficPercent") == want and ready.get("status") == "True"
+        return dep if done else None
+
+    dep = poll(lambda: share_in_effect(25), timeout=300, what="canary at 25%", interval=1)
+    assert dep["status"]["canary"]["desiredTrafficPercent"] == 25
+    assert {
+        p.metadata.labels["kubeml.io/version"]
+        for p in ready_pods(kube_api, served, "split", "canary")
+    } == {"2"}
     url = f"{service_url(kube_api, served, 'split')}/v2/models/iris-classifier/infer"
     body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
-    answered: Counter[str] = Counter()
-    for _ in range(400):
-        code, doc = post(url, body)
-        assert code == 200, doc
-        answered[doc["model_version"]] += 1
-    share = 100 * answered["2"] / 400
-    print(f"canary share through the Service: {share:.1f}% of 400 ({dict(answered)})")
-    assert set(answered) == {"1", "2"} and 18 <= share <= 32, answered
+    with ClientLoop(url, body) as loop:
+        at_25 = loop.share_over(300, "2")
+        # A new share: the stable servers roll to it while the clients keep going.
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io",
+            "v1alpha1",
+            served,
+            "deployments",
+            "split",
+            {"spec": {"canary": {"version": 2, "trafficPercent": 10}}},
+        )
+        poll(lambda: share_in_effect(10), timeout=300, what="canary at 10%", interval=1)
+        at_10 = loop.share_over(300, "2")
+    print(
+        f"canary share through the Service: {at_25:.1f}% of 300 (want 25), "
+        f"{at_10:.1f}% of 300 (want 10); {len(loop.versions)} requests, "
+        f"{len(loop.failures)} failed"
+    )
+    assert loop.failures == [], loop.failures[:10]
+    assert abs(at_25 - 25) <= 3 and abs(at_10 - 10) <= 3, (at_25, at_10)
 
 
 def test_a_tampered_artifact_keeps_pods_unready_until_it_is_restored(
@@ -542,3 +603,169 @@ def test_drift_shows_up_in_the_server_metrics(kube_api: client.ApiClient, served
 
     values = poll(psi, timeout=30, what="drift above the alert threshold")
     assert len(values) == 4
+
+
+def test_a_faulty_version_is_rolled_back_at_its_first_failed_judgement(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    # The faulty version: trained on three of iris's four features, so it answers
+    # every request of the served shape with an error.
+    three = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
+    three["metadata"]["name"] = "iris-three"
+    three["spec"]["features"] = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)"]
+    kube.create(kube_api, served, three)
+    kube.wait_condition(kube_api, served, "Dataset", "iris-three", "Ready", status="True")
+    run = _run("iris-faulty", "iris-faulty", n_estimators=10)
+    run["spec"]["datasetRef"] = {"name": "iris-three"}
+    kube.create(kube_api, served, run)
+    kube.wait_condition(
+        kube_api, served, "ModelVersion", "iris-faulty-v1", "Ready", status="True", timeout=300
+    )
+    good = _run("iris-good", "iris-faulty", n_estimators=10)
+    kube.create(kube_api, served, good)
+    kube.wait_condition(
+        kube_api, served, "ModelVersion", "iris-faulty-v2", "Ready", status="True", timeout=300
+    )
+    interval = 5
+    doc = _deployment(
+        "faulty",
+        model="iris-faulty",
+        alias=None,
+        version=2,
+        replicas=1,
+        rollout={
+            "steps": [{"setWeight": 50, "pause": {"duration": "60s"}}],
+            "analysis": {"interval": f"{interval}s", "minRequests": 10, "failureLimit": 0},
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "faulty", "Ready", status="True", timeout=300
+    )
+    url = f"{service_url(kube_api, served, 'faulty')}/v1/models/iris-faulty:predict"
+    # v2 serves requests of four features; v1 (three features) fails each of them.
+    with ClientLoop(url, {"instances": ROWS}) as loop:
+        poll(lambda: len(loop.versions) >= 20 or None, timeout=120, what="answers from v2")
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", served, "deployments", "faulty", {"spec": {"version": 1}}
+        )
+
+        def rolled_back_dep() -> dict[str, Any] | None:
+            dep = kube.get(kube_api, served, "Deployment", "faulty") or {}
+            phase = ((dep.get("status") or {}).get("rollout") or {}).get("phase")
+            return dep if phase == "RolledBack" else None
+
+        dep = poll(rolled_back_dep, timeout=300, what="rollback", interval=0.5)
+
+        def back_to_v2() -> bool:
+            d = kube.get(kube_api, served, "Deployment", "faulty") or {}
+            return (
+                "canary" not in (d.get("status") or {})
+                and not ready_pods(kube_api, served, "faulty", "canary")
+                and kube.condition(d, "Ready").get("status") == "True"  # type: ignore[union-attr]
+            )
+
+        poll(back_to_v2, timeout=120, what="stable alone again", interval=0.5)
+        after = loop.share_over(50, "2")
+    ro = dep["status"]["rollout"]
+    degraded = kube.condition(dep, "Degraded") or {}
+    took = parse_time(ro["history"][-1]["time"]) - parse_time(ro["stepStartTime"])  # type: ignore[operator]
+    rolled_back = took.total_seconds()
+    print(
+        f"faulty v1 rolled back {rolled_back:.1f}s after its weight took effect "
+        f"(interval {interval}s): {ro['message']}; {len(loop.versions)} requests, "
+        f"{len(loop.failures)} failed"
+    )
+    checks = {c["name"]: c for c in ro["lastAnalysis"]["checks"]}
+    assert checks["errorRate"]["passed"] is False and checks["errorRate"]["value"] == 1.0
+    assert "errorRate 1 above 0.01" in ro["message"]
+    assert (degraded.get("status"), degraded.get("reason")) == ("True", "RolledBack")
+    assert "errorRate" in degraded["message"]
+    # Judged at the weight's first judgement with enough requests: within two intervals
+    # (the first may be inconclusive), plus a reconcile and a scrape.
+    assert rolled_back <= 2 * interval + 10, rolled_back
+    # The faulty version's errors never reached a client: stable answered them.
+    assert loop.failures == [], loop.failures[:10]
+    assert after == 100.0
+    events = client.CoreV1Api(kube_api).list_namespaced_event(served).items
+    assert any(e.reason == "RolledBack" and "errorRate" in (e.message or "") for e in events)
+
+
+def test_a_rollout_waits_at_its_manual_gate_until_the_spec_approves_it(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    doc = _deployment(
+        "gated",
+        alias=None,
+        version=1,
+        replicas=1,
+        rollout={
+            "steps": [{"setWeight": 30, "pause": {}}],
+            "analysis": {"interval": "3s", "minRequests": 5, "maxLatencyP99Seconds": 5},
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "gated", "Ready", status="True", timeout=300
+    )
+    custom = client.CustomObjectsApi(kube_api)
+
+    def patch(spec: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", served, "deployments", "gated", {"spec": spec}
+        )
+
+    def rollout() -> dict[str, Any]:
+        dep = kube.get(kube_api, served, "Deployment", "gated") or {}
+        return dict(((dep.get("status") or {}).get("rollout")) or {})
+
+    url = f"{service_url(kube_api, served, 'gated')}/v2/models/iris-classifier/infer"
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
+    with ClientLoop(url, body) as loop:
+        patch({"version": 2})
+        poll(
+            lambda: rollout().get("waitingFor") == "Approval" or None,
+            timeout=300,
+            what="the gate",
+            interval=0.5,
+        )
+        message = rollout()["message"]
+        # Held at the gate's weight, however long: 300 requests later, still there.
+        share = loop.share_over(300, "2")
+        held = rollout()
+        dep = kube.get(kube_api, served, "Deployment", "gated") or {}
+        progressing = kube.condition(dep, "Progressing") or {}
+        patch({"rollout": {"approval": {"version": 2, "step": 1}}})
+        poll(
+            lambda: rollout().get("phase") == "Succeeded" or None,
+            timeout=120,
+            what="the rollout past its gate",
+            interval=0.5,
+        )
+
+        def stable_v2_alone() -> bool:
+            d = kube.get(kube_api, served, "Deployment", "gated") or {}
+            st = d.get("status") or {}
+            return (
+                (st.get("stable") or {}).get("version") == 2
+                and "canary" not in st
+                and "previous" not in st
+                and (kube.condition(d, "Ready") or {}).get("status") == "True"
+            )
+
+        poll(stable_v2_alone, timeout=300, what="v2 stable alone", interval=0.5)
+        after = loop.share_over(50, "2")
+    print(
+        f"gate: held at {share:.1f}% of 300 (weight 30) — {message}; after approval "
+        f"{after:.0f}% v2; {len(loop.versions)} requests, {len(loop.failures)} failed"
+    )
+    assert "spec.rollout.approval to {version: 2, step: 1}" in message
+    assert held["phase"] == "Progressing" and held["waitingFor"] == "Approval"
+    assert (progressing.get("status"), progressing.get("reason")) == ("True", "WaitingForApproval")
+    assert abs(share - 30) <= 3, share
+    assert after == 100.0
+    assert loop.failures == [], loop.failures[:10]

@@ -89,8 +89,11 @@ def decide(
     versions: list[dict[str, Any]],
     apps: dict[str, Any] | None = None,
     prom: bool = False,
+    canary_service: dict[str, Any] | None = None,
 ) -> Seen:
-    view = dep.DeploymentView(b, versions, apps or {}, prometheus_operator=prom)
+    view = dep.DeploymentView(
+        b, versions, apps or {}, prometheus_operator=prom, canary_service=canary_service
+    )
     return Seen(dep.decide(view, S, now=NOW))
 
 
@@ -155,30 +158,97 @@ def test_alias_move_shows_old_and_new_until_done() -> None:
 
 @pytest.mark.parametrize(
     ("total", "percent", "split"),
-    [(4, 25, (3, 1)), (2, 50, (1, 1)), (1, 10, (1, 1)), (10, 0, (10, 0)), (3, 100, (0, 3))],
+    [(4, 25, (4, 1)), (2, 50, (2, 1)), (1, 5, (1, 1)), (10, 0, (10, 0)), (3, 100, (3, 3))],
 )
-def test_replica_split_follows_the_percent(
+def test_stable_keeps_its_replicas_and_the_canary_gets_capacity_for_its_share(
     total: int, percent: int, split: tuple[int, int]
 ) -> None:
     assert server_objects.split_replicas(total, percent) == split
 
 
-def test_canary_gets_its_own_deployment_behind_the_same_service() -> None:
+CANARY_SVC = {"metadata": {"name": "iris-canary"}, "spec": {"clusterIP": "10.0.0.7"}}
+
+
+def _env(app: dict[str, Any]) -> dict[str, str]:
+    container = app["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_clients_reach_only_stable_which_forwards_the_share_to_the_canary_service() -> None:
     d = decide(
-        body(replicas=4, canary={"version": 3, "trafficPercent": 25}), [mv(2, ["champion"]), mv(3)]
+        body(replicas=4, canary={"version": 3, "trafficPercent": 25}),
+        [mv(2, ["champion"]), mv(3)],
+        canary_service=CANARY_SVC,
     )
-    stable, svc, canary = d.apply
-    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
-    assert canary["metadata"]["name"] == "iris-canary"
-    sel = svc["spec"]["selector"]
-    for a in (stable, canary):
-        assert sel.items() <= a["spec"]["template"]["metadata"]["labels"].items()
-    assert d.status["canary"]["trafficPercent"] == 25
+    stable, svc, canary_svc, canary = d.apply
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (4, 1)
+    assert canary["metadata"]["name"] == canary_svc["metadata"]["name"] == "iris-canary"
+    assert svc["metadata"]["name"] == "iris"
+    # The client-facing Service selects stable pods only; the canary's its own.
+    pod_labels = [a["spec"]["template"]["metadata"]["labels"] for a in (stable, canary)]
+    assert svc["spec"]["selector"].items() <= pod_labels[0].items()
+    assert not svc["spec"]["selector"].items() <= pod_labels[1].items()
+    assert canary_svc["spec"]["selector"].items() <= pod_labels[1].items()
+    env = _env(stable)
+    assert env["KUBEML_CANARY_URL"] == "http://10.0.0.7:80"
+    assert (env["KUBEML_CANARY_PERCENT"], env["KUBEML_CANARY_VERSION"]) == ("25", "3")
+    assert "KUBEML_CANARY_URL" not in _env(canary)
+    # Nothing is ready yet: no share is in effect, and status says so.
+    assert d.status["canary"]["trafficPercent"] == 0
+    assert d.status["canary"]["desiredTrafficPercent"] == 25
+
+
+def test_stable_forwards_nothing_until_the_canary_service_has_an_address() -> None:
+    d = decide(
+        body(replicas=1, canary={"version": 3, "trafficPercent": 25}),
+        [mv(2, ["champion"]), mv(3)],
+    )
+    assert "KUBEML_CANARY_URL" not in _env(d.apply[0])
+
+
+def _forwarding_app(version: int, percent: int, ready: int, **kw: Any) -> dict[str, Any]:
+    a = app(version, 1, ready, **kw)
+    env = [{"name": "KUBEML_CANARY_URL", "value": "http://10.0.0.7:80"}] if percent else []
+    env += [{"name": "KUBEML_CANARY_PERCENT", "value": str(percent)}] if percent else []
+    a["spec"]["template"]["spec"] = {"containers": [{"name": "server", "env": env}]}
+    return a
+
+
+@pytest.mark.parametrize(
+    ("stable_percent", "canary_ready", "rolled", "reported", "effective"),
+    [
+        (25, 1, True, 0, 25),  # stable runs with the share, canary serves: in effect
+        (25, 0, True, 25, 0),  # no ready canary: stable answers everything
+        (10, 1, False, 25, 25),  # stable still rolling: the old servers' share
+        (0, 1, True, 25, 0),  # stable pods not (yet) told to forward
+    ],
+)
+def test_status_reports_the_share_in_effect_not_the_one_asked_for(
+    stable_percent: int, canary_ready: int, rolled: bool, reported: int, effective: int
+) -> None:
+    b = body(replicas=1, canary={"version": 3, "trafficPercent": 10})
+    b["status"] = {"canary": {"version": 3, "trafficPercent": reported}}
+    stable = _forwarding_app(
+        2, stable_percent, 1, **({} if rolled else {"generation": 2, "observed": 1})
+    )
+    d = decide(
+        b,
+        [mv(2, ["champion"]), mv(3)],
+        {"stable": stable, "canary": app(3, 1, canary_ready)},
+        canary_service=CANARY_SVC,
+    )
+    assert d.status["canary"]["trafficPercent"] == effective
+    assert d.status["canary"]["desiredTrafficPercent"] == 10
+    if rolled and canary_ready:
+        ready = cond(d, "Ready")["message"]
+        assert f"at {effective}%" in ready
+        assert ("going to 10%" in ready) == (effective != 10)
 
 
 def test_no_canary_deletes_a_leftover_one() -> None:
     d = decide(body(), [mv(2, ["champion"])])
     assert ("apps/v1", "Deployment", "iris-canary") in d.delete
+    assert ("v1", "Service", "iris-canary") in d.delete
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
@@ -243,6 +313,7 @@ def test_manifests_match_the_golden_files() -> None:
         body(replicas=4, canary={"alias": "challenger", "trafficPercent": 25}),
         [mv(2, ["champion"]), mv(3, ["challenger"])],
         prom=True,
+        canary_service=CANARY_SVC,
     )
     rendered = yaml.safe_dump_all(d.apply, sort_keys=True)
     path = GOLDEN / "deployment-iris-canary.yaml"

@@ -41,12 +41,92 @@ class Canary(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
     alias: LabelName | None = None
     """An alias to follow (e.g. challenger)."""
     traffic_percent: Annotated[int, Field(ge=0, le=100)]
-    """Share of requests for the canary, split by replica ratio behind one Service."""
+    """Share of requests for the canary, exact by request: clients reach the stable
+    servers through the Service, and each forwards this many of every 100 inference
+    requests to the canary (status.canary.trafficPercent reports the share in effect)."""
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
         _one_of_version_alias(self.version, self.alias)
         return self
+
+
+Duration = Annotated[str, StringConstraints(max_length=16, pattern=r"^[0-9]{1,6}(s|m|h)$")]
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds of a Duration ("30s", "5m", "1h")."""
+    return float(value[:-1]) * {"s": 1, "m": 60, "h": 3600}[value[-1]]
+
+
+class Pause(KubeModel):
+    """How long a step holds its traffic weight before the next (Argo Rollouts' pause).
+    Without a duration (``pause: {}``) the step is a manual gate: it waits for
+    spec.rollout.approval (or the kubeml.io/approved-step annotation)."""
+
+    duration: Duration | None = None
+    """Time at the step's weight, counted from when the weight is in effect; absent:
+    until approved."""
+
+
+class RolloutStep(KubeModel):
+    """One step of a progressive rollout (Argo Rollouts' setWeight + pause)."""
+
+    set_weight: Annotated[int, Field(ge=1, le=100)]
+    """Share of requests for the new version during this step, percent."""
+    pause: Pause = Field(default_factory=lambda: Pause(duration="30s"))
+    """How long the step lasts; every analysis in it must pass or be inconclusive, and
+    at least one must pass, before the next step."""
+
+
+class Analysis(KubeModel):
+    """How each step is judged, on the new version's live requests (Flagger's analysis)."""
+
+    interval: Duration = "10s"
+    """Time between two judgements."""
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
+    """Failed judgements allowed; one more rolls back (Argo Rollouts' failureLimit)."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Fewer requests answered by the new version in the step: inconclusive."""
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Largest fraction of forwarded requests the new version may fail (an error
+    answer, no answer, or one too late)."""
+    max_latency_p99_seconds: Annotated[float, Field(gt=0, le=600)] = 0.5
+    """Largest p99 latency of the new version's requests, as the stable servers
+    measure them (the extra hop included)."""
+
+
+class Approval(KubeModel):
+    """An approval of a rollout's manual gates, for one version (never a later one)."""
+
+    version: Annotated[int, Field(ge=1)]
+    """The version being rolled out."""
+    step: Annotated[int, Field(ge=1, le=20)]
+    """Gates up to this step (1-based) may pass."""
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [
+        RolloutStep(set_weight=10, pause=Pause(duration="30s")),
+        RolloutStep(set_weight=50, pause=Pause(duration="30s")),
+    ]
+
+
+class Rollout(KubeModel):
+    """Progressive delivery: a new version (a moved alias or a changed version) takes
+    traffic in steps, each judged on its live metrics, and becomes stable after the
+    last one; a judgement over the failure limit sends all traffic back at once."""
+
+    steps: Annotated[list[RolloutStep], Field(min_length=1, max_length=20)] = Field(
+        default_factory=_default_steps
+    )
+    """Weights and pauses; after the last step the new version takes all traffic."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    """How each step is judged."""
+    approval: Approval | None = None
+    """Lets the rollout to this version past its gates up to this step: a change a
+    GitOps repository commits. ``kubectl annotate mldeploy NAME
+    kubeml.io/approved-step=VERSION/STEP`` does the same."""
 
 
 class Autoscaling(
@@ -196,6 +276,11 @@ class DeploymentSpec(
             "replicas and autoscaling are mutually exclusive",
             field_path=".autoscaling",
         ),
+        cel(
+            "!(has(self.canary) && has(self.rollout))",
+            "canary and rollout are mutually exclusive: a rollout makes its own canary",
+            field_path=".rollout",
+        ),
     ),
 ):
     """Which model version to serve, how many replicas, canary and monitoring."""
@@ -212,6 +297,8 @@ class DeploymentSpec(
     """Autoscale instead of a fixed replica count."""
     canary: Canary | None = None
     """Optional canary version."""
+    rollout: Rollout | None = None
+    """Roll a new version out in steps judged on live metrics, instead of at once."""
     resources: ResourceRequirements | None = None
     """Resources of each server pod."""
     server: ServerOptions | None = None
@@ -228,6 +315,11 @@ class DeploymentSpec(
         _one_of_version_alias(self.version, self.alias)
         if self.replicas is not None and self.autoscaling is not None:
             raise FieldError("autoscaling", "replicas and autoscaling are mutually exclusive")
+        if self.canary is not None and self.rollout is not None:
+            raise FieldError(
+                "rollout",
+                "canary and rollout are mutually exclusive: a rollout makes its own canary",
+            )
         return self
 
 
@@ -239,6 +331,10 @@ class ServedVersion(StatusModel):
     replicas: Annotated[int, Field(ge=0)] = 0
     ready_replicas: Annotated[int, Field(ge=0)] = 0
     traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share of requests this track answers now (canary: forwarded by the stable
+    servers; 0 while it has no ready server; absent while it cannot be told)."""
+    desired_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share asked for in spec."""
 
 
 class FailureInfo(StatusModel):
@@ -272,6 +368,61 @@ class Promotion(StatusModel):
     rolled_back_time: Timestamp | None = None
     """When the alias went back to the previous version because the promoted one
     could not serve."""
+
+
+class CheckResult(StatusModel):
+    """One check of a judgement."""
+
+    name: Annotated[str, StringConstraints(max_length=64)]
+    value: float | None = None
+    """Measured; absent when nothing could be measured."""
+    limit: float
+    passed: bool | None = None
+    """Absent: inconclusive."""
+
+
+class AnalysisRun(StatusModel):
+    """The last judgement of a rollout step."""
+
+    time: Timestamp
+    result: Literal["Pass", "Fail", "Inconclusive"]
+    requests: Annotated[int, Field(ge=0)] = 0
+    """Requests answered by the new version in the step, judged."""
+    checks: Annotated[list[CheckResult], Field(max_length=16)] = Field(default_factory=list)
+
+
+class RolloutEvent(StatusModel):
+    time: Timestamp
+    reason: Annotated[str, StringConstraints(max_length=128)]
+    message: Annotated[str, StringConstraints(max_length=1024)]
+
+
+class RolloutStatus(StatusModel):
+    """Where a progressive rollout stands (the last one, once it ended)."""
+
+    phase: Literal["Progressing", "Succeeded", "RolledBack", "Aborted"]
+    from_: ServedVersion = Field(alias="from")
+    """The version serving before (the rollback target)."""
+    to: ServedVersion
+    """The new version."""
+    step: Annotated[int, Field(ge=0)] = 0
+    """Index of the current step (0-based)."""
+    steps: Annotated[int, Field(ge=1)] = 1
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """The current step's weight."""
+    step_start_time: Timestamp | None = None
+    """When the current step's weight took effect (its pause counts from here)."""
+    step_passed: bool = False
+    """Whether a judgement in the current step passed."""
+    waiting_for: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """What the step waits for before the next: Approval (a manual gate)."""
+    failures: Annotated[int, Field(ge=0)] = 0
+    last_analysis: AnalysisRun | None = None
+    message: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    rolled_back_generation: int | None = None
+    """The Deployment's generation when it rolled back: Degraded until the spec changes."""
+    history: Annotated[list[RolloutEvent], Field(max_length=20)] = Field(default_factory=list)
+    """Steps, judgements that failed and the outcome, newest last (bounded)."""
 
 
 class RetrainingStatus(StatusModel):
@@ -308,6 +459,8 @@ class DeploymentStatus(ObservedStatus):
     """Most recent failure (e.g. ArtifactMismatch), cleared on recovery."""
     retraining: RetrainingStatus | None = None
     """The retraining loop, when spec.retraining is set."""
+    rollout: RolloutStatus | None = None
+    """The progressive rollout, when spec.rollout is set and a new version came."""
 
 
 class Deployment(Resource):
@@ -323,7 +476,9 @@ class Deployment(Resource):
             PrinterColumn("Model", ".spec.model"),
             PrinterColumn("Version", ".status.stable.version", type="integer"),
             PrinterColumn("Canary", ".status.canary.version", type="integer"),
-            PrinterColumn("Canary-%", ".spec.canary.trafficPercent", type="integer"),
+            PrinterColumn("Canary-%", ".status.canary.trafficPercent", type="integer"),
+            PrinterColumn("Rollout", ".status.rollout.phase", priority=1),
+            PrinterColumn("Step", ".status.rollout.step", type="integer", priority=1),
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),
             condition_column("Status", "Ready"),
             PrinterColumn("Endpoint", ".status.endpoint", priority=1),

@@ -9,11 +9,11 @@ from typing import Any
 from ..conditions import is_true
 from ..driver.engine import Controller
 from ..driver.world import World
-from ..labels import DEPLOYMENT, RETRAINING_FOR
+from ..labels import DEPLOYMENT, RETRAINING_FOR, TRACK
+from ..reconcile import analysis, retraining, server_objects
 from ..reconcile import deployment as decide
-from ..reconcile import retraining, server_objects
 from ..reconcile.outcome import Outcome
-from .common import APPS, KUBEML, PODS, deleting, labels_of
+from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
 
 log = logging.getLogger("kubeml")
@@ -48,6 +48,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         template,
         dataset,
         runs,
+        canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
     )
 
 
@@ -70,6 +71,31 @@ def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReadi
     return retraining.drift_from_metrics(texts)
 
 
+def read_sample(world: World, namespace: str, name: str, target_version: int) -> analysis.Sample:
+    """The new version's forwarded requests, from each ready stable server's /metrics
+    (no Prometheus needed; the same series Prometheus scrapes)."""
+    texts: list[str] = []
+    for pod in world.cache.list(
+        *PODS,
+        namespace,
+        lambda p: labels_of(p).get(DEPLOYMENT) == name and labels_of(p).get(TRACK) == "stable",
+    ):
+        status = pod.get("status") or {}
+        if pod["metadata"].get("deletionTimestamp") or not status.get("podIP"):
+            continue
+        if not is_true(status.get("conditions"), "Ready"):
+            continue
+        url = f"http://{status['podIP']}:{server_objects.PORT}/metrics"
+        try:
+            with _DIRECT.open(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
+                texts.append(resp.read().decode("utf-8", "replace"))
+        except OSError as err:  # judged on the servers that answered
+            log.warning(
+                "rollout: reading %s of pod %s/%s: %s", url, namespace, pod["metadata"]["name"], err
+            )
+    return analysis.sample_from_metrics(texts, target_version)
+
+
 def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
     body = world.cache.get(KUBEML, "Deployment", namespace, name)
     if body is None or deleting(body):
@@ -79,6 +105,11 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
     if decide.wants_drift(view, world.settings, now=now):
         view = decide.DeploymentView(
             **{**view.__dict__, "drift": read_drift(world, namespace, name)}
+        )
+    if decide.wants_sample(view, world.settings, now=now):
+        target = int(((body.get("status") or {}).get("rollout") or {})["to"]["version"])
+        view = decide.DeploymentView(
+            **{**view.__dict__, "sample": read_sample(world, namespace, name, target)}
         )
     return decide.decide(
         view, world.settings, now=now, drift_poll_seconds=world.settings.drift_poll_seconds

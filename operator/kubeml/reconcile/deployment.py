@@ -14,7 +14,7 @@ from ..conditions import find
 from ..schedules import parse_time
 from ..settings import Settings
 from ..storage import layout
-from . import registry, retraining, server_objects
+from . import analysis, registry, retraining, rollout, server_objects
 from .modelversion import artifact_refusal
 from .outcome import Create, Outcome, Patch, Ref
 from .step import Step
@@ -43,7 +43,7 @@ def profile_uri(settings: Settings, mv: dict[str, Any]) -> str:
     return layout.profile_uri(settings.bucket, mv["metadata"]["namespace"], dv)
 
 
-def rollout(app: dict[str, Any] | None) -> tuple[int, int, int, bool]:
+def app_rollout(app: dict[str, Any] | None) -> tuple[int, int, int, bool]:
     """(replicas wanted, ready, updated, complete) of an apps/v1 Deployment."""
     if app is None:
         return 0, 0, 0, False
@@ -78,7 +78,7 @@ def _mv_problem(mv: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _track(mv: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
-    want, ready, _, _ = rollout(app)
+    want, ready, _, _ = app_rollout(app)
     return {
         "version": mv["spec"]["version"],
         "modelVersion": mv["metadata"]["name"],
@@ -100,12 +100,16 @@ class DeploymentView:
     dataset: Mapping[str, Any] | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     drift: retraining.DriftReading | None = None
+    # The canary's Service (stable servers forward to its ClusterIP).
+    canary_service: Mapping[str, Any] | None = None
+    # For spec.rollout: the new version's requests as the stable servers saw them.
+    sample: analysis.Sample | None = None
 
 
 def decide(
     view: DeploymentView, settings: Settings, *, now: str, drift_poll_seconds: float = 60.0
 ) -> Outcome:
-    step = _serve(view, settings, now)
+    step, _ = _serve(view, settings, now)
     plan = _plan(view, step.status, now, drift_poll_seconds)
     _carry_out(step, view, plan)
     return step.out
@@ -115,8 +119,16 @@ def wants_drift(view: DeploymentView, settings: Settings, *, now: str) -> bool:
     """Whether the retraining plan needs the serving pods' drift gauges (phase one)."""
     if not (view.body.get("spec") or {}).get("retraining"):
         return False
-    step = _serve(view, settings, now)
+    step, _ = _serve(view, settings, now)
     return _plan(view, step.status, now, 60.0).needs_drift
+
+
+def wants_sample(view: DeploymentView, settings: Settings, *, now: str) -> bool:
+    """Whether a rollout step is due for judgement (phase one: read the stable
+    servers' metrics, then decide with the sample)."""
+    if not (view.body.get("spec") or {}).get("rollout") or view.sample is not None:
+        return False
+    return _serve(view, settings, now)[1]
 
 
 def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -> retraining.Plan:
@@ -165,7 +177,7 @@ def _carry_out(step: Step, view: DeploymentView, plan: retraining.Plan) -> None:
     step.out.look_again(plan.requeue_after)
 
 
-def _serve(view: DeploymentView, settings: Settings, now: str) -> Step:
+def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bool]:
     body = view.body
     meta = body["metadata"]
     name = meta["name"]
@@ -177,7 +189,7 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> Step:
         step.cond(READY, "False", "InvalidSpec", f"deployment {name}: {err}")
         step.cond(PROGRESSING, "False", "InvalidSpec", str(err))
         step.cond(DEGRADED, "True", "InvalidSpec", str(err))
-        return step
+        return step, False
     spec = model.spec
     stable_mv, reason, message = resolve(view.versions, spec.model, spec.version, spec.alias)
     refusal = None if stable_mv is None else artifact_refusal(stable_mv, settings)
@@ -197,13 +209,95 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> Step:
             reason,
             message if refusal else "nothing has failed; no version to serve yet",
         )
-        return step
-    canary_mv = _canary(step, view, spec, stable_mv, settings)
-    percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
+        return step, False
+    needs_sample = False
+    if spec.rollout is not None:
+        rd = _progressive(step, view, spec, stable_mv, now)
+        stable_mv, canary_mv, percent = rd.stable, rd.canary, rd.weight
+        needs_sample = rd.needs_sample
+    else:
+        step.status.pop("rollout", None)
+        canary_mv = _canary(step, view, spec, stable_mv, settings)
+        percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
     replicas = _replicas(spec, percent)
-    _children(step, view, spec, stable_mv, canary_mv, replicas, settings)
+    _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent)
     _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
-    return step
+    _rollout_conditions(step)
+    return step, needs_sample
+
+
+def _progressive(
+    step: Step, view: DeploymentView, spec: DeploymentSpec, target: dict[str, Any], now: str
+) -> rollout.Decision:
+    status = view.body.get("status") or {}
+    stable_app, canary_app = view.apps.get("stable"), view.apps.get("canary")
+    old = status.get("rollout") or {}
+    in_effect = False
+    if old.get("phase") == rollout.PROGRESSING:
+        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
+        in_effect = (
+            _runs(stable_app, old["from"]["version"])
+            and _runs(canary_app, old["to"]["version"])
+            and server_objects.forwarded_percent(stable_app) == old.get("weight")
+            and c_ready > 0
+        )
+    serving = (status.get("stable") or {}).get("version")
+    rd = rollout.plan(
+        view.body,
+        spec,
+        target,
+        view.versions,
+        in_effect,
+        serving is not None and _runs(stable_app, serving),
+        view.sample,
+        now,
+    )
+    if rd.status is not None:
+        if (
+            rd.status.get("phase") == rollout.ROLLED_BACK
+            and "rolledBackGeneration" not in rd.status
+        ):
+            rd.status["rolledBackGeneration"] = view.body["metadata"].get("generation")
+        step.status["rollout"] = rd.status
+    for type_, reason, message in rd.events:
+        step.event("Normal" if type_ == "Normal" else "Warning", reason, message)
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
+    for mv_name, aliases in rd.aliases.items():
+        mv = by_name[mv_name]
+        step.out.patches.append(
+            Patch(
+                Ref.of(mv),
+                {"spec": {"aliases": aliases}},
+                str(mv["metadata"].get("resourceVersion") or ""),
+                why="rollback alias move",
+            )
+        )
+    step.out.look_again(rd.requeue_after)
+    return rd
+
+
+def _runs(app: dict[str, Any] | None, version: int) -> bool:
+    """Whether an apps/v1 server Deployment has finished rolling to ``version``."""
+    if app is None:
+        return False
+    labels_ = ((app.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {})
+    return app_rollout(app)[3] and labels_.get("kubeml.io/version") == str(version)
+
+
+def _rollout_conditions(step: Step) -> None:
+    """A rollout in steps is Progressing until it ends; a rollback is Degraded until
+    the spec changes (a GitOps revert, or a new version to roll out)."""
+    st = step.status.get("rollout") or {}
+    phase = st.get("phase")
+    if phase == rollout.PROGRESSING:
+        reason = "WaitingForApproval" if st.get("waitingFor") == "Approval" else "RollingOut"
+        step.cond(PROGRESSING, "True", reason, str(st.get("message") or "rolling out"))
+    elif phase == rollout.ROLLED_BACK and st.get("rolledBackGeneration") == step.body[
+        "metadata"
+    ].get("generation"):
+        message = str(st.get("message") or "rolled back")
+        step.cond(DEGRADED, "True", "RolledBack", message)
+        step.status["lastFailure"] = {"reason": "RolledBack", "message": message, "time": step.now}
 
 
 def _canary(
@@ -245,17 +339,27 @@ def _children(
     canary_mv: dict[str, Any] | None,
     replicas: tuple[int | None, int],
     settings: Settings,
+    percent: int,
 ) -> None:
     body, out = dict(view.body), step.out
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     out.apply.append(
         server_objects.server_deployment(
-            body, "stable", stable_mv, replicas[0], spec, settings, profile_uri(settings, stable_mv)
+            body,
+            "stable",
+            stable_mv,
+            replicas[0],
+            spec,
+            settings,
+            profile_uri(settings, stable_mv),
+            _forwarding(view, percent, canary_mv),
         )
     )
     out.apply.append(server_objects.service(body))
+    canary_svc = server_objects.app_name(name, "canary")
     if canary_mv is not None:
+        out.apply.append(server_objects.service(body, "canary"))
         out.apply.append(
             server_objects.server_deployment(
                 body,
@@ -268,7 +372,8 @@ def _children(
             )
         )
     else:
-        out.delete.append(Ref("apps/v1", "Deployment", ns, server_objects.app_name(name, "canary")))
+        out.delete.append(Ref("apps/v1", "Deployment", ns, canary_svc))
+        out.delete.append(Ref("v1", "Service", ns, canary_svc))
     if spec.autoscaling is not None:
         out.apply.append(server_objects.hpa(body, spec))
     else:
@@ -295,6 +400,38 @@ def _children(
         ]
 
 
+def _forwarding(
+    view: DeploymentView, percent: int, canary_mv: dict[str, Any] | None
+) -> server_objects.Forwarding | None:
+    """Stable servers forward the canary's share once its Service has an address
+    (assigned when it is created: the next reconcile has it)."""
+    if canary_mv is None or percent <= 0:
+        return None
+    url = server_objects.service_url(
+        dict(view.canary_service) if view.canary_service is not None else None
+    )
+    if url is None:
+        return None
+    return server_objects.Forwarding(url, percent, int(canary_mv["spec"]["version"]))
+
+
+def effective_share(
+    stable_app: dict[str, Any] | None,
+    stable_done: bool,
+    canary_ready: int,
+    reported: int | None,
+) -> int | None:
+    """The canary's share in effect, not the one asked for. Stable servers forward
+    it once they run with it (a rollout of the stable Deployment); a canary with no
+    ready server gets none (stable answers those requests itself). While stable
+    servers still roll, the old ones forward the share reported before."""
+    if canary_ready <= 0:
+        return 0
+    if not stable_done:
+        return reported
+    return server_objects.forwarded_percent(stable_app)
+
+
 def _report(
     step: Step,
     view: DeploymentView,
@@ -311,7 +448,7 @@ def _report(
     stable = _track(stable_mv, stable_app)
     if replicas[0] is not None:
         stable["replicas"] = replicas[0]
-    _, s_ready, s_updated, s_done = rollout(stable_app)
+    _, s_ready, s_updated, s_done = app_rollout(stable_app)
     app_labels = (
         (stable_app or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
     )
@@ -323,12 +460,19 @@ def _report(
     status["stable"] = stable
     c_ready = 0
     if canary_mv is not None:
+        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
+        old_canary = (view.body.get("status") or {}).get("canary") or {}
+        reported = old_canary.get("trafficPercent")
+        same = old_canary.get("version") == canary_mv["spec"]["version"]
+        share = effective_share(stable_app, s_done, c_ready, reported if same else 0)
         status["canary"] = {
             **_track(canary_mv, canary_app),
-            "trafficPercent": percent,
+            "trafficPercent": share,
+            "desiredTrafficPercent": percent,
             "replicas": replicas[1],
         }
-        c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
+        if share is None:
+            status["canary"].pop("trafficPercent")
     else:
         status.pop("canary", None)
     status["readyReplicas"] = s_ready + c_ready
@@ -342,7 +486,7 @@ def _report(
         canary_mv,
         stable_app,
         (s_ready, s_updated, s_done),
-        (c_ready, percent),
+        (c_ready, int(status["canary"].get("trafficPercent") or 0) if canary_mv else 0),
     )
 
 
@@ -389,6 +533,9 @@ def _conditions(
         msg = f"serving {spec.model} {version_label} on {s_ready} replica(s)"
         if canary_mv is not None:
             msg += f"; canary v{canary_mv['spec']['version']} at {canary[1]}% ({canary[0]} ready)"
+            want = _desired(step, spec)
+            if want != canary[1]:
+                msg += f", going to {want}%"
         msg += _leaving(stable_mv, spec)
         was = ((step.body.get("status") or {}).get("previous") or {}).get("version")
         if was is not None:
@@ -406,6 +553,12 @@ def _conditions(
             reason,
             f"deployment {name}: {s_ready}/{stable['replicas']} ready on {version_label}",
         )
+
+
+def _desired(step: Step, spec: DeploymentSpec) -> int:
+    if spec.canary is not None:
+        return spec.canary.traffic_percent
+    return int((step.status.get("rollout") or {}).get("weight") or 0)
 
 
 def _leaving(mv: dict[str, Any], spec: DeploymentSpec) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from .. import labels
@@ -24,6 +26,39 @@ def app_name(name: str, track: str) -> str:
 
 def selector(name: str) -> dict[str, str]:
     return {labels.DEPLOYMENT: name, labels.COMPONENT: "server"}
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """What a stable server forwards: ``percent`` of its requests to the canary
+    version's Service at ``url``."""
+
+    url: str
+    percent: int
+    version: int
+
+
+def forwarding_env(fwd: Forwarding | None) -> list[dict[str, Any]]:
+    if fwd is None or fwd.percent <= 0:
+        return []
+    return [
+        {"name": "KUBEML_CANARY_URL", "value": fwd.url},
+        {"name": "KUBEML_CANARY_PERCENT", "value": str(fwd.percent)},
+        {"name": "KUBEML_CANARY_VERSION", "value": str(fwd.version)},
+    ]
+
+
+def forwarded_percent(app: dict[str, Any] | None) -> int:
+    """The share an apps/v1 server Deployment's pod template forwards (0: none)."""
+    spec = ((app or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+    for container in spec.get("containers") or []:
+        if container.get("name") != CONTAINER:
+            continue
+        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+        raw = env.get("KUBEML_CANARY_PERCENT")
+        if env.get("KUBEML_CANARY_URL") and raw and str(raw).isdigit():
+            return int(raw)
+    return 0
 
 
 def server_options_env(opts: ServerOptions) -> dict[str, str]:
@@ -68,7 +103,11 @@ def capture_env(
 
 
 def _server_env(
-    mv: dict[str, Any], opts: ServerOptions, settings: Settings, profile_uri: str | None
+    mv: dict[str, Any],
+    opts: ServerOptions,
+    settings: Settings,
+    profile_uri: str | None,
+    fwd: Forwarding | None,
 ) -> list[dict[str, Any]]:
     spec = mv["spec"]
     env: list[dict[str, Any]] = [
@@ -86,6 +125,7 @@ def _server_env(
         {"name": "OMP_NUM_THREADS", "value": "1"},
         {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
         *pods.s3_env(settings),
+        *forwarding_env(fwd),
     ]
     if profile_uri:
         env.append({"name": "KUBEML_PROFILE_URI", "value": profile_uri})
@@ -128,13 +168,14 @@ def _server_container(
     spec: DeploymentSpec,
     settings: Settings,
     profile_uri: str | None,
+    fwd: Forwarding | None,
 ) -> dict[str, Any]:
     opts = spec.server or ServerOptions()
     ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     if opts.grpc:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
     meta = owner["metadata"]
-    env = _server_env(mv, opts, settings, profile_uri)
+    env = _server_env(mv, opts, settings, profile_uri, fwd)
     env += capture_env(spec, meta["namespace"], meta["name"], settings.bucket)
     return {
         "name": CONTAINER,
@@ -167,6 +208,7 @@ def server_deployment(
     spec: DeploymentSpec,
     settings: Settings,
     profile_uri: str | None,
+    fwd: Forwarding | None = None,
 ) -> dict[str, Any]:
     meta = owner["metadata"]
     name = meta["name"]
@@ -198,7 +240,7 @@ def server_deployment(
                     "enableServiceLinks": False,
                     "securityContext": pods.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [_server_container(owner, mv, spec, settings, profile_uri)],
+                    "containers": [_server_container(owner, mv, spec, settings, profile_uri, fwd)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -220,7 +262,10 @@ def _owned_meta(owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def service(owner: dict[str, Any]) -> dict[str, Any]:
+def service(owner: dict[str, Any], track: str = "stable") -> dict[str, Any]:
+    """The stable Service clients use (named after the Deployment), or the canary's,
+    which only stable servers call: clients reach the canary only through the stable
+    servers' exact forwarding."""
     meta = owner["metadata"]
     ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     server = (owner.get("spec") or {}).get("server") or {}
@@ -235,16 +280,28 @@ def service(owner: dict[str, Any]) -> dict[str, Any]:
                 "appProtocol": "grpc",
             }
         )
+    metadata = _owned_meta(owner)
+    if track != "stable":
+        metadata["name"] = app_name(meta["name"], track)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _owned_meta(owner),
+        "metadata": metadata,
         "spec": {
-            # Both tracks behind one Service: traffic splits by ready replica count.
-            "selector": selector(meta["name"]),
+            "selector": {**selector(meta["name"]), "kubeml.io/track": track},
             "ports": ports,
         },
     }
+
+
+def service_url(svc: dict[str, Any] | None) -> str | None:
+    """http://clusterIP:80 of a Service, once it has one. The address, not the DNS
+    name: it works in clusters without cluster DNS too (the local control plane)."""
+    ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+    if not ip or ip == "None":
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:80"
 
 
 def hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
@@ -280,18 +337,12 @@ def hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def split_replicas(total: int, percent: int) -> tuple[int, int]:
-    """(stable, canary) replicas whose ratio best matches the canary percent.
-
-    Traffic through one Service divides by ready endpoints, so the replica
-    ratio is the traffic split; a non-zero percent always gets one canary pod.
-    """
+    """(stable, canary) replicas. The share is set by forwarding, not by the replica
+    ratio: every request arrives at a stable server, so stable keeps all its replicas,
+    and the canary gets capacity for its share (at least one pod)."""
     if percent <= 0:
         return total, 0
-    if percent >= 100:
-        return 0, max(total, 1)
-    canary = max(1, round(total * percent / 100))
-    stable = max(1, total - canary)
-    return stable, canary
+    return max(total, 1), max(1, math.ceil(total * percent / 100))
 
 
 def service_monitor(owner: dict[str, Any], interval: str) -> dict[str, Any]:

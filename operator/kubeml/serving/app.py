@@ -33,6 +33,7 @@ from .encode import Encoder, dumps, error_body
 from .errors import RequestError
 from .feedback import Feedback
 from .feedback import parse as parse_feedback
+from .forward import Answer, Forwarder, ForwardError, Split, forward_headers
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import ServerMetrics
 from .signature import V2_DATATYPE
@@ -46,6 +47,7 @@ JSON = "application/json"
 
 
 OCTET = "application/octet-stream"
+FALLBACK_LOG_INTERVAL_S = 10.0
 # Request media types an inference body may have. None: many clients (tritonclient
 # among them) send no Content-Type at all.
 ACCEPTED_MEDIA = frozenset({b"", b"application/json", b"application/octet-stream"})
@@ -105,8 +107,19 @@ class ModelServer:
         # counter cost far less than a uuid4 per request.
         self._id_prefix = os.urandom(6).hex()
         self._id_counter = itertools.count(1)
+        self.forwarder: Forwarder | None = None
+        self._fallback_logged = -FALLBACK_LOG_INTERVAL_S
+        self.split = Split(cfg.canary_percent if cfg.canary_url else 0)
+        self._version_header = (("kubeml-model-version", cfg.version_str),)
         self.metrics.state(False, self.reason)
         self._routes = self._route_table()
+        # Only version-less inference paths may be forwarded: a client that names
+        # this version gets this version.
+        m = f"/v2/models/{cfg.model}"
+        self._forwardable = {
+            f"{m}/infer": f"{m}/infer",
+            f"/v1/models/{cfg.model}:predict": f"/v1/models/{cfg.model}:predict",
+        }
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -121,6 +134,14 @@ class ModelServer:
             max_delay=self.cfg.max_batch_delay_ms / 1000.0,
             expected=lambda: self.arriving + self.returning(),
         )
+        if self.cfg.canary_url and self.cfg.canary_percent > 0:
+            self.forwarder = Forwarder(
+                self.cfg.canary_url,
+                max_connections=self.cfg.forward_connections,
+                timeout_s=self.cfg.forward_timeout_s,
+                # An answer is at most a few times its request (probabilities per class).
+                max_body=max(64 << 20, 8 * self.cfg.max_request_bytes),
+            )
 
     def set_loaded(self, loaded: Loaded) -> None:
         """The model is verified and warmed up: start serving (on the loop thread)."""
@@ -169,9 +190,11 @@ class ModelServer:
             ("GET", mv): self._model_metadata,
             ("GET", f"{m}/ready"): self._model_ready,
             ("GET", f"{mv}/ready"): self._model_ready,
-            ("POST", f"{m}/infer"): self._infer_v2,
+            ("POST", f"{m}/infer"): partial(self._infer, "v2", f"{m}/infer"),
             ("POST", f"{mv}/infer"): self._infer_v2,
-            ("POST", f"/v1/models/{name}:predict"): self._infer_v1,
+            ("POST", f"/v1/models/{name}:predict"): partial(
+                self._infer, "v1", f"/v1/models/{name}:predict"
+            ),
             ("POST", f"{m}/feedback"): self._feedback,
             ("POST", f"{mv}/feedback"): self._feedback,
             ("GET", f"/v1/models/{name}"): self._v1_status,
@@ -275,12 +298,16 @@ class ModelServer:
     # -- inference -----------------------------------------------------------------------
 
     def _infer_v2(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
-        self._infer("v2", body, respond, meta)
+        self._infer("v2", None, body, respond, meta)
 
-    def _infer_v1(self, body: bytes, respond: Respond, meta: RequestMeta) -> None:
-        self._infer("v1", body, respond, meta)
-
-    def _infer(self, protocol: str, body: bytes, respond: Respond, meta: RequestMeta) -> None:
+    def _infer(
+        self,
+        protocol: str,
+        forward_path: str | None,
+        body: bytes,
+        respond: Respond,
+        meta: RequestMeta,
+    ) -> None:
         start = time.perf_counter()
         decoder = self.decoder
         # Loaded is enough: while shutting down the server is unready (endpoints drop
@@ -288,6 +315,7 @@ class ModelServer:
         if decoder is None or self.batcher is None:
             self._answer(protocol, start, respond, error(503, f"model not ready: {self.reason}"))
             return
+        raw = body
         try:
             body = self._content(body, meta)
             if protocol == "v2":
@@ -301,7 +329,23 @@ class ModelServer:
         except RequestError as err:
             self._answer(protocol, start, respond, error(err.status, err.message))
             return
-        self.submit(req, partial(self._deliver, protocol, req, start, respond), protocol)
+        local = partial(self._deliver, protocol, req, start, respond)
+        fwd = self.forwarder
+        # Validated first: a request this version rejects is the client's error and
+        # answered here; one it accepts and the canary cannot answer is the canary's.
+        if fwd is not None and forward_path is not None and self.split.take():
+            if fwd.saturated():
+                self.metrics.forwarded(self._canary_label(), "saturated", 0.0)
+            else:
+                self.inflight += 1
+                fwd.forward(
+                    forward_path,
+                    raw,
+                    forward_headers(meta),
+                    partial(self._relay, protocol, req, start, respond, local),
+                )
+                return
+        self.submit(req, local, protocol)
 
     # -- ground truth ------------------------------------------------------------------
 
@@ -335,6 +379,35 @@ class ModelServer:
                 "server's memory, or already labelled; stored for datasets all the same"
             )
         respond(Response(200, dumps(doc)))
+
+    def _canary_label(self) -> str:
+        return self.cfg.canary_version or "canary"
+
+    def _relay(
+        self,
+        protocol: str,
+        req: InferRequest,
+        start: float,
+        respond: Respond,
+        local: Callable[[Any], None],
+        answer: Answer | ForwardError,
+    ) -> None:
+        """The canary's answer to a forwarded request, or the stable model's when the
+        canary gave none worth relaying."""
+        self.inflight -= 1
+        took = time.perf_counter() - start
+        if isinstance(answer, Answer) and 200 <= answer.status < 300:
+            self.metrics.forwarded(self._canary_label(), "answered", took)
+            respond(Response(answer.status, answer.body, answer.content_type, answer.headers))
+            return
+        now = time.monotonic()
+        if now - self._fallback_logged > FALLBACK_LOG_INTERVAL_S:  # a dead canary: not a flood
+            self._fallback_logged = now
+            why = answer if isinstance(answer, ForwardError) else f"HTTP {answer.status}"
+            log.warning("canary did not answer a forwarded request (%s): answering here", why)
+        outcome = "error" if isinstance(answer, Answer) else "unreachable"
+        self.metrics.forwarded(self._canary_label(), outcome, took)
+        self.submit(req, local, protocol)
 
     def _content(self, body: bytes, meta: RequestMeta) -> bytes:
         """The body after the checks its headers call for: an accepted media type,
@@ -414,7 +487,7 @@ class ModelServer:
         self._answer(protocol, start, respond, Response(200, body, JSON, rid))
 
     def _answer(self, protocol: str, start: float, respond: Respond, response: Response) -> None:
-        respond(response)
+        respond(response._replace(headers=response.headers + self._version_header))
         self.metrics.request(protocol, response.status, time.perf_counter() - start)
 
     # -- the predict worker thread ---------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -61,6 +62,13 @@ class ServerConfig:
     feedback: FeedbackConfig | None = None
     # Longest the capture writer gets to flush after draining (within the grace period).
     capture_flush_timeout_s: float = 5.0
+    # Exact canary share (forward.py): this server forwards canary_percent of its
+    # version-less inference requests to canary_url, at most forward_connections at once.
+    canary_url: str | None = None
+    canary_percent: int = 0
+    canary_version: str | None = None
+    forward_timeout_s: float = 10.0
+    forward_connections: int = 64
 
     @property
     def version_str(self) -> str:
@@ -140,6 +148,11 @@ class ServerConfig:
             capture=capture,
             feedback=feedback,
             capture_flush_timeout_s=number("KUBEML_CAPTURE_FLUSH_TIMEOUT_SECONDS", 5.0, 0, 3600),
+            canary_url=_canary_url(e.get("KUBEML_CANARY_URL", "").strip() or None),
+            canary_percent=int(number("KUBEML_CANARY_PERCENT", 0, 0, 100)),
+            canary_version=e.get("KUBEML_CANARY_VERSION", "").strip() or None,
+            forward_timeout_s=number("KUBEML_FORWARD_TIMEOUT_SECONDS", 10.0, 0.1, 600),
+            forward_connections=int(number("KUBEML_FORWARD_CONNECTIONS", 64, 1, 10_000)),
         )
 
 
@@ -147,3 +160,16 @@ def _version(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"$KUBEML_MODEL_VERSION={raw!r} is not a positive integer")
     return int(raw)
+
+
+def _canary_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} is not http://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} has an invalid port") from None
+    return raw

@@ -202,6 +202,22 @@ class ServerMetrics:
             registry=r,
         )
         self._status_reason: str | None = None
+        self._forwarded = Counter(
+            "kubeml_forwarded_requests",
+            "Inference requests this server sent to the canary version (target_version), "
+            "by outcome: answered (relayed), error or unreachable (answered here instead), "
+            "saturated (forwarding at its connection bound: answered here)",
+            [*base, "target_version", "outcome"],
+            registry=r,
+        )
+        self._forward_duration = Histogram(
+            "kubeml_forwarded_request_duration_seconds",
+            "Time from a complete request to the canary's answer (or the fallback decision)",
+            [*base, "target_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._forward_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.drift = DriftCollector(model, version)
         r.register(self.drift)
         self.capture = CaptureMetrics(model, version, r)
@@ -234,6 +250,19 @@ class ServerMetrics:
             self._children[key] = pair
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def forwarded(self, target: str, outcome: str, seconds: float) -> None:
+        key = (target, outcome)
+        pair = self._forward_children.get(key)
+        if pair is None:
+            pair = (
+                self._forwarded.labels(self.model, self.version, target, outcome),
+                self._forward_duration.labels(self.model, self.version, target),
+            )
+            self._forward_children[key] = pair
+        pair[0].inc()
+        if outcome != "saturated":
+            pair[1].observe(seconds)
 
     def track_inflight(self, read: Callable[[], float]) -> None:
         self._inflight.labels(self.model, self.version).set_function(read)
