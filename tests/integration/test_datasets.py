@@ -141,6 +141,31 @@ def test_synthetic_s3_and_url_sources(
         assert ds["status"]["rows"]["total"] == rows, name
 
 
+def test_cleaning_drops_duplicates_and_unlabelled_rows_and_says_how_many(
+    operator: OperatorProcess,
+    kube_api: client.ApiClient,
+    ml_namespace: str,
+    s3_client: Any,
+    s3_env: dict[str, str],
+) -> None:
+    """Two exports of the same 60 rows, and 7 rows nobody labelled yet."""
+    bucket = s3_env["KUBEML_BUCKET"]
+    unlabelled = b"x1,x2,color,label\n" + b"".join(
+        f"{100 + i},{i},red,\n".encode() for i in range(7)
+    )
+    for part, body in (("a", CSV), ("b", CSV), ("c", unlabelled)):
+        s3_client.put_object(Bucket=bucket, Key=f"{ml_namespace}/dups/{part}.csv", Body=body)
+    source = {"s3": {"prefix": f"{ml_namespace}/dups/", "format": "csv"}}
+    rules = {"dropMissingTarget": True, "dropDuplicates": True}
+    kube.create(kube_api, ml_namespace, dataset("cleaned", source, cleaning=rules))
+    ds = kube.wait_condition(kube_api, ml_namespace, "Dataset", "cleaned", "Ready", status="True")
+    assert ds["status"]["removed"] == {"missingTarget": 7, "duplicates": 60}
+    assert ds["status"]["rows"]["total"] == 60
+    ready = kube.condition(ds, "Ready")
+    assert ready is not None
+    assert "removed 7 without a target, 60 duplicate" in ready["message"]
+
+
 def test_every_bad_input_lands_in_a_clear_condition(
     operator: OperatorProcess,
     kube_api: client.ApiClient,

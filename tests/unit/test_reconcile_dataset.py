@@ -368,3 +368,27 @@ def test_a_valid_schedule_asks_to_be_looked_at_when_it_is_due() -> None:
     d = Seen(ds.decide(b, t, None, None, SETTINGS, now=NOW))
     assert d.outcome.requeue_after == 450.0
     assert find(d.status["conditions"], "RefreshScheduled") is None
+
+
+def test_what_cleaning_removed_is_in_status_and_the_message() -> None:
+    result = {**ok_result(), "removed": {"missingTarget": 2, "duplicates": 3}}
+    d = run_to_completion(body(), result)
+    assert d.status["removed"] == {"missingTarget": 2, "duplicates": 3}
+    ready = find(d.status["conditions"], "Ready")
+    assert ready is not None
+    assert ready["message"].endswith("; removed 2 without a target, 3 duplicate")
+
+
+def test_a_version_without_cleaning_drops_the_old_counts() -> None:
+    cleaned = run_to_completion(body(), {**ok_result(VERSION_A), "removed": {"duplicates": 1}})
+    changed = body(generation=2, status=cleaned.status)
+    changed["spec"]["split"]["seed"] = 7
+    start = decide(changed, None, None, SETTINGS, now=LATER)
+    assert start.job is not None
+    changed["status"] = start.status
+    end = decide(
+        changed, complete(start.job["metadata"]["name"]), ok_result(VERSION_B), SETTINGS, now=LATER
+    )
+    assert "removed" not in end.status
+    ready = find(end.status["conditions"], "Ready")
+    assert ready is not None and "removed" not in ready["message"]

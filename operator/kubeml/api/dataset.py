@@ -283,6 +283,15 @@ class ValidationRules(KubeModel):
     """Allowed values per categorical column."""
 
 
+class Cleaning(KubeModel):
+    """Rows removed before validation and the split, each rule counted in status.removed."""
+
+    drop_missing_target: bool = False
+    """Drop rows whose target is missing (otherwise they fail validation)."""
+    drop_duplicates: bool = False
+    """Drop rows equal to an earlier row in every kept column (the first one stays)."""
+
+
 class Refresh(KubeModel):
     """Re-fetch the source on a schedule; a changed content gives a new version."""
 
@@ -303,6 +312,8 @@ class DatasetSpec(KubeModel):
     """Feature columns to keep; all other columns when omitted."""
     split: Split = Field(default_factory=Split)
     """Train/validation/test split."""
+    cleaning: Cleaning | None = None
+    """Rows to drop before the data checks; none when omitted."""
     validation: ValidationRules | None = None
     """Data checks."""
     refresh: Refresh | None = None
@@ -341,6 +352,13 @@ class SplitRows(StatusModel):
     test: Annotated[int, Field(ge=0)] = 0
 
 
+class RemovedRows(StatusModel):
+    """Rows each cleaning rule removed from the source."""
+
+    missing_target: Annotated[int, Field(ge=0)] | None = None
+    duplicates: Annotated[int, Field(ge=0)] | None = None
+
+
 class ColumnInfo(StatusModel):
     """A column of the prepared data."""
 
@@ -376,6 +394,8 @@ class DatasetStatus(ObservedStatus):
     """s3:// prefix holding the version's splits, schema, profile and manifest."""
     rows: SplitRows | None = None
     """Rows per partition."""
+    removed: RemovedRows | None = None
+    """Rows spec.cleaning removed, per rule (only the rules that are on)."""
     columns: Annotated[list[ColumnInfo], Field(max_length=10001)] | None = None
     """Columns with their types."""
     profile: ArtifactRef | None = None

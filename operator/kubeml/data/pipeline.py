@@ -9,6 +9,7 @@ import pandas as pd
 from pandas.api import types as pdt
 
 from ..api.dataset import DatasetSpec
+from .cleaning import clean
 from .errors import DataError
 from .profile import profile_frame
 from .select import select_columns
@@ -35,6 +36,8 @@ class Prepared:
     splits: Splits
     schema: dict[str, Any]
     profile: dict[str, Any]
+    # Rows spec.cleaning dropped, per rule that is on.
+    removed: dict[str, int]
 
 
 def _dtype(series: pd.Series) -> str:
@@ -76,9 +79,11 @@ def column_types(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, ColumnType
 
 
 def prepare_frame(frame: pd.DataFrame, spec: DatasetSpec, *, source: str) -> Prepared:
-    """Select, validate, split and profile. Raises DataError with every failed check."""
+    """Select, clean, validate, split and profile. Raises DataError with every failed
+    check."""
     selected = select_columns(frame, spec.target, spec.features, source=source)
     del frame  # the caller should not keep it either: the splits copy the rows
+    selected, removed = clean(selected, spec.cleaning, spec.target)
     inferred = {str(c): infer_type(selected[c]) for c in selected.columns}
     failures = validate(selected, spec.validation, inferred, target=spec.target)
     if failures:
@@ -110,4 +115,6 @@ def prepare_frame(frame: pd.DataFrame, spec: DatasetSpec, *, source: str) -> Pre
         "rows": splits.rows(),
         "spec": content_spec(spec),
     }
-    return Prepared(columns, splits, schema, profile)
+    if removed:
+        schema["removed"] = removed
+    return Prepared(columns, splits, schema, profile, removed)

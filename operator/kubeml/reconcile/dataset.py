@@ -284,10 +284,17 @@ def _published(step: Step, doc: Mapping[str, Any]) -> None:
         "Unchanged" if reused else "Prepared",
         f"version {_short(doc['version'])}: {rows.get('total', 0)} rows "
         f"(train {rows.get('train', 0)}, validation {rows.get('validation', 0)}, "
-        f"test {rows.get('test', 0)})",
+        f"test {rows.get('test', 0)})" + _removed_note(doc.get("removed") or {}),
     )
     if not reused:
         step.event("Normal", "Prepared", f"published version {_short(doc['version'])}")
+
+
+def _removed_note(removed: Mapping[str, int]) -> str:
+    # In the order the rules run, whatever order the result manifest kept.
+    words = {"missingTarget": "without a target", "duplicates": "duplicate"}
+    parts = [f"{removed[rule]} {word}" for rule, word in words.items() if removed.get(rule)]
+    return f"; removed {', '.join(parts)}" if parts else ""
 
 
 def _failed_with_result(step: Step, doc: Mapping[str, Any]) -> None:
@@ -340,5 +347,9 @@ def _publish(status: dict[str, Any], result: dict[str, Any], now: str) -> None:
     status["shortVersion"] = version[:12]
     status["uri"] = result["uri"]
     status["rows"] = result["rows"]
+    if result.get("removed"):
+        status["removed"] = result["removed"]
+    else:
+        status.pop("removed", None)
     status["columns"] = result["columns"]
     status["profile"] = result["profile"]

@@ -72,14 +72,18 @@ def _failed(err: DataError | StorageError) -> Outcome:
 
 
 def success(
-    published: Published, store: ArtifactStore, rows: dict[str, int], columns: list[dict[str, str]]
+    published: Published,
+    store: ArtifactStore,
+    rows: dict[str, int],
+    columns: list[dict[str, str]],
+    removed: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     files = {
         name.split(".", 1)[0]: {"uri": info.uri, "sha256": info.sha256, "size": info.size}
         for name, info in sorted(published.files.items())
     }
     profile = files["profile"]
-    return {
+    result: dict[str, Any] = {
         "ok": True,
         "version": published.version,
         "uri": store.uri(published.prefix),
@@ -90,6 +94,9 @@ def success(
         "manifest": {"uri": published.manifest.uri, "sha256": published.manifest.sha256},
         "reused": published.reused,
     }
+    if removed:
+        result["removed"] = removed
+    return result
 
 
 def prepare_dataset(
@@ -121,6 +128,7 @@ def prepare_dataset(
         lap("prepare")
         rows = prepared.splits.rows()
         columns = [c.to_wire() for c in prepared.columns]
+        removed = prepared.removed
         with tempfile.TemporaryDirectory(prefix="kubeml-prepare-") as tmp:
             files = write_prepared(prepared, Path(tmp))
             del prepared
@@ -146,7 +154,7 @@ def prepare_dataset(
             EXIT_BAD_INPUT,
             timings,
         )
-    result = success(published, store, rows, columns)
+    result = success(published, store, rows, columns, removed)
     return Outcome(result, EXIT_OK, timings, published.uploaded_bytes)
 
 
