@@ -326,7 +326,8 @@ def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
     """(stable, canary) replicas; stable None when the HPA owns it."""
     if spec.autoscaling is not None:
         lo = spec.autoscaling.min_replicas
-        return None, max(1, round(lo * percent / max(1, 100 - percent))) if percent else 0
+        # Every request reaches a stable server; the canary needs capacity for its share.
+        return None, server_objects.split_replicas(lo, percent)[1]
     total = spec.replicas if spec.replicas is not None else 1
     return server_objects.split_replicas(total, percent)
 
