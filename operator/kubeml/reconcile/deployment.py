@@ -405,8 +405,15 @@ def _forwarding(
     view: DeploymentView, percent: int, canary_mv: dict[str, Any] | None
 ) -> server_objects.Forwarding | None:
     """Stable servers forward the canary's share once its Service has an address
-    (assigned when it is created: the next reconcile has it)."""
+    (assigned when it is created: the next reconcile has it) and a canary server is
+    ready: forwarding earlier would only count the canary's start as its failures
+    (and restart stable servers for nothing). Once forwarding, they keep forwarding
+    while canary pods come and go (those requests are answered by stable)."""
     if canary_mv is None or percent <= 0:
+        return None
+    canary_app = view.apps.get("canary")
+    ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0) > 0
+    if not ready and server_objects.forwarded_percent(view.apps.get("stable")) <= 0:
         return None
     url = server_objects.service_url(
         dict(view.canary_service) if view.canary_service is not None else None
