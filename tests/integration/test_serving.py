@@ -769,3 +769,74 @@ def test_a_rollout_waits_at_its_manual_gate_until_the_spec_approves_it(
     assert abs(share - 30) <= 3, share
     assert after == 100.0
     assert loop.failures == [], loop.failures[:10]
+
+
+def test_a_rollout_in_steps_gives_each_step_its_exact_share_then_completes(
+    kube_api: client.ApiClient,
+    served: str,
+) -> None:
+    doc = _deployment(
+        "stepped",
+        alias=None,
+        version=1,
+        replicas=1,
+        rollout={
+            "steps": [
+                {"setWeight": 10, "pause": {"duration": "20s"}},
+                {"setWeight": 50, "pause": {"duration": "20s"}},
+            ],
+            "analysis": {"interval": "3s", "minRequests": 5, "maxLatencyP99Seconds": 5},
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, served, doc)
+    kube.wait_condition(
+        kube_api, served, "Deployment", "stepped", "Ready", status="True", timeout=300
+    )
+
+    def at(step: int, weight: int) -> bool:
+        dep = kube.get(kube_api, served, "Deployment", "stepped") or {}
+        st = dep.get("status") or {}
+        ro = st.get("rollout") or {}
+        return (
+            ro.get("phase") == "Progressing"
+            and ro.get("step") == step
+            and (st.get("canary") or {}).get("trafficPercent") == weight
+        )
+
+    url = f"{service_url(kube_api, served, 'stepped')}/v2/models/iris-classifier/infer"
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]}]}
+    shares: list[float] = []
+    started = time.monotonic()
+    with ClientLoop(url, body) as loop:
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", served, "deployments", "stepped", {"spec": {"version": 2}}
+        )
+        for step, weight in ((0, 10), (1, 50)):
+            poll(lambda s=step, w=weight: at(s, w) or None, timeout=300, what=f"{weight}%")
+            shares.append(loop.share_over(300, "2"))
+            # Still the same step when the window closed: the share is this step's.
+            assert at(step, weight), f"step {step + 1} ended within the 300 requests"
+
+        def done() -> bool:
+            d = kube.get(kube_api, served, "Deployment", "stepped") or {}
+            st = d.get("status") or {}
+            return (
+                (st.get("rollout") or {}).get("phase") == "Succeeded"
+                and (st.get("stable") or {}).get("version") == 2
+                and "canary" not in st
+                and "previous" not in st
+                and (kube.condition(d, "Ready") or {}).get("status") == "True"
+            )
+
+        poll(done, timeout=300, what="v2 stable", interval=0.5)
+        took = time.monotonic() - started
+        after = loop.share_over(50, "2")
+    print(
+        f"rollout in steps: {shares[0]:.1f}% at 10, {shares[1]:.1f}% at 50 (300 requests "
+        f"each), then {after:.0f}% v2; {took:.0f}s from the spec change to v2 stable; "
+        f"{len(loop.versions)} requests, {len(loop.failures)} failed"
+    )
+    assert abs(shares[0] - 10) <= 3 and abs(shares[1] - 50) <= 3, shares
+    assert after == 100.0
+    assert loop.failures == [], loop.failures[:10]

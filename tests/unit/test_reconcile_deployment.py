@@ -178,6 +178,7 @@ def test_clients_reach_only_stable_which_forwards_the_share_to_the_canary_servic
     d = decide(
         body(replicas=4, canary={"version": 3, "trafficPercent": 25}),
         [mv(2, ["champion"]), mv(3)],
+        {"canary": app(3, 1, 1)},
         canary_service=CANARY_SVC,
     )
     stable, svc, canary_svc, canary = d.apply
@@ -193,7 +194,7 @@ def test_clients_reach_only_stable_which_forwards_the_share_to_the_canary_servic
     assert env["KUBEML_CANARY_URL"] == "http://10.0.0.7:80"
     assert (env["KUBEML_CANARY_PERCENT"], env["KUBEML_CANARY_VERSION"]) == ("25", "3")
     assert "KUBEML_CANARY_URL" not in _env(canary)
-    # Nothing is ready yet: no share is in effect, and status says so.
+    # Stable servers do not forward it yet: no share is in effect, and status says so.
     assert d.status["canary"]["trafficPercent"] == 0
     assert d.status["canary"]["desiredTrafficPercent"] == 25
 
@@ -202,8 +203,21 @@ def test_stable_forwards_nothing_until_the_canary_service_has_an_address() -> No
     d = decide(
         body(replicas=1, canary={"version": 3, "trafficPercent": 25}),
         [mv(2, ["champion"]), mv(3)],
+        {"canary": app(3, 1, 1)},
     )
     assert "KUBEML_CANARY_URL" not in _env(d.apply[0])
+
+
+def test_stable_forwards_nothing_until_a_canary_server_is_ready_then_keeps_forwarding() -> None:
+    b = body(replicas=1, canary={"version": 3, "trafficPercent": 25})
+    versions = [mv(2, ["champion"]), mv(3)]
+    # Forwarding to a canary still starting would count its start as its failures.
+    d = decide(b, versions, {"canary": app(3, 1, 0)}, canary_service=CANARY_SVC)
+    assert "KUBEML_CANARY_URL" not in _env(d.apply[0])
+    # Already forwarding: a canary pod restarting does not restart the stable servers.
+    apps = {"stable": _forwarding_app(2, 25, 1), "canary": app(3, 1, 0)}
+    d = decide(b, versions, apps, canary_service=CANARY_SVC)
+    assert _env(d.apply[0])["KUBEML_CANARY_PERCENT"] == "25"
 
 
 def _forwarding_app(version: int, percent: int, ready: int, **kw: Any) -> dict[str, Any]:
@@ -312,6 +326,7 @@ def test_manifests_match_the_golden_files() -> None:
     d = decide(
         body(replicas=4, canary={"alias": "challenger", "trafficPercent": 25}),
         [mv(2, ["champion"]), mv(3, ["challenger"])],
+        {"canary": app(3, 1, 1)},
         prom=True,
         canary_service=CANARY_SVC,
     )

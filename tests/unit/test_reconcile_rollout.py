@@ -91,6 +91,10 @@ def test_a_new_alias_holder_starts_a_rollout_at_the_first_weight() -> None:
     # Stable keeps serving the old version and forwards the step's weight to the new one.
     assert stable["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "2"
     assert canary["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "3"
+    # Forwarding starts once a server of the new version is ready.
+    assert "KUBEML_CANARY_PERCENT" not in _env(stable)
+    ready = decide(view(d.status, {"stable": serving_app(2), "canary": app(3, 1, 1)}), t(1))
+    stable = next(o for o in ready.apply if o["metadata"]["name"] == "iris-stable")
     assert _env(stable)["KUBEML_CANARY_PERCENT"] == "10"
     assert cond(d, "Progressing")["status"] == "True"
     assert ("Normal", "RolloutStarted") in [(e.type, e.reason) for e in d.outcome.events]

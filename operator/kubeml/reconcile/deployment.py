@@ -326,7 +326,8 @@ def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
     """(stable, canary) replicas; stable None when the HPA owns it."""
     if spec.autoscaling is not None:
         lo = spec.autoscaling.min_replicas
-        return None, max(1, round(lo * percent / max(1, 100 - percent))) if percent else 0
+        # Every request reaches a stable server; the canary needs capacity for its share.
+        return None, server_objects.split_replicas(lo, percent)[1]
     total = spec.replicas if spec.replicas is not None else 1
     return server_objects.split_replicas(total, percent)
 
@@ -404,8 +405,15 @@ def _forwarding(
     view: DeploymentView, percent: int, canary_mv: dict[str, Any] | None
 ) -> server_objects.Forwarding | None:
     """Stable servers forward the canary's share once its Service has an address
-    (assigned when it is created: the next reconcile has it)."""
+    (assigned when it is created: the next reconcile has it) and a canary server is
+    ready: forwarding earlier would only count the canary's start as its failures
+    (and restart stable servers for nothing). Once forwarding, they keep forwarding
+    while canary pods come and go (those requests are answered by stable)."""
     if canary_mv is None or percent <= 0:
+        return None
+    canary_app = view.apps.get("canary")
+    ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0) > 0
+    if not ready and server_objects.forwarded_percent(view.apps.get("stable")) <= 0:
         return None
     url = server_objects.service_url(
         dict(view.canary_service) if view.canary_service is not None else None
