@@ -144,22 +144,23 @@ def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -
     )
 
 
+def _alias_patches(
+    step: Step, view: DeploymentView, aliases: Mapping[str, list[str]], why: str
+) -> None:
+    """Each ModelVersion's new aliases, written only over the resourceVersion seen."""
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
+    for mv_name, names in aliases.items():
+        mv = by_name[mv_name]
+        rv = str(mv["metadata"].get("resourceVersion") or "")
+        step.out.patches.append(Patch(Ref.of(mv), {"spec": {"aliases": names}}, rv, why=why))
+
+
 def _carry_out(step: Step, view: DeploymentView, plan: retraining.Plan) -> None:
     if plan.status is None:
         step.status.pop("retraining", None)
     else:
         step.status["retraining"] = plan.status
-    by_name = {v["metadata"]["name"]: v for v in view.versions}
-    for mv_name, aliases in plan.aliases.items():
-        mv = by_name[mv_name]
-        step.out.patches.append(
-            Patch(
-                Ref.of(mv),
-                {"spec": {"aliases": aliases}},
-                str(mv["metadata"].get("resourceVersion") or ""),
-                why="retraining alias move",
-            )
-        )
+    _alias_patches(step, view, plan.aliases, "retraining alias move")
     if plan.refresh is not None and view.dataset is not None and plan.status is not None:
         stamp = plan.status["refreshRequestedTime"]
         step.out.patches.append(
@@ -261,17 +262,7 @@ def _progressive(
         step.status["rollout"] = rd.status
     for type_, reason, message in rd.events:
         step.event("Normal" if type_ == "Normal" else "Warning", reason, message)
-    by_name = {v["metadata"]["name"]: v for v in view.versions}
-    for mv_name, aliases in rd.aliases.items():
-        mv = by_name[mv_name]
-        step.out.patches.append(
-            Patch(
-                Ref.of(mv),
-                {"spec": {"aliases": aliases}},
-                str(mv["metadata"].get("resourceVersion") or ""),
-                why="rollback alias move",
-            )
-        )
+    _alias_patches(step, view, rd.aliases, "rollback alias move")
     step.out.look_again(rd.requeue_after)
     return rd
 
