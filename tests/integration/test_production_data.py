@@ -301,7 +301,14 @@ def test_a_dataset_from_production_trains_and_low_live_accuracy_retrains_on_it(
     first = ds["status"]["version"]
     assert ds["status"]["rows"]["total"] == labelled
     # More labelled traffic after the first version: a refresh has new data to find.
-    send_labelled(base, list(range(1, 150, 5)), wrong_every=2)
+    more = send_labelled(base, list(range(1, 150, 5)), wrong_every=2)
+    # The refresh can only find them once the server has flushed them to S3.
+    for prefix in (layout.capture_prefix(ns, "loop"), layout.feedback_prefix(ns, "loop")):
+        poll(
+            lambda p=prefix: at_least(stored_rows(s3_client, bucket, p), labelled + more),
+            timeout=60,
+            what=f"{labelled + more} records under {prefix}",
+        )
     run = {
         "apiVersion": "kubeml.io/v1alpha1",
         "kind": "TrainingRun",

@@ -239,6 +239,18 @@ def test_data_already_trained_on_starts_nothing() -> None:
     assert out.run is None
 
 
+def test_the_templates_own_run_on_the_version_counts_as_trained_on() -> None:
+    # The template is still training on V1 (no ModelVersion yet): low live accuracy
+    # must not start a second run on the same data.
+    busy = {**TEMPLATE, "status": {"datasetVersion": V1}}
+    dep = deployment(policy(triggers={"datasetChange": True}), status=pending_drift())
+    out = decide(dep, dataset=dataset(V1), template=busy)
+    assert out.run is None
+    assert "already trained on" in out.status["message"]
+    # The same Dataset version without the template on it is trained.
+    assert decide(dep, dataset=dataset(V1)).run is not None
+
+
 def test_one_run_at_a_time() -> None:
     dep = deployment(policy(triggers={"datasetChange": True}))
     out = decide(dep, dataset=dataset(V1), runs=[run("r1", "c" * 64, None)], drift=drifted(3))

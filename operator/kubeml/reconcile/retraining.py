@@ -330,6 +330,10 @@ def _next_step(
         str(((v.get("spec") or {}).get("lineage") or {}).get("datasetVersion"))
         for v in seen.versions
     } | {str(((r.get("spec") or {}).get("datasetRef") or {}).get("version")) for r in seen.runs}
+    # The template itself may be training on this version right now (no ModelVersion
+    # yet), or have failed on it: a second run on the same data ends the same way.
+    trained.add(str((template.get("status") or {}).get("datasetVersion") or ""))
+    trained.discard("")
     last_trigger = rs.get("lastTrigger") or {}
     last_run = seen.last_run_time
     pending = last_trigger.get("reason") in ("Drift", "Schedule", "LiveQuality") and (

@@ -487,8 +487,9 @@ class ModelServer:
         self._answer(protocol, start, respond, Response(200, body, JSON, rid))
 
     def _answer(self, protocol: str, start: float, respond: Respond, response: Response) -> None:
-        respond(response._replace(headers=response.headers + self._version_header))
+        # Counted before the answer leaves: a client reading /metrics next finds it.
         self.metrics.request(protocol, response.status, time.perf_counter() - start)
+        respond(response._replace(headers=response.headers + self._version_header))
 
     # -- the predict worker thread ---------------------------------------------------
 

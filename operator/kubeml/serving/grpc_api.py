@@ -160,16 +160,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         start = time.perf_counter()
         server = self.server
-        code = 200
         try:
             self._model(request.model_name, request.model_version)
             req, outcome = await self._predict(request)
-            return self._response(req, outcome)
+            response = self._response(req, outcome)
         except RequestError as err:
-            code = err.status
+            # Counted before abort: abort sends the status at once, and a client that
+            # reads /metrics next must find its request there.
+            server.metrics.request("grpc", err.status, time.perf_counter() - start)
             await context.abort(STATUS.get(err.status, grpc.StatusCode.UNKNOWN), err.message)
-        finally:
-            server.metrics.request("grpc", code, time.perf_counter() - start)
+        except Exception:
+            server.metrics.request("grpc", 500, time.perf_counter() - start)
+            raise
+        server.metrics.request("grpc", 200, time.perf_counter() - start)
+        return response
 
     async def _predict(self, request: Any) -> tuple[InferRequest, Prediction]:
         server = self.server
