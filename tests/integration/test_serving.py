@@ -414,13 +414,28 @@ def test_canary_shares_are_exact_by_request_through_the_service(
         )
         poll(lambda: share_in_effect(10), timeout=300, what="canary at 10%", interval=1)
         at_10 = loop.share_over(300, "2")
+    # gRPC calls through the Service's gRPC port take the same exact share.
+    import tritonclient.grpc as grpcclient
+
+    ip = client.CoreV1Api(kube_api).read_namespaced_service("split", served).spec.cluster_ip
+    rpc = grpcclient.InferenceServerClient(f"{ip}:8081")
+    served_by: list[str] = []
+    for _ in range(300):
+        tensor = grpcclient.InferInput("input-0", [1, 4], "FP64")
+        tensor.set_data_from_numpy(np.array([ROWS[0]], dtype=np.float64))
+        res = rpc.infer("iris-classifier", [tensor])
+        served_by.append(res.get_response().model_version)
+        assert res.as_numpy("predict").shape == (1,)
+    rpc.close()
+    grpc_10 = 100.0 * served_by.count("2") / len(served_by)
     print(
         f"canary share through the Service: {at_25:.1f}% of 300 (want 25), "
-        f"{at_10:.1f}% of 300 (want 10); {len(loop.versions)} requests, "
-        f"{len(loop.failures)} failed"
+        f"{at_10:.1f}% of 300 (want 10), gRPC {grpc_10:.1f}% of 300 (want 10); "
+        f"{len(loop.versions)} requests, {len(loop.failures)} failed"
     )
     assert loop.failures == [], loop.failures[:10]
     assert abs(at_25 - 25) <= 3 and abs(at_10 - 10) <= 3, (at_25, at_10)
+    assert set(served_by) == {"1", "2"} and abs(grpc_10 - 10) <= 3, grpc_10
 
 
 def test_a_tampered_artifact_keeps_pods_unready_until_it_is_restored(

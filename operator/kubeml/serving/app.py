@@ -400,14 +400,18 @@ class ModelServer:
             self.metrics.forwarded(self._canary_label(), "answered", took)
             respond(Response(answer.status, answer.body, answer.content_type, answer.headers))
             return
-        now = time.monotonic()
-        if now - self._fallback_logged > FALLBACK_LOG_INTERVAL_S:  # a dead canary: not a flood
-            self._fallback_logged = now
-            why = answer if isinstance(answer, ForwardError) else f"HTTP {answer.status}"
-            log.warning("canary did not answer a forwarded request (%s): answering here", why)
+        self.note_fallback(answer if isinstance(answer, ForwardError) else f"HTTP {answer.status}")
         outcome = "error" if isinstance(answer, Answer) else "unreachable"
         self.metrics.forwarded(self._canary_label(), outcome, took)
         self.submit(req, local, protocol)
+
+    def note_fallback(self, why: object) -> None:
+        """Log that the canary gave no answer worth relaying (at most once per interval:
+        a dead canary must not flood the log)."""
+        now = time.monotonic()
+        if now - self._fallback_logged > FALLBACK_LOG_INTERVAL_S:
+            self._fallback_logged = now
+            log.warning("canary did not answer a forwarded request (%s): answering here", why)
 
     def _content(self, body: bytes, meta: RequestMeta) -> bytes:
         """The body after the checks its headers call for: an accepted media type,

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
@@ -99,9 +100,72 @@ def request_doc(request: Any) -> dict[str, Any]:
     return doc
 
 
+# Marks a forwarded call (metadata): a server never forwards one again.
+FORWARDED_KEY = "kubeml-forwarded"
+# Status codes that are the canary's answer to the request (it ran and refused it);
+# any other failure means it never answered (down, refused, timed out).
+_ANSWERED_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+class CanaryChannel:
+    """The canary's gRPC port, for the share of gRPC calls a stable server forwards
+    (the same :class:`Split` as HTTP, so the share is exact over both protocols).
+    Bounded like the HTTP forwarder: calls at once, a deadline, an answer size."""
+
+    def __init__(self, target: str, *, max_calls: int, timeout_s: float, max_bytes: int) -> None:
+        self.target = target
+        self.max_calls = max_calls
+        self.timeout_s = timeout_s
+        self.busy = 0
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ],
+        )
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def saturated(self) -> bool:
+        return self.busy >= self.max_calls
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def canary_target(server: ModelServer) -> str | None:
+    """host:port of the canary's gRPC port: the canary Service's host on the gRPC
+    port every server of the Deployment listens on; None without a canary."""
+    cfg = server.cfg
+    if not cfg.canary_url or cfg.canary_percent <= 0 or not cfg.grpc_port:
+        return None
+    host = urlsplit(cfg.canary_url).hostname
+    return f"{host}:{cfg.grpc_port}" if host else None
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(self, server: ModelServer) -> None:
         self.server = server
+        cfg = server.cfg
+        target = canary_target(server)
+        self.canary = (
+            None
+            if target is None
+            else CanaryChannel(
+                target,
+                max_calls=cfg.forward_connections,
+                timeout_s=cfg.forward_timeout_s,
+                max_bytes=max(64 << 20, 8 * cfg.max_request_bytes),
+            )
+        )
 
     # -- health and metadata -------------------------------------------------------
 
@@ -162,7 +226,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         server = self.server
         try:
             self._model(request.model_name, request.model_version)
-            req, outcome = await self._predict(request)
+            req = self._decode(request)
+            # Validated first, as over HTTP: a request this version rejects is the
+            # client's error; one the canary cannot answer is answered here.
+            forwarded = await self._forward(request, req, context, start)
+            if forwarded is not None:
+                return forwarded
+            outcome = await self._predict(req)
             response = self._response(req, outcome)
         except RequestError as err:
             # Counted before abort: abort sends the status at once, and a client that
@@ -175,7 +245,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         server.metrics.request("grpc", 200, time.perf_counter() - start)
         return response
 
-    async def _predict(self, request: Any) -> tuple[InferRequest, Prediction]:
+    def _decode(self, request: Any) -> InferRequest:
         server = self.server
         decoder = server.decoder
         if decoder is None or server.batcher is None:
@@ -183,13 +253,51 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         req = decoder.v2_doc(request_doc(request))
         if req.id is not None:
             check_request_id(req.id)
+        return req
+
+    async def _forward(
+        self, request: Any, req: InferRequest, context: Any, start: float
+    ) -> Any | None:
+        """The canary's answer when this call is in its share and it gave one; None:
+        answer here. Only version-less calls move (a client naming this version gets
+        it), and never a call already forwarded."""
+        canary, server = self.canary, self.server
+        if canary is None or request.model_version:
+            return None
+        if any(k == FORWARDED_KEY for k, _ in context.invocation_metadata() or ()):
+            return None
+        if not server.split.take():
+            return None
+        label = server.cfg.canary_version or "canary"
+        if canary.saturated():
+            server.metrics.forwarded(label, "saturated", 0.0)
+            return None
+        canary.busy += 1
+        server.inflight += 1
+        try:
+            answer = await canary.stub.ModelInfer(
+                request, timeout=canary.timeout_s, metadata=((FORWARDED_KEY, "1"),)
+            )
+        except grpc.aio.AioRpcError as err:
+            outcome = "error" if err.code() in _ANSWERED_CODES else "unreachable"
+            server.metrics.forwarded(label, outcome, time.perf_counter() - start)
+            server.note_fallback(f"gRPC {err.code().name}: {err.details()}")
+            return None
+        finally:
+            canary.busy -= 1
+            server.inflight -= 1
+        server.metrics.forwarded(label, "answered", time.perf_counter() - start)
+        return answer
+
+    async def _predict(self, req: InferRequest) -> Prediction:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        server.submit(req, _resolver(fut), "grpc")
+        self.server.submit(req, _resolver(fut), "grpc")
         outcome = await fut
         if isinstance(outcome, BaseException):
             msg = f"prediction failed: {type(outcome).__name__}: {outcome}"
             raise RequestError(500, msg[:2000])
-        return req, outcome
+        prediction: Prediction = outcome
+        return prediction
 
     def _response(self, req: InferRequest, outcome: Prediction) -> Any:
         encoder = self.server.encoder
