@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 Helm, install_values = helm_support.Helm, helm_support.install_values
 operator_pod, operator_log = helm_support.operator_pod, helm_support.operator_log
 logs_on_failure = helm_support.logs_on_failure
+strip_finalizers = helm_support.strip_finalizers
 CHART, IRIS, RELEASE = helm_support.CHART, helm_support.IRIS, helm_support.RELEASE
 SERVICE_ACCOUNT = helm_support.SERVICE_ACCOUNT
 Kubectl = helm_support.Kubectl
@@ -39,22 +40,6 @@ def can_i(
     who = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     out = kubectl("auth", "can-i", verb, resource, "--as", who, "-n", where, *extra, check=False)
     return out.stdout.strip() == "yes"
-
-
-def strip_finalizers(kubectl: Kubectl, namespace: str) -> None:
-    """After a failure, let the namespace go: no operator is left to run the finalizers."""
-    out = kubectl("get", "modelversions", "-n", namespace, "-o", "name", check=False)
-    for name in out.stdout.split():
-        kubectl(
-            "patch",
-            "-n",
-            namespace,
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
 
 
 def apply(kubectl: Kubectl, namespace: str, *files: Path) -> None:

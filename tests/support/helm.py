@@ -129,6 +129,22 @@ def logs_on_failure(api: client.ApiClient, state_dir: Path, namespace: str) -> I
         raise
 
 
+def strip_finalizers(kubectl: Kubectl, namespace: str) -> None:
+    """After a failure, let the namespace go: no operator is left to run the finalizers."""
+    out = kubectl("get", "modelversions", "-n", namespace, "-o", "name", check=False)
+    for name in out.stdout.split():
+        kubectl(
+            "patch",
+            "-n",
+            namespace,
+            name,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+
+
 # Fixtures, for test modules to import by name.
 @pytest.fixture(scope="module")
 def helm() -> str:

@@ -302,7 +302,7 @@ EXPECTED_RULES = {
     ("kubeml.io", "datasets"): {"get", "list", "watch", "patch"},
     ("kubeml.io", "trainingruns"): {"get", "list", "watch", "create", "patch"},
     ("kubeml.io", "deployments"): {"get", "list", "watch"},
-    ("kubeml.io", "modelversions"): {"get", "list", "watch", "create", "patch"},
+    ("kubeml.io", "modelversions"): {"get", "list", "watch", "create", "patch", "promote"},
     ("kubeml.io", "datasets/status"): {"patch"},
     ("kubeml.io", "trainingruns/status"): {"patch"},
     ("kubeml.io", "modelversions/status"): {"patch"},
@@ -332,7 +332,7 @@ def test_cluster_role_grants_exactly_what_the_controllers_use(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["default"]
-    role = one(docs, "ClusterRole")
+    role = one(docs, "ClusterRole", "kml-kubeml")
     assert granted(role) == EXPECTED_RULES
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -359,7 +359,9 @@ def test_watch_namespaces_get_roles_not_a_cluster_role(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["watch-namespaces"]
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    # The only ClusterRoles are the users' (bound by nobody here), none for the operator.
+    assert {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")} == set(USER_ROLES)
+    assert not by_kind(docs, "ClusterRoleBinding")
     operator_roles = [
         r
         for r in by_kind(docs, "Role")
@@ -377,8 +379,89 @@ def test_watch_namespaces_get_roles_not_a_cluster_role(
 
 def test_rbac_without_prometheus_operator_rights(helm: str) -> None:
     docs = render(helm, ["rbac.prometheusOperator=false"])
-    groups = {g for r in one(docs, "ClusterRole")["rules"] for g in r["apiGroups"]}
+    groups = {g for r in one(docs, "ClusterRole", "kml-kubeml")["rules"] for g in r["apiGroups"]}
     assert "monitoring.coreos.com" not in groups
+
+
+# -- the users' roles and the promote policy ----------------------------------------------
+
+KINDS = ("datasets", "trainingruns", "modelversions", "deployments")
+USER_ROLES = {"kubeml-view": "view", "kubeml-edit": "edit", "kubeml-admin": "admin"}
+READ = {"get", "list", "watch"}
+WRITE = READ | {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def user_roles(docs: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], set[str]]]:
+    return {
+        name: granted(one(docs, "ClusterRole", name))
+        for name in USER_ROLES
+        if any(d["metadata"]["name"] == name for d in by_kind(docs, "ClusterRole"))
+    }
+
+
+@pytest.mark.parametrize("reserved", [False, True])
+def test_user_roles_aggregate_into_view_edit_admin(helm: str, reserved: bool) -> None:
+    docs = render(helm, [f"rbac.promoteReservedToAdmins={str(reserved).lower()}"])
+    for name, builtin in USER_ROLES.items():
+        labels = one(docs, "ClusterRole", name)["metadata"]["labels"]
+        aggregated = {k for k in labels if k.startswith("rbac.authorization.k8s.io/aggregate-to")}
+        assert aggregated == {f"rbac.authorization.k8s.io/aggregate-to-{builtin}"}, name
+        assert labels[f"rbac.authorization.k8s.io/aggregate-to-{builtin}"] == "true"
+    roles = user_roles(docs)
+    status = {("kubeml.io", f"{k}/status"): {"get"} for k in KINDS}
+    assert roles["kubeml-view"] == {**{("kubeml.io", k): READ for k in KINDS}, **status}
+    edit = {**{("kubeml.io", k): WRITE for k in KINDS}, **status}
+    admin = {**edit, ("kubeml.io", "modelversions"): WRITE | {"promote"}}
+    assert roles["kubeml-admin"] == admin
+    assert roles["kubeml-edit"] == (edit if reserved else admin)
+
+
+def promote_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        one(docs, "ValidatingAdmissionPolicy", "kubeml-promote"),
+        one(docs, "ValidatingAdmissionPolicyBinding", "kubeml-promote"),
+    )
+
+
+def test_promote_policy_asks_the_authorizer_when_aliases_change(helm: str) -> None:
+    policy, binding = promote_policy(render(helm, []))
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    # The main resource only: the operator's status writes never need promote.
+    assert rule["resources"] == ["modelversions"] and rule["apiGroups"] == ["kubeml.io"]
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    assert "spec.aliases" in spec["matchConditions"][0]["expression"]
+    (check,) = spec["validations"]
+    assert ".check('promote').allowed()" in check["expression"]
+    assert check["reason"] == "Forbidden"
+    assert "kubeml-edit" in check["messageExpression"]
+    assert binding["spec"] == {"policyName": "kubeml-promote", "validationActions": ["Deny"]}
+
+
+def test_reserved_promotion_names_only_the_admin_role(helm: str) -> None:
+    policy, _ = promote_policy(render(helm, ["rbac.promoteReservedToAdmins=true"]))
+    message = policy["spec"]["validations"][0]["messageExpression"]
+    assert "kubeml-admin" in message and "kubeml-edit" not in message
+
+
+def test_promote_policy_binds_to_the_watched_namespaces(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    _, binding = promote_policy(rendered["watch-namespaces"])
+    (expr,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert expr == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "In",
+        "values": ["ml", "ml-staging"],
+    }
+
+
+def test_user_roles_can_be_left_to_another_release(helm: str) -> None:
+    docs = render(helm, ["rbac.userRoles=false"])
+    assert user_roles(docs) == {}
+    assert not by_kind(docs, "ValidatingAdmissionPolicy")
+    assert not by_kind(docs, "ValidatingAdmissionPolicyBinding")
 
 
 # -- S3 credentials, MinIO, metrics -------------------------------------------------------
