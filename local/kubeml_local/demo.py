@@ -211,5 +211,6 @@ def run(state_dir: Path | None, echo: Echo = print) -> None:
     if pods:
         echo(f"  kubectl logs -n {NAMESPACE} {pods[0].metadata.name}")
     echo(f"  kubectl logs -n {SYSTEM_NAMESPACE} deploy/kubeml   # the operator")
+    echo(f"  .venv/bin/kubeml lineage deployment/iris -n {NAMESPACE}   # data -> run -> version")
     echo(f"  .venv/bin/kubeml promote {model} <version> --alias champion -n {NAMESPACE}")
     echo("stop everything: .venv/bin/kubeml local down")

@@ -225,6 +225,65 @@ def runs(model: str, namespace: str | None, output: str) -> None:
 main.add_command(runs, "experiments")
 
 
+@main.command()
+@click.argument("ref", metavar="KIND/NAME")
+@click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["tree", "json"]),
+    default="tree",
+    show_default=True,
+    help="A tree with each step's key facts, or the same as JSON.",
+)
+def lineage(ref: str, namespace: str | None, output: str) -> None:
+    """The chain dataset version -> run -> model version -> deployments through KIND/NAME
+    (a deployment, modelversion, trainingrun or dataset), e.g. deployment/iris."""
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+
+    from . import lineage as lineage_
+    from .k8s import client, objects
+
+    try:
+        kind, name = lineage_.parse_ref(ref)
+    except lineage_.LineageError as err:
+        raise click.BadParameter(str(err), param_hint="KIND/NAME") from err
+    ns = namespace or client.current_namespace()
+    api = client.api_client()
+    found: dict[str, list[dict[str, object]]] = {}
+    for kind_, plural in (
+        ("Dataset", "datasets"),
+        ("TrainingRun", "trainingruns"),
+        ("ModelVersion", "modelversions"),
+        ("Deployment", "deployments"),
+    ):
+        try:
+            found[plural] = objects.list_(api, "kubeml.io/v1alpha1", kind_, ns)
+        except ApiException as err:
+            raise click.ClickException(
+                f"cannot list {plural}.kubeml.io in namespace {ns}: {err.status} {err.reason}"
+            ) from err
+    try:
+        result = lineage_.build(
+            kind,
+            name,
+            datasets=found["datasets"],
+            runs=found["trainingruns"],
+            versions=found["modelversions"],
+            deployments=found["deployments"],
+        )
+    except lineage_.LineageError as err:
+        raise click.ClickException(f"{err} in namespace {ns}") from err
+    if output == "json":
+        click.echo(json.dumps(result.wire(), indent=2))
+    else:
+        click.echo(lineage_.render(result))
+
+
 def _write_or_check(rendered: dict[Path, str], check: bool, command: str) -> None:
     """Write generated files, or with --check exit 1 naming the stale ones."""
     if check:
