@@ -7,6 +7,7 @@ made again on what is there now, so no concurrent change is overwritten.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,20 @@ def claim(api: ApiClient, namespace: str, model: str, version: int, alias: str) 
         except ApiException as err:
             if err.status == 409:
                 continue
-            raise ClaimError(f"patching {meta['name']}: {err.status} {err.reason}") from err
+            raise ClaimError(f"patching {meta['name']}: {err.status} {api_message(err)}") from err
         return Claim(meta["name"], done["metadata"]["resourceVersion"], True)
     raise ClaimError(f"{model} version {version} kept changing; alias {alias} not claimed")
+
+
+def api_message(err: ApiException) -> str:
+    """The apiserver's own message (e.g. the kubeml-promote policy naming the right a
+    user lacks), else the HTTP reason."""
+    try:
+        body = json.loads(err.body or "")
+    except (TypeError, ValueError):
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message) if message else str(err.reason)
 
 
 def _find(api: ApiClient, namespace: str, model: str, version: int) -> dict[str, Any]:
