@@ -433,6 +433,8 @@ def _tree(node: DataNode) -> Tree:
 
 def render(lineage: Lineage) -> str:
     """The tree, one object per line with its key facts."""
+    if not lineage.roots:  # e.g. a Deployment that serves nothing yet
+        return f"{lineage.start}: no lineage recorded yet (nothing served or trained)"
     out: list[str] = []
     for root in lineage.roots:
         tree = _tree(root)

@@ -247,3 +247,14 @@ def test_shares_stable_takes_what_the_canary_does_not() -> None:
     del d["status"]["canary"]["trafficPercent"]  # the canary's share cannot be told yet
     assert [s.traffic_percent for s in lineage.serving(d)] == [None, None]
     assert "stable share unknown" in lineage._serving_facts(lineage.serving(d)[0])
+
+
+def test_a_deployment_serving_nothing_yet_says_so() -> None:
+    waiting = obj("Deployment", "new", {"model": "iris-classifier"}, {})
+    result = lineage.build(
+        "Deployment", "new", datasets=DATASETS, runs=RUNS, versions=VERSIONS, deployments=[waiting]
+    )
+    assert result.roots == []
+    assert lineage.render(result) == (
+        "deployment/new: no lineage recorded yet (nothing served or trained)"
+    )
