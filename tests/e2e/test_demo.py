@@ -29,7 +29,9 @@ PREDICTION = re.compile(r"^  \[[^\]]+\] -> class (\d+)$", re.M)
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
-def kubeml(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def kubeml(
+    *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kubeml.cli", *args],
         cwd=ROOT,
@@ -37,6 +39,7 @@ def kubeml(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
@@ -116,6 +119,14 @@ def test_local_up_then_kubectl_apply_serves_through_the_service(state_dir: Path)
         "-o", "jsonpath={.items[*].spec.serviceAccountName}",
     )  # fmt: skip
     assert sa == "kubeml"
+    # Where the served model came from, in the kubeconfig context's namespace.
+    tree = kubeml("lineage", "deployment/iris", env=env, timeout=60)
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    assert lines[0].startswith("dataset iris@") and "150 rows" in lines[0], tree.stdout
+    assert lines[1].startswith("└── trainingrun iris-rf  True Succeeded  accuracy="), tree.stdout
+    assert "modelversion iris-classifier-v1" in lines[2] and "champion" in lines[2]
+    assert "deployment iris  stable 100%" in lines[3], tree.stdout
 
 
 def check_run(out: subprocess.CompletedProcess[str]) -> None:
@@ -143,3 +154,26 @@ def test_demo_runs_the_lifecycle_and_runs_again_from_scratch(state_dir: Path) ->
     check_run(second)
     assert "removing namespace kubeml-demo left by an earlier demo" in second.stdout
     assert "local cluster already running" in second.stdout
+
+    # The whole chain behind the demo's Deployment: data -> run -> version -> serving.
+    out = kubeml(
+        "lineage", "deployment/iris", "-n", "kubeml-demo", "-o", "json",
+        env=shell_env(state_dir), timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (data,) = json.loads(out.stdout)["datasetVersions"]
+    assert (data["dataset"], data["current"], data["rows"]["total"]) == ("iris", True, 150)
+    assert re.fullmatch(r"[0-9a-f]{64}", data["version"])
+    (run,) = data["runs"]
+    assert (run["name"], run["state"], run["keyMetric"]) == (
+        "iris-rf",
+        "True Succeeded",
+        "accuracy",
+    )
+    assert run["keyValue"] >= 0.85 and run["gates"]["passed"] == run["gates"]["total"] >= 1
+    mv = run["modelVersion"]
+    assert (mv["name"], mv["aliases"], mv["ready"]) == ("iris-classifier-v1", ["champion"], "True")
+    assert mv["keyMetric"].startswith("accuracy=")
+    (served,) = mv["deployments"]
+    assert (served["name"], served["track"], served["trafficPercent"]) == ("iris", "stable", 100)
+    assert served["ready"] == "True" and served["readyReplicas"] >= 1
