@@ -100,8 +100,9 @@ class Analysis(KubeModel):
     fallback answers for the new version excluded). Off unless set; skipped in a
     step where stable answered fewer than minRequests of its own."""
     max_latency_p99_ratio: Annotated[float, Field(gt=0, le=1000)] | None = None
-    """Largest ratio of the new version's p99 latency to the stable version's own
-    over the same step. Off unless set; skipped like maxErrorRateIncrease."""
+    """Largest ratio of the new version's p99 latency (as the stable servers measure
+    it, the forwarding hop included) to the stable version's own over the same step.
+    Off unless set; skipped like maxErrorRateIncrease."""
     max_drift_psi: Annotated[float, Field(gt=0, le=100)] | None = None
     """Largest feature drift (population stability index of the new version's recent
     inputs against its own training profile, the highest feature on any of its
