@@ -113,7 +113,13 @@ def operator() -> None:
     multiple=True,
     help="Watch only these namespaces (repeatable); all when omitted.",
 )
-def operator_run(namespaces: tuple[str, ...]) -> None:
+@click.option(
+    "--prometheus-url",
+    default=None,
+    help="Judge rollout steps on Prometheus' HTTP API at this URL (KUBEML_PROMETHEUS_URL); "
+    "default: each server pod's /metrics.",
+)
+def operator_run(namespaces: tuple[str, ...], prometheus_url: str | None) -> None:
     """Run the operator (settings from KUBEML_* and AWS_* environment variables)."""
     import dataclasses
     import logging
@@ -127,6 +133,8 @@ def operator_run(namespaces: tuple[str, ...]) -> None:
     settings = Settings.from_env()
     if namespaces:
         settings = dataclasses.replace(settings, namespaces=namespaces)
+    if prometheus_url is not None:
+        settings = dataclasses.replace(settings, prometheus_url=prometheus_url.strip().rstrip("/"))
     try:
         listening.preflight(settings)
     except listening.PortTaken as err:

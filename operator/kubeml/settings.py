@@ -53,6 +53,13 @@ class Settings:
     lease_namespace: str = "default"
     # This replica, in the Lease and in the user agent of its requests (the pod's name).
     identity: str = ""
+    # Prometheus' HTTP API for judging rollout steps (e.g. http://prometheus.monitoring:9090);
+    # empty: each server pod's /metrics. An operator setting, not a Deployment field:
+    # the operator sends these requests from its own network position, and a tenant
+    # must not be able to point it anywhere (or at numbers of their choosing).
+    prometheus_url: str = ""
+    # All of one judgement's queries together; past it the judgement is inconclusive.
+    prometheus_timeout_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,6 +90,10 @@ class Settings:
             lease_name=e.get("KUBEML_LEASE_NAME", cls.lease_name),
             lease_namespace=e.get("KUBEML_LEASE_NAMESPACE") or e.get("POD_NAMESPACE") or "default",
             identity=e.get("KUBEML_IDENTITY") or e.get("HOSTNAME") or "",
+            prometheus_url=e.get("KUBEML_PROMETHEUS_URL", "").strip().rstrip("/"),
+            prometheus_timeout_seconds=float(
+                e.get("KUBEML_PROMETHEUS_TIMEOUT_SECONDS", cls.prometheus_timeout_seconds)
+            ),
         )
 
 

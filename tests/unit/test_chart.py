@@ -45,6 +45,7 @@ CASES: dict[str, list[str]] = {
         "argocd.healthChecks.enabled=true",
         "operator.bindToPodIP=false",
         "image.tag=0.2.0",
+        "prometheus.url=http://prometheus-operated.monitoring:9090",
     ],
 }
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet")
@@ -273,6 +274,7 @@ def test_operator_deployment_shape(rendered: dict[str, list[dict[str, Any]]]) ->
     assert granted(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
     assert env["KUBEML_BUCKET"]["value"] == "kubeml"
     assert "KUBEML_NAMESPACES" not in env
+    assert "KUBEML_PROMETHEUS_URL" not in env  # rollouts judged from the pods' /metrics
     assert "AWS_ENDPOINT_URL" not in env  # AWS S3 itself unless told otherwise
     sc = c["securityContext"]
     assert sc["runAsUser"] == 65532 and sc["capabilities"] == {"drop": ["ALL"]}
@@ -287,6 +289,8 @@ def test_non_default_values_reach_the_operator(rendered: dict[str, list[dict[str
     env = env_of(c)
     assert c["image"] == "ghcr.io/kubeml/operator:0.2.0"
     assert env["KUBEML_NAMESPACES"]["value"] == "ml"
+    assert env["KUBEML_PROMETHEUS_URL"]["value"] == "http://prometheus-operated.monitoring:9090"
+    assert env["KUBEML_PROMETHEUS_TIMEOUT_SECONDS"]["value"] == "5"
     assert env["KUBEML_BIND_ADDRESS"] == {"name": "KUBEML_BIND_ADDRESS", "value": "0.0.0.0"}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://kml-kubeml-minio.kubeml-system.svc:9000"
     _, c = operator_container(rendered["s3-secret"])

@@ -176,6 +176,29 @@ def test_inconclusive_metrics_neither_fail_nor_advance() -> None:
     assert ro["lastAnalysis"]["result"] == "Inconclusive"
     assert (ro["phase"], ro["step"], ro["failures"]) == ("Progressing", 0, 0)
     assert "fewer than minRequests 20" in ro["message"]
+    assert (
+        ro["lastAnalysis"]["message"] == "5 requests answered by the new version, fewer "
+        "than minRequests 20"
+    )
+    assert ro["lastAnalysis"]["source"] == "pods"
+
+
+def test_an_unreadable_prometheus_holds_the_step_and_says_why() -> None:
+    st = started()
+    down = Sample(0, 0, source="prometheus", error="Prometheus at http://p:9090: refused")
+    d = decide(view(st, _in_effect(st, 10), down), t(2))
+    d = decide(view(d.status, _in_effect(d.status, 10), down), t(40))
+    ro = d.status["rollout"]
+    assert ro["lastAnalysis"]["source"] == "prometheus"
+    assert ro["lastAnalysis"]["message"] == "Prometheus at http://p:9090: refused"
+    assert (ro["phase"], ro["step"], ro["failures"], ro["stepPassed"]) == (
+        "Progressing",
+        0,
+        0,
+        False,
+    )
+    assert "inconclusive: Prometheus at http://p:9090: refused" in ro["message"]
+    assert not d.outcome.events or all(e.reason != "RolledBack" for e in d.outcome.events)
 
 
 def _health(d: Seen) -> str:

@@ -94,6 +94,19 @@ class Analysis(KubeModel):
     max_latency_p99_seconds: Annotated[float, Field(gt=0, le=600)] = 0.5
     """Largest p99 latency of the new version's requests, as the stable servers
     measure them (the extra hop included)."""
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Largest error rate of the new version above the stable version's own over the
+    same step (stable's answers to v1/v2 inference requests, client errors and its
+    fallback answers for the new version excluded). Off unless set; skipped in a
+    step where stable answered fewer than minRequests of its own."""
+    max_latency_p99_ratio: Annotated[float, Field(gt=0, le=1000)] | None = None
+    """Largest ratio of the new version's p99 latency (as the stable servers measure
+    it, the forwarding hop included) to the stable version's own over the same step.
+    Off unless set; skipped like maxErrorRateIncrease."""
+    max_drift_psi: Annotated[float, Field(gt=0, le=100)] | None = None
+    """Largest feature drift (population stability index of the new version's recent
+    inputs against its own training profile, the highest feature on any of its
+    servers). Off unless set; inconclusive until its servers hold enough rows (100)."""
 
 
 class Approval(KubeModel):
@@ -378,7 +391,9 @@ class CheckResult(StatusModel):
     """Measured; absent when nothing could be measured."""
     limit: float
     passed: bool | None = None
-    """Absent: inconclusive."""
+    """Absent: inconclusive, or skipped."""
+    message: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """Why it could not be told or was skipped; for driftPsi, the feature."""
 
 
 class AnalysisRun(StatusModel):
@@ -389,6 +404,11 @@ class AnalysisRun(StatusModel):
     requests: Annotated[int, Field(ge=0)] = 0
     """Requests answered by the new version in the step, judged."""
     checks: Annotated[list[CheckResult], Field(max_length=16)] = Field(default_factory=list)
+    source: Literal["pods", "prometheus"] = "pods"
+    """Where the metrics came from: each pod's /metrics, or Prometheus' HTTP API
+    (when the operator is configured with one)."""
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Why it was inconclusive."""
 
 
 class RolloutEvent(StatusModel):

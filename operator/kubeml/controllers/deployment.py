@@ -10,9 +10,10 @@ from ..conditions import is_true
 from ..driver.engine import Controller
 from ..driver.world import World
 from ..labels import DEPLOYMENT, RETRAINING_FOR, TRACK
-from ..reconcile import analysis, retraining, server_objects
+from ..reconcile import analysis, prometheus, retraining, server_objects
 from ..reconcile import deployment as decide
 from ..reconcile.outcome import Outcome
+from . import prometheus_source
 from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
 
@@ -71,14 +72,14 @@ def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReadi
     return retraining.drift_from_metrics(texts)
 
 
-def read_sample(world: World, namespace: str, name: str, target_version: int) -> analysis.Sample:
-    """The new version's forwarded requests, from each ready stable server's /metrics
-    (no Prometheus needed; the same series Prometheus scrapes)."""
+def _pages(world: World, namespace: str, name: str, track: str, what: str) -> list[str]:
+    """/metrics of each ready server pod of one track; one that does not answer is
+    left out (judged on the servers that answered)."""
     texts: list[str] = []
     for pod in world.cache.list(
         *PODS,
         namespace,
-        lambda p: labels_of(p).get(DEPLOYMENT) == name and labels_of(p).get(TRACK) == "stable",
+        lambda p: labels_of(p).get(DEPLOYMENT) == name and labels_of(p).get(TRACK) == track,
     ):
         status = pod.get("status") or {}
         if pod["metadata"].get("deletionTimestamp") or not status.get("podIP"):
@@ -89,11 +90,42 @@ def read_sample(world: World, namespace: str, name: str, target_version: int) ->
         try:
             with _DIRECT.open(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
                 texts.append(resp.read().decode("utf-8", "replace"))
-        except OSError as err:  # judged on the servers that answered
+        except OSError as err:
             log.warning(
-                "rollout: reading %s of pod %s/%s: %s", url, namespace, pod["metadata"]["name"], err
+                "%s: reading %s of pod %s/%s: %s",
+                what,
+                url,
+                namespace,
+                pod["metadata"]["name"],
+                err,
             )
-    return analysis.sample_from_metrics(texts, target_version)
+    return texts
+
+
+def read_sample(world: World, namespace: str, name: str, body: dict[str, Any]) -> analysis.Sample:
+    """The rollout's numbers for the step so far: from Prometheus when the operator is
+    configured with one, else from each ready server's /metrics (the same series
+    Prometheus scrapes)."""
+    st = (body.get("status") or {}).get("rollout") or {}
+    policy = ((body.get("spec") or {}).get("rollout") or {}).get("analysis") or {}
+    target = int(st["to"]["version"])
+    drift = policy.get("maxDriftPsi") is not None
+    if world.settings.prometheus_url:
+        return prometheus_source.read(
+            world.settings.prometheus_url,
+            world.settings.prometheus_timeout_seconds,
+            prometheus.Selection(
+                namespace,
+                name,
+                int(st["from"]["version"]),
+                target,
+                prometheus.window_seconds(world.now(), st.get("stepStartTime")),
+                drift=drift,
+            ),
+        )
+    stable = _pages(world, namespace, name, "stable", "rollout")
+    canary = _pages(world, namespace, name, "canary", "rollout") if drift else []
+    return analysis.sample_from_metrics(stable, target, canary)
 
 
 def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
@@ -107,9 +139,8 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
             **{**view.__dict__, "drift": read_drift(world, namespace, name)}
         )
     if decide.wants_sample(view, world.settings, now=now):
-        target = int(((body.get("status") or {}).get("rollout") or {})["to"]["version"])
         view = decide.DeploymentView(
-            **{**view.__dict__, "sample": read_sample(world, namespace, name, target)}
+            **{**view.__dict__, "sample": read_sample(world, namespace, name, body)}
         )
     return decide.decide(
         view, world.settings, now=now, drift_poll_seconds=world.settings.drift_poll_seconds

@@ -144,8 +144,17 @@ def apply(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch replacing ``old`` status fields by ``new`` ones; fields that
-    disappeared are sent as null so they are removed rather than left stale."""
-    return {**{k: None for k in old if k not in new}, **new}
+    disappeared are sent as null so they are removed rather than left stale, at any
+    depth (a merge patch merges nested objects: status.rollout.stepStartTime dropped
+    from a new status.rollout would otherwise stay). Lists are replaced whole."""
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        before = old.get(k)
+        if isinstance(v, dict) and isinstance(before, dict):
+            out[k] = status_patch(before, v)
+        else:
+            out[k] = v
+    return out
 
 
 def patch_status(

@@ -208,7 +208,10 @@ def _record(
         "result": j.result,
         "requests": j.requests,
         "checks": [c.to_status() for c in j.checks],
+        "source": sample.source,
     }
+    if j.result == "Inconclusive":
+        st["lastAnalysis"]["message"] = j.why[:1024]
     st["failures"] = j.failures
     st["message"] = f"{label}: {j.describe()}"
     if j.result == "Pass":

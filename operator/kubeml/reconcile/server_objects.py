@@ -354,6 +354,10 @@ def service_monitor(owner: dict[str, Any], interval: str) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": selector(meta["name"])},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": interval}],
+            # Series carry kubeml_io_deployment and kubeml_io_track: rollout analysis
+            # from Prometheus selects a Deployment's servers by them (as a labelmap of
+            # pod labels gives in annotation-based scrape configs).
+            "podTargetLabels": [labels.DEPLOYMENT, labels.TRACK],
         },
     }
 
