@@ -46,6 +46,7 @@ crds: setup
 	$(BIN)/kubeml crds
 	$(BIN)/kubeml docs
 	$(BIN)/kubeml health-checks
+	$(BIN)/kubeml dashboard
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

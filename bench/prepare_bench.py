@@ -180,7 +180,7 @@ def main() -> int:
         f"(train {rows['train']:,}, validation {rows['validation']:,}, test {rows['test']:,})"
     )
     print(f"{'phase':<28}{'seconds':>10}")
-    for phase in ("load", "prepare", "write", "upload"):
+    for phase in ("fetch", "validate", "write", "upload"):
         print(f"{phase:<28}{t[phase]:>10.2f}")
     print(f"{'wall (prepare_dataset)':<28}{report['wall']:>10.2f}")
     print(f"{'peak RSS of the job (MB)':<28}{mb(report['max_rss']):>10}")

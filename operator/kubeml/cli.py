@@ -61,6 +61,27 @@ def health_checks(out: Path, argocd_cm: Path, check: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("charts/kubeml/dashboards/kubeml.json"),
+    show_default=True,
+    help="Where to write the dashboard's JSON (the chart ships this file).",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the file differs instead of writing.")
+def dashboard(out: Path, check: bool) -> None:
+    """Generate the Grafana dashboard (needs the dev extra: grafana-foundation-sdk)."""
+    try:
+        from . import dashboard as board
+    except ImportError as err:
+        raise click.ClickException(
+            f"{err}: the dashboard is built with grafana-foundation-sdk; pip install -e '.[dev]'"
+        ) from err
+    _write_or_check({out: board.render()}, check, "dashboard")
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Validate KubeML manifests offline (the same checks as admission)."""

@@ -77,6 +77,13 @@ def test_builtin_iris_reaches_ready_with_its_rows_and_a_content_version(
     assert {c["name"] for c in st["columns"] if c["role"] == "target"} == {"target"}
     assert kube.condition(ds, "Validated")["status"] == "True"  # type: ignore[index]
     assert ds["status"]["observedGeneration"] == ds["metadata"]["generation"]
+    # Where the preparation's time went, from the wait for its pod to the upload; and
+    # the same, counted once, in the operator's histograms.
+    assert [s["name"] for s in st["stages"]] == ["pod", "fetch", "validate", "write", "upload"]
+    assert all(s["seconds"] >= 0 for s in st["stages"])
+    counted = {"kind": "Dataset", "stage": "validate"}
+    assert operator.metric("kubeml_pipeline_stage_duration_seconds_count", **counted) >= 1
+    assert operator.metric("kubeml_pipeline_runs_total", kind="Dataset", result="succeeded") >= 1
     listed = s3_client.list_objects_v2(Bucket=s3_env["KUBEML_BUCKET"], Prefix=prefix)
     names = {o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]}
     assert {"manifest.json", "profile.json"} <= names

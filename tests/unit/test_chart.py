@@ -34,6 +34,7 @@ CASES: dict[str, list[str]] = {
     "watch-namespaces": ["watchNamespaces={ml,ml-staging}"],
     "minio": ["minio.enabled=true", "minio.rootPassword=change-me-please"],
     "service-monitor": ["metrics.serviceMonitor.enabled=true"],
+    "grafana-dashboard": ["grafana.dashboard.enabled=true"],
     "s3-secret": [*CREDS, "s3.credentials.namespaces={ml}", "s3.endpoint=https://s3.example"],
     "everything": [
         "watchNamespaces={ml}",
@@ -42,6 +43,7 @@ CASES: dict[str, list[str]] = {
         "minio.service.type=NodePort",
         "minio.service.nodePort=30900",
         "metrics.serviceMonitor.enabled=true",
+        "grafana.dashboard.enabled=true",
         "argocd.healthChecks.enabled=true",
         "operator.bindToPodIP=false",
         "image.tag=0.2.0",
@@ -146,6 +148,7 @@ def test_helm_lint_passes(helm: str, case: str) -> None:
         ("minio.service.type=Ingress", "/minio/service/type"),
         ("operatr.healthPort=1", "operatr"),
         ("s3.endpoint=ftp://example", "/s3/endpoint"),
+        ("grafana.dashboard.label=not a label", "/grafana/dashboard/label"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, bad: str, complaint: str) -> None:
@@ -595,7 +598,7 @@ def test_notes_render_next_steps(helm: str, tmp_path: Path) -> None:
 def test_argocd_health_snippet_ships_the_lua_files(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    cm = one(rendered["everything"], "ConfigMap")
+    cm = one(rendered["everything"], "ConfigMap", "kml-kubeml-argocd-health")
     expected = {
         f"resource.customizations.health.kubeml.io_{p.stem}": p.read_text()
         for p in sorted((CHART / "health").glob("*.lua"))

@@ -181,6 +181,22 @@ CONDITIONS_FIELD: dict[str, Any] = {
 }
 
 
+class StageTiming(StatusModel):
+    """How long one stage of a pipeline Job took."""
+
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9-]*$")
+    ]
+    """pod (from the Job's creation to its pod's start), then the Job's own stages:
+    fetch, validate, write, upload (a Dataset); fetch, search, fit, evaluate, upload
+    (a TrainingRun)."""
+    seconds: Annotated[float, Field(ge=0)]
+    """Wall-clock seconds."""
+
+
+MAX_STAGES = 16
+
+
 class ObservedStatus(StatusModel):
     """The part of the status contract every kind shares."""
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from .base import (
+    MAX_STAGES,
     FieldError,
     KubeModel,
     ObjectName,
@@ -14,6 +15,7 @@ from .base import (
     ResourceRequirements,
     S3Credentials,
     Sha256,
+    StageTiming,
     StatusModel,
     cel,
     validations,
@@ -406,6 +408,9 @@ class DatasetStatus(ObservedStatus):
     """When the current version was published."""
     history: Annotated[list[DatasetVersionRecord], Field(max_length=20)] | None = None
     """Earlier versions, newest first (bounded)."""
+    stages: Annotated[list[StageTiming], Field(max_length=MAX_STAGES)] | None = None
+    """Where the last Job's time went, stage by stage, in order (also the histogram
+    kubeml_pipeline_stage_duration_seconds)."""
 
 
 class Dataset(Resource):

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from .base import (
+    MAX_STAGES,
     FieldError,
     KubeModel,
     LabelName,
@@ -14,6 +15,7 @@ from .base import (
     ObservedStatus,
     ResourceRequirements,
     Sha256,
+    StageTiming,
     cel,
     validations,
 )
@@ -380,6 +382,9 @@ class TrainingRunStatus(ObservedStatus):
     """The ModelVersion this run produced."""
     result_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
     """s3:// location of the run's result manifest."""
+    stages: Annotated[list[StageTiming], Field(max_length=MAX_STAGES)] | None = None
+    """Where the last Job's time went, stage by stage, in order (also the histogram
+    kubeml_pipeline_stage_duration_seconds)."""
 
 
 class TrialSummary(KubeModel):

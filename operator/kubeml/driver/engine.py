@@ -81,6 +81,7 @@ class Driver:
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         metrics.QUEUE_DEPTH.set_function(self.queue.due_now)
         metrics.QUEUE_SCHEDULED.set_function(lambda: len(self.queue) - self.queue.due_now())
+        metrics.start_series(self.controllers)
 
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         if kind in self.controllers and namespace and name:

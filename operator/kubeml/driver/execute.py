@@ -79,6 +79,8 @@ class Executor:
             self._patch(p, written)
         for s in outcome.statuses:
             self._status(s, written)
+        for done in outcome.finished:
+            metrics.pipeline_finished(done)
         for e in outcome.events:
             events.post(self.api, e.regarding, e.type, e.reason, e.message)
 

@@ -14,7 +14,7 @@ from ..api import Dataset, ManifestError, parse_manifest
 from ..conditions import find, remove_condition
 from ..settings import Settings
 from ..storage import layout
-from . import jobs, pods
+from . import jobs, pods, stages
 from .outcome import Create, Outcome, Ref
 from .results import RETRY_SECONDS, ResultRead
 from .step import Step
@@ -207,7 +207,24 @@ def decide(
         _failed_with_result(step, doc)
     else:
         _failed_without_result(step, model, state, result)
+    _record_stages(step, doc, job)
     return step.out
+
+
+def _record_stages(
+    step: Step, doc: Mapping[str, Any] | None, job: Mapping[str, Any] | None
+) -> None:
+    """The finished Job's stages (none without a result), and the outcome to count."""
+    recorded = stages.from_result("Dataset", doc, job) if doc is not None else []
+    if recorded:
+        step.status["stages"] = recorded
+    else:
+        step.status.pop("stages", None)
+    created = ((job or {}).get("metadata") or {}).get("creationTimestamp")
+    succeeded = doc is not None and bool(doc.get("ok"))
+    step.out.finished.append(
+        stages.finished("Dataset", succeeded, started=created, now=step.now, stages=recorded)
+    )
 
 
 def _schedule_condition(step: Step, t: Target) -> None:

@@ -89,11 +89,24 @@ class S3Delete:
     why: str = ""
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A Dataset preparation or TrainingRun reached its outcome in this decision. The
+    driver counts it (kubeml_pipeline_* metrics) once the status recording the outcome
+    is written: a decision that loses its write is made again and reports it then, and
+    a finished object's later decisions do not report it again."""
+
+    kind: str
+    succeeded: bool
+    seconds: float | None  # from the Job's creation to the outcome
+    stages: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass
 class Outcome:
     """One reconcile's result. The driver runs, in this order: S3 deletes, creates,
-    applies, deletes, patches, status writes, events; then looks again after
-    ``requeue_after`` seconds if set."""
+    applies, deletes, patches, status writes, finished pipelines (metrics), events;
+    then looks again after ``requeue_after`` seconds if set."""
 
     statuses: list[StatusWrite] = field(default_factory=list)
     create: list[Create] = field(default_factory=list)
@@ -102,6 +115,7 @@ class Outcome:
     patches: list[Patch] = field(default_factory=list)
     s3_deletes: list[S3Delete] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
     requeue_after: float | None = None
 
     def status(self, seen: Mapping[str, Any], status: dict[str, Any]) -> None:
@@ -128,4 +142,5 @@ class Outcome:
         self.patches += other.patches
         self.s3_deletes += other.s3_deletes
         self.events += other.events
+        self.finished += other.finished
         self.look_again(other.requeue_after)

@@ -12,7 +12,7 @@ from ..api.estimators import DEFAULT_METRICS, ESTIMATORS
 from ..conditions import Status, find
 from ..settings import Settings
 from ..storage import layout
-from . import champion, gates, jobs, pods, registry
+from . import champion, gates, jobs, pods, registry, stages
 from .outcome import Create, Outcome
 from .results import RETRY_SECONDS, ResultRead
 from .step import Step
@@ -271,6 +271,15 @@ class _Step(Step):
         self.state(succeeded, reason, message)
         self.status.setdefault("completionTime", self.now)
         self.event("Normal" if succeeded == "True" else "Warning", reason, message)
+        self.out.finished.append(
+            stages.finished(
+                "TrainingRun",
+                succeeded == "True",
+                started=self.status.get("startTime"),
+                now=self.now,
+                stages=self.status.get("stages"),
+            )
+        )
         return self.out
 
 
@@ -318,6 +327,9 @@ def decide(
     doc = result.doc if result is not None else None
     if doc is None:
         return _failed_without_result(step, run, observed, result)
+    recorded = stages.from_result("TrainingRun", doc, job)
+    if recorded:
+        step.status["stages"] = recorded
     if not doc.get("ok"):
         reason = str(doc.get("reason") or "TrainingFailed")
         return step.finish("False", reason, f"trainingrun {meta['name']}: {doc.get('message')}")

@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,11 @@ from ..data.errors import DataError
 from ..data.files import content_version, write_prepared
 from ..data.pipeline import prepare_frame
 from ..storage import ArtifactStore, S3Settings, StorageError
+from . import stages
 from .fetch import load_source
 from .prepare_request import PrepareRequest, memory_limit, read_request, result_key
 from .publish import MANIFEST, Published, publish
+from .stages import Stopwatch
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -105,14 +106,11 @@ def prepare_dataset(
     """Load, validate, split, profile, write and publish; expected failures become an
     Outcome (never an exception)."""
     spec = request.spec
+    watch = Stopwatch()
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
 
     def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
+        timings[name] = watch.lap(name)
 
     try:
         loaded = load_source(
@@ -122,10 +120,10 @@ def prepare_dataset(
             namespace=request.namespace,
             target=spec.target,
         )
-        lap("load")
+        lap("fetch")
         prepared = prepare_frame(loaded.frame, spec, source=loaded.label)
         del loaded  # the splits hold copies; let the source table go
-        lap("prepare")
+        lap("validate")  # clean, validate, split and profile
         rows = prepared.splits.rows()
         columns = [c.to_wire() for c in prepared.columns]
         removed = prepared.removed
@@ -220,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("unexpected failure")
         outcome = Outcome(failure("InternalError", f"{type(err).__name__}: {err}"), EXIT_INTERNAL)
     _report(request, outcome)
+    outcome.result = stages.report(outcome.result, outcome.timings.items())
     return _write_result(store, key, outcome)
 
 

@@ -25,11 +25,11 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..api.estimators import ESTIMATORS
 from ..storage import ArtifactStore, KeyNotFound, S3Settings, StorageError, layout
+from . import stages
 from .training import trials as trial_table
 from .training.champion import champion_metrics
 from .training.dataset import LoadedDataset, load_dataset
@@ -139,7 +139,7 @@ def _shard(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         raise TrainError("InvalidRequest", f"{request.display}: --shard needs spec.search")
     count = spec.search.parallelism
     index = shard_index(env, count)
-    startup = _process_age()
+    startup = stages.process_age()
     loaded = _load(request, store)
     data = loaded.data
     plan = plan_search(spec, loaded.features, data.train[loaded.columns], data.train[data.target])
@@ -179,19 +179,6 @@ def _shard(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
 
 
 PARQUET = "application/vnd.apache.parquet"
-
-
-def _process_age() -> float | None:
-    """Seconds since this process started (interpreter start and imports, so far), from
-    /proc; None where there is no /proc."""
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces); starttime is field 22.
-    started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-    return max(0.0, uptime - started)
 
 
 def _read_shards(
@@ -263,7 +250,9 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
     fitted = fit(
         spec, features, data.train[columns], data.train[data.target], cpu=cpu, source=source
     )
+    started = time.perf_counter()
     searched = _write_trials(store, env, fitted, spec.search.parallelism if spec.search else 1)
+    upload_seconds = time.perf_counter() - started
     started = time.perf_counter()
     names = metric_names(spec)
     metrics = {
@@ -278,8 +267,17 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         if champion_error:
             log.warning("%s: %s", request.display, champion_error)
     evaluate_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     artifact = upload_model(store, request.namespace, spec.model, fitted.model)
-    return {
+    upload_seconds += time.perf_counter() - started
+    measured = [
+        ("fetch", load_seconds),
+        *([("search", fitted.search_seconds)] if spec.search else []),
+        ("fit", fitted.seconds - fitted.search_seconds),
+        ("evaluate", evaluate_seconds),
+        ("upload", upload_seconds),
+    ]
+    result = {
         "ok": True,
         "metrics": metrics,
         "bestParams": fitted.best_params,
@@ -300,6 +298,7 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         },
         "datasetVersion": data.version,
     }
+    return stages.report(result, measured)
 
 
 def _write_trials(
