@@ -37,6 +37,7 @@ from .training.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TRANSIEN
 from .training.evaluate import evaluate
 from .training.features import FeatureColumn, feature_columns, select_features
 from .training.fit import Fitted, SearchPlan, TrialSource, fit, metric_names, plan_search
+from .training.report import model_report
 from .training.request import (
     TrainRequest,
     cpu_limit,
@@ -279,6 +280,18 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
             log.warning("%s: %s", request.display, champion_error)
     evaluate_seconds = time.perf_counter() - started
     artifact = upload_model(store, request.namespace, spec.model, fitted.model)
+    env_versions = environment()
+    report = model_report(
+        store,
+        request,
+        data,
+        features,
+        fitted,
+        metrics,
+        (champion, champion_error),
+        artifact,
+        env_versions,
+    )
     return {
         "ok": True,
         "metrics": metrics,
@@ -287,7 +300,8 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         "trials": searched,
         "artifact": artifact,
         "signature": _signature(fitted, features, data),
-        "environment": environment(),
+        "environment": env_versions,
+        "report": report,
         # Which version the gates compare against: the one measured here, whoever
         # holds the alias by the time the operator reads this.
         "champion": _measured(request),
