@@ -16,23 +16,29 @@ plain manifests, validated by the same models first) and come back as those mode
     kml.trials("iris-rf")                       # every trial, as a pandas DataFrame
     kml.predict("iris", [[5.1, 3.5, 1.4, 0.2]]) # through the Deployment's Service
 
-Predictions go through the apiserver's service proxy
-(``/api/v1/namespaces/NS/services/NAME:http/proxy/...``), so they work from anywhere
-the kubeconfig works, with no port-forward; the user needs ``create`` on
-``services/proxy`` in the namespace (the built-in ``edit`` role has it).
+Predictions go to the Deployment's Service: straight to its ClusterIP when this process
+can reach it (a notebook in a pod of the cluster; the local control plane), else
+through the apiserver's service proxy
+(``/api/v1/namespaces/NS/services/NAME:http/proxy/...``), which works from anywhere the
+kubeconfig works, with no port-forward, for a user allowed to ``create``
+``services/proxy`` in the namespace (the built-in ``edit`` role is).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import os
+import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from kubernetes import config
 from kubernetes.client import ApiClient
@@ -62,6 +68,12 @@ KINDS: dict[str, type[Resource]] = {
     "ModelVersion": ModelVersion,
     "Deployment": Deployment,
 }
+# Seconds between attempts when the Service has no ready endpoint for a moment.
+RETRIES = (0.5, 1.0, 2.0, 4.0)
+SERVICE_PORT = 80  # the Deployment's Service's HTTP port (named http)
+Via = Literal["auto", "apiserver", "cluster-ip"]
+# Bypasses any proxy from the environment: a ClusterIP is reached directly or not at all.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # `kubeml report` names: a version by default, else kubectl's names of the two kinds.
 REPORT_KINDS = {
     "": "ModelVersion",
@@ -84,6 +96,10 @@ DATATYPES = {
 
 class KubeMLError(Exception):
     """Anything the client could not do, with a message naming the object."""
+
+
+class _Unavailable(Exception):
+    """No server answered for now; worth another try."""
 
 
 class NotFound(KubeMLError):
@@ -113,18 +129,23 @@ class Client:
         kubeconfig: str | os.PathLike[str] | None = None,
         context: str | None = None,
         env: Mapping[str, str] | None = None,
+        via: Via = "auto",
         api: ApiClient | None = None,
     ) -> None:
         """``namespace`` defaults to the context's (else ``default``), like kubectl;
         ``kubeconfig`` to $KUBECONFIG or ~/.kube/config. ``env`` holds the S3 settings
         (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ..., KUBEML_BUCKET; default os.environ),
-        needed only to read trials and reports."""
+        needed only to read trials and reports. ``via`` is how predictions reach a
+        Service: ``auto`` (its ClusterIP when reachable from here, else the apiserver's
+        service proxy), ``apiserver`` or ``cluster-ip``."""
         path = str(kubeconfig) if kubeconfig is not None else None
         if api is None:
             api = config.new_client_from_config(config_file=path, context=context)
         self.api = api
         self.namespace = namespace or _context_namespace(path, context)
         self._env = dict(os.environ if env is None else env)
+        self.via: Via = via
+        self._routes: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
 
     # -- objects ---------------------------------------------------------------------
 
@@ -178,6 +199,28 @@ class Client:
 
     # -- waiting ---------------------------------------------------------------------
 
+    @overload
+    def wait(
+        self,
+        kind: type[R],
+        name: str,
+        *,
+        condition: str | None = None,
+        timeout: float = 600.0,
+        interval: float = 1.0,
+        progress: Progress | None = _print,
+    ) -> R: ...
+    @overload
+    def wait(
+        self,
+        kind: str,
+        name: str,
+        *,
+        condition: str | None = None,
+        timeout: float = 600.0,
+        interval: float = 1.0,
+        progress: Progress | None = _print,
+    ) -> Resource: ...
     def wait(
         self,
         kind: str | type[Resource],
@@ -311,12 +354,50 @@ class Client:
             ]
         }
         target = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-        url = f"/api/v1/namespaces/{self.namespace}/services/{deployment}:http/proxy{target}"
+        send = self._route(deployment)
+        for wait in (*RETRIES, None):
+            try:
+                return send(target, body)
+            except _Unavailable as err:
+                # No ready server behind the Service this moment (a pod restarting,
+                # endpoints not updated yet): try again briefly, then say so.
+                if wait is None:
+                    raise KubeMLError(f"deployment {self.namespace}/{deployment}: {err}") from err
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _route(self, deployment: str) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+        """How requests reach the Deployment's Service, decided once per Service: its
+        ClusterIP when this process can connect to it (in a pod of the cluster, or on
+        the local control plane, whose ClusterIPs are loopback addresses), else the
+        apiserver's service proxy."""
+        if deployment in self._routes:
+            return self._routes[deployment]
+        ip = None
+        if self.via != "apiserver":
+            svc = objects.get(self.api, "v1", "Service", self.namespace, deployment) or {}
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            if self.via == "cluster-ip" and not ip:
+                raise KubeMLError(f"service {self.namespace}/{deployment} has no ClusterIP")
+            if self.via == "auto" and ip and not _reachable(ip, SERVICE_PORT):
+                ip = None
+        send = (
+            functools.partial(_post_direct, f"http://{ip}:{SERVICE_PORT}")
+            if ip and ip != "None"
+            else functools.partial(self._post_proxied, deployment)
+        )
+        self._routes[deployment] = send
+        return send
+
+    def _post_proxied(self, service: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"/api/v1/namespaces/{self.namespace}/services/{service}:http/proxy{target}"
         try:
             answer: dict[str, Any] = objects.request(self.api, "POST", url, body=body)
         except ApiException as err:
+            if err.status in (502, 503):
+                raise _Unavailable(f"{err.status} {err.reason} from the apiserver's proxy") from err
             raise KubeMLError(
-                f"deployment {self.namespace}/{deployment}: {err.status} {err.reason}: "
+                f"service {self.namespace}/{service}: {err.status} {err.reason}: "
                 f"{(err.body or '')[:500]}"
             ) from err
         return answer
@@ -417,6 +498,34 @@ def _columns(rows: Any, names: Sequence[str]) -> list[list[Any]]:
             f"rows {wrong[:5]} do not have {len(names)} values (the model's inputs: {list(names)})"
         )
     return [[r[i] for r in table] for i in range(len(names))]
+
+
+def _reachable(ip: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _post_direct(base: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        base + target,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with _HTTP.open(request, timeout=30) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+    except urllib.error.HTTPError as err:
+        detail = err.read()[:500].decode(errors="replace")
+        if err.code in (502, 503):
+            raise _Unavailable(f"{err.code} from {base}: {detail}") from err
+        raise KubeMLError(f"{base}{target}: {err.code}: {detail}") from err
+    except (urllib.error.URLError, ConnectionError) as err:
+        raise _Unavailable(f"{base}: {err}") from err
 
 
 def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
