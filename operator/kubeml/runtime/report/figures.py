@@ -141,7 +141,7 @@ def curves(
     diagonal: bool,
 ) -> str:
     """ROC or precision-recall curves, one line per class, the area in the legend."""
-    with figure(4.2, 3.6, kind) as fig:
+    with figure(3.8, 3.3, kind) as fig:
         ax = fig.subplots()
         for label, x, y, area in lines:
             ax.plot(x, y, lw=1.4, label=f"{_short(label, 16)} ({area:.3f})")

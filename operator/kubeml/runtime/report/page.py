@@ -19,7 +19,7 @@ header h1{margin:0 0 4px;font-size:22px}
 header p{margin:2px 0;color:#c9d1d9}
 nav{padding:8px 32px;border-bottom:1px solid #d0d7de;background:#f6f8fa;position:sticky;top:0}
 nav a{margin-right:16px;color:#0969da;text-decoration:none}
-main{padding:8px 32px 32px;max-width:1200px}
+main{padding:8px 32px 32px;max-width:1280px}
 section{margin-top:24px}
 h2{font-size:18px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 h3{font-size:15px;margin-bottom:6px}
