@@ -313,6 +313,36 @@ def lineage(ref: str, namespace: str | None, output: str) -> None:
         click.echo(lineage_.render(result))
 
 
+@main.command()
+@click.argument("version")
+@click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    default=None,
+    help="File to write ('-' for standard output; default: VERSION.html).",
+)
+def report(version: str, namespace: str | None, out: str | None) -> None:
+    """Fetch the model report of VERSION (a ModelVersion; trainingrun/NAME for a run whose
+    gates failed) from S3, its sha256 checked: one HTML page that opens anywhere.
+    S3 settings and credentials come from the environment (AWS_*, KUBEML_BUCKET)."""
+    from .client import Client, KubeMLError
+
+    try:
+        data = Client(namespace).report(version)
+    except KubeMLError as err:
+        raise click.ClickException(str(err)) from err
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        return
+    path = Path(out or f"{version.rpartition('/')[2]}.html")
+    path.write_bytes(data)
+    click.echo(f"wrote {path} ({len(data)} bytes, sha256 verified)")
+
+
 def _write_or_check(rendered: dict[Path, str], check: bool, command: str) -> None:
     """Write generated files, or with --check exit 1 naming the stale ones."""
     if check:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from kubeml.storage import parse_uri
+from kubeml_local import cluster
 from kubeml_local.readiness import poll
 from tests.support import kube
 from tests.support.cases import ROOT, load_yaml
@@ -47,6 +50,8 @@ def test_grid_search_run_registers_a_verified_version(
     kube_api: client.ApiClient,
     iris_ns: str,
     s3_client: Any,
+    local_cluster: cluster.Connection,
+    tmp_path: Path,
 ) -> None:
     kube.create(kube_api, iris_ns, RUN)
     tr = kube.wait_condition(
@@ -76,6 +81,28 @@ def test_grid_search_run_registers_a_verified_version(
     assert len(data) == mv["spec"]["artifact"]["size"]
     assert mv["status"]["verifiedSha256"] == mv["spec"]["artifact"]["sha256"]
 
+    # The version points to the run's model report; `kubeml report` fetches it, checked.
+    report = poll(
+        lambda: (
+            (kube.get(kube_api, iris_ns, "ModelVersion", "iris-classifier-v1") or {})
+            .get("status", {})
+            .get("report")
+        ),
+        timeout=60,
+        what="the version's status.report",
+    )
+    assert report == st["report"] and "/models/iris-classifier/reports/" in report["uri"]
+    fetched = kubeml_report(local_cluster, "iris-classifier-v1", iris_ns, tmp_path / "r.html")
+    assert fetched.returncode == 0, fetched.stderr
+    page = (tmp_path / "r.html").read_bytes()
+    assert hashlib.sha256(page).hexdigest() == report["sha256"] and len(page) == report["size"]
+    assert b"Model report: iris-classifier" in page and b"accuracy &gt;= 0.85" in page
+    rbucket, rkey = parse_uri(report["uri"])
+    s3_client.put_object(Bucket=rbucket, Key=rkey, Body=page + b"<!-- changed -->")
+    refused = kubeml_report(local_cluster, "iris-classifier-v1", iris_ns, tmp_path / "x.html")
+    assert refused.returncode == 1 and "sha256" in refused.stderr, refused.stderr
+    assert not (tmp_path / "x.html").exists()
+
     # Tampering with the artifact flips the version to not Ready, naming it.
     s3_client.put_object(Bucket=bucket, Key=key, Body=data + b"tampered")
     bad = kube.wait_condition(
@@ -92,6 +119,20 @@ def test_grid_search_run_registers_a_verified_version(
     s3_client.put_object(Bucket=bucket, Key=key, Body=data)
     kube.wait_condition(
         kube_api, iris_ns, "ModelVersion", "iris-classifier-v1", "Ready", status="True", timeout=60
+    )
+
+
+def kubeml_report(
+    local_cluster: cluster.Connection, name: str, ns: str, out: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **local_cluster.s3.env(), "KUBECONFIG": str(local_cluster.kubeconfig)}
+    return subprocess.run(
+        [sys.executable, "-m", "kubeml.cli", "report", name, "-n", ns, "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

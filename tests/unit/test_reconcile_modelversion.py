@@ -250,3 +250,40 @@ def test_checks_are_due_when_new_after_a_transient_failure_and_periodically() ->
     recent = {"iris-classifier-v1": datetime(2026, 11, 26, 11, 59, 50, tzinfo=UTC)}
     assert mv.checks_due([b], recent, S, now) == ([], mv.RETRY_SECONDS - 10)
     assert mv.checks_due([b], checked, S, now)[0] == ["iris-classifier-v1"]
+
+
+REPORT = {
+    "uri": "s3://kubeml/namespaces/default/models/iris-classifier/reports/" + "d" * 64 + ".html",
+    "sha256": "d" * 64,
+    "size": 1234,
+}
+
+
+def test_a_version_shows_the_report_of_the_run_that_registered_it() -> None:
+    b = version()
+    b["metadata"]["annotations"] = {mv.RUN_UID_ANNOTATION: "run-uid"}
+    out = decide(b, reports={"run-uid": REPORT, "other-run": {"uri": "x", "sha256": "y"}})
+    assert status_of(out, "iris-classifier-v1")["report"] == REPORT
+    # Another run's report is not this version's; one made by hand has none.
+    assert "report" not in status_of(decide(b, reports={"other": REPORT}), "iris-classifier-v1")
+    assert "report" not in status_of(
+        decide(version(), reports={"run-uid": REPORT}), b["metadata"]["name"]
+    )
+    # Recorded once, kept when the run is gone.
+    b["status"]["report"] = REPORT
+    assert status_of(decide(b), "iris-classifier-v1")["report"] == REPORT
+
+
+def test_deleting_a_version_removes_its_own_report_too() -> None:
+    b = version()
+    b["metadata"]["deletionTimestamp"] = NOW
+    b["status"]["report"] = REPORT
+    keys = {d.key for d in decide(b).s3_deletes}
+    assert REPORT["uri"].split("kubeml/", 1)[1] in keys and len(keys) == 2
+    # Another namespace's page, or a retained version's, stays.
+    foreign = copy.deepcopy(b)
+    foreign["status"]["report"] = {**REPORT, "uri": REPORT["uri"].replace("/default/", "/victim/")}
+    assert len(decide(foreign).s3_deletes) == 1
+    retained = copy.deepcopy(b)
+    retained["spec"]["deletionPolicy"] = "Retain"
+    assert decide(retained).s3_deletes == []

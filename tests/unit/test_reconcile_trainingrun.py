@@ -517,3 +517,28 @@ def test_parallelism_one_searches_inside_the_training_job() -> None:
     d = decide_search(distributed(1))
     assert d.job is not None and d.job["metadata"]["name"] == "iris-rf-train"
     assert "searchJobName" not in d.status
+
+
+def test_the_runs_report_is_recorded_whether_or_not_its_gates_pass() -> None:
+    page = {
+        "uri": "s3://kubeml/namespaces/ml/models/iris-classifier/reports/" + "a" * 64 + ".html",
+        "sha256": "a" * 64,
+        "size": 99,
+    }
+    for accuracy in (0.97, 0.5):
+        d = decide(started(), job=done(), result={**result(accuracy), "report": page})
+        assert d.status["report"] == page
+    # Anything else a result may name is left out, never written into status.
+    for bad in (
+        {**page, "uri": page["uri"].replace("/ml/", "/other/")},  # another namespace's
+        {**page, "uri": page["uri"].replace("s3://kubeml/", "s3://elsewhere/")},
+        {**page, "uri": page["uri"].replace("reports/", "")},  # not a report key
+        {**page, "sha256": "not-a-digest"},
+        "s3://kubeml/x.html",
+        None,
+    ):
+        d = decide(started(), job=done(), result={**result(), "report": bad})
+        assert "report" not in d.status, bad
+    no_size = {k: v for k, v in page.items() if k != "size"}
+    d = decide(started(), job=done(), result={**result(), "report": {**no_size, "size": -1}})
+    assert d.status["report"] == no_size

@@ -18,7 +18,7 @@ from .base import (
 from .dataset import ColumnName
 from .estimators import MetricName
 from .resource import AGE, CrdInfo, PrinterColumn, Resource, condition_column
-from .trainingrun import ModelName
+from .trainingrun import ModelName, ModelReport
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 S3Uri = Annotated[str, StringConstraints(min_length=6, max_length=2048, pattern=r"^s3://\S+$")]
@@ -143,6 +143,9 @@ class ModelVersionStatus(ObservedStatus):
     """Alias moves involving this version, newest first (bounded)."""
     deployments: Annotated[list[ObjectName], Field(max_length=100)] | None = None
     """kubeml.io Deployments serving this version."""
+    report: ModelReport | None = None
+    """The model report of the run that produced this version (`kubeml report NAME`
+    fetches it); absent for versions registered by hand."""
 
 
 class ModelVersion(Resource):

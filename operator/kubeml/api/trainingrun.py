@@ -385,6 +385,8 @@ class TrainingRunStatus(ObservedStatus):
     stages: Annotated[list[StageTiming], Field(max_length=MAX_STAGES)] | None = None
     """Where the last Job's time went, stage by stage, in order (also the histogram
     kubeml_pipeline_stage_duration_seconds)."""
+    report: ModelReport | None = None
+    """The model report of the run (written whether or not its gates passed)."""
 
 
 class TrialSummary(KubeModel):
@@ -425,6 +427,19 @@ class GateResult(KubeModel):
     passed: bool
     value: float | None = None
     """The measured value."""
+
+
+class ModelReport(KubeModel):
+    """The model report the training Job wrote: one self-contained HTML page (data,
+    search, parameters, metrics and gates, evaluation figures, feature importances).
+    `kubeml report` fetches it and checks its digest."""
+
+    uri: Annotated[str, StringConstraints(min_length=6, max_length=2048, pattern=r"^s3://\S+$")]
+    """s3://bucket/key of the page, beside the model's artifacts."""
+    sha256: Sha256
+    """sha256 of the page's bytes."""
+    size: Annotated[int, Field(ge=0)] | None = None
+    """Size in bytes."""
 
 
 TrainingRunStatus.model_rebuild()

@@ -76,10 +76,23 @@ def reconcile(world: World, namespace: str, model: str) -> Outcome | None:
         in_use,
         frozenset(str(v["spec"]["artifact"]["uri"]) for v in others),
         namespace_terminating=_terminating(world, namespace, versions, in_use),
+        reports=reports(world, namespace, model),
     )
     outcome = decide.decide(view, world.settings, now=world.now())
     outcome.look_again(wait)
     return outcome
+
+
+def reports(world: World, namespace: str, model: str) -> dict[str, dict[str, Any]]:
+    """Run uid -> the model report each of the model's runs recorded."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in world.cache.list(
+        KUBEML, "TrainingRun", namespace, lambda r: (r.get("spec") or {}).get("model") == model
+    ):
+        report = (run.get("status") or {}).get("report")
+        if isinstance(report, dict) and run["metadata"].get("uid"):
+            out[str(run["metadata"]["uid"])] = report
+    return out
 
 
 def _terminating(

@@ -69,6 +69,10 @@ def dataset_keys(cache: ObjectCache, obj: Mapping[str, Any]) -> Iterator[Key]:
 def run_keys(cache: ObjectCache, obj: Mapping[str, Any]) -> Iterator[Key]:
     ns, name = _where(obj)
     yield "TrainingRun", ns, name
+    model = (obj.get("spec") or {}).get("model")
+    if model and (obj.get("status") or {}).get("report"):
+        # The version it registered shows the report the run recorded.
+        yield "Model", ns, str(model)
     if labels_of(obj).get(RETRAINING_FOR):
         yield "Deployment", ns, labels_of(obj)[RETRAINING_FOR]
     for d in cache.list(KUBEML, "Deployment", ns):

@@ -52,6 +52,8 @@ class ModelView:
     serving: Mapping[str, Sequence[str]] = field(default_factory=dict)  # version -> Deployments
     shared_uris: frozenset[str] = frozenset()  # artifacts other models of the namespace use
     namespace_terminating: bool = False
+    # Training-run uid -> the report that run recorded (TrainingRun status.report).
+    reports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def artifact_refusal(mv: Mapping[str, Any], settings: Settings) -> str | None:
@@ -148,6 +150,10 @@ def decide(view: ModelView, settings: Settings, *, now: str) -> Outcome:
         name = mv["metadata"]["name"]
         change = changes.get(name) or AliasChange()
         status = _status(mv, view.checks.get(name), settings, now, out)
+        report = view.reports.get(produced_by(mv) or "")
+        if report is not None:
+            # Kept once recorded: the run may be deleted, the version's record stays.
+            status["report"] = dict(report)
         _record_aliases(mv, status, change, out)
         serving = sorted(view.serving.get(name) or [])
         if serving:
@@ -262,6 +268,15 @@ def _record_aliases(
         out.event(mv, "Normal" if type_ == "Normal" else "Warning", reason, message)
 
 
+RUN_UID_ANNOTATION = "kubeml.io/training-run-uid"
+
+
+def produced_by(mv: Mapping[str, Any]) -> str | None:
+    """The uid of the TrainingRun that registered this version (None: made by hand)."""
+    value = (mv["metadata"].get("annotations") or {}).get(RUN_UID_ANNOTATION)
+    return str(value) if value else None
+
+
 def deletion_blockers(body: Mapping[str, Any], deployments: Sequence[str]) -> list[str]:
     """Why this version may not be deleted yet (empty: it may)."""
     out = []
@@ -300,8 +315,16 @@ def _deleting(
         return
     key = owned_key(mv, settings)
     uri = str(mv["spec"]["artifact"]["uri"])
-    if mv["spec"].get("deletionPolicy", "Delete") == "Delete" and key and uri not in still_used:
-        out.s3_deletes.append(S3Delete(key[0], key[1], why=f"modelversion {name} deleted"))
+    if mv["spec"].get("deletionPolicy", "Delete") == "Delete":
+        if key and uri not in still_used:
+            out.s3_deletes.append(S3Delete(key[0], key[1], why=f"modelversion {name} deleted"))
+        # Its report goes with it: it describes this version alone (a run registers one).
+        report = str((status.get("report") or {}).get("uri") or "")
+        if layout.report_owner(report, settings.bucket) == mv["metadata"]["namespace"]:
+            bucket, report_key = parse_uri(report)
+            out.s3_deletes.append(
+                S3Delete(bucket, report_key, why=f"modelversion {name} deleted: its report")
+            )
     remaining = [f for f in finalizers if f != FINALIZER]
     out.patches.append(_meta_patch(mv, {"finalizers": remaining}, "remove finalizer"))
 

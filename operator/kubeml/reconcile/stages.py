@@ -18,7 +18,7 @@ from .outcome import Finished
 POD = "pod"
 STAGES: dict[str, tuple[str, ...]] = {
     "Dataset": (POD, "fetch", "validate", "write", "upload"),
-    "TrainingRun": (POD, "fetch", "search", "fit", "evaluate", "upload"),
+    "TrainingRun": (POD, "fetch", "search", "fit", "evaluate", "upload", "report"),
 }
 
 

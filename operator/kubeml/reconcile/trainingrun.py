@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ WAITING = frozenset(
     }
 )
 FIRST_ALIAS = "champion"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def job_name(run: str) -> str:
@@ -333,7 +335,7 @@ def decide(
     if not doc.get("ok"):
         reason = str(doc.get("reason") or "TrainingFailed")
         return step.finish("False", reason, f"trainingrun {meta['name']}: {doc.get('message')}")
-    return _judge(step, run, doc, versions)
+    return _judge(step, run, doc, versions, settings.bucket)
 
 
 def _adopt(step: _Step, job: dict[str, Any], *, search: bool = False) -> None:
@@ -449,8 +451,29 @@ def key_metric(run: TrainingRun, metrics: Mapping[str, Any]) -> str | None:
     return f"{key}={metrics[key]:.4f}" if key in metrics else None
 
 
+def report_ref(value: Any, namespace: str, bucket: str) -> dict[str, Any] | None:
+    """The report a result names, if it is one: an s3:// page with a sha256 in the
+    namespace's own model space. Anything else is left out rather than let a malformed
+    manifest make the whole status write fail validation."""
+    if not isinstance(value, Mapping):
+        return None
+    uri, sha, size = value.get("uri"), value.get("sha256"), value.get("size")
+    if not isinstance(uri, str) or not isinstance(sha, str) or not SHA256.fullmatch(sha):
+        return None
+    if len(uri) > 2048 or layout.report_owner(uri, bucket) != namespace:
+        return None
+    out: dict[str, Any] = {"uri": uri, "sha256": sha}
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        out["size"] = size
+    return out
+
+
 def _judge(
-    step: _Step, run: TrainingRun, doc: Mapping[str, Any], versions: list[dict[str, Any]]
+    step: _Step,
+    run: TrainingRun,
+    doc: Mapping[str, Any],
+    versions: list[dict[str, Any]],
+    bucket: str,
 ) -> Outcome:
     """Record the metrics, judge the gates, and register a version if they pass."""
     status, name = step.status, step.body["metadata"]["name"]
@@ -461,6 +484,9 @@ def _judge(
     status["bestParams"] = doc.get("bestParams") or {}
     if doc.get("trials"):
         status["trials"] = doc["trials"]
+    report = report_ref(doc.get("report"), step.body["metadata"]["namespace"], bucket)
+    if report is not None:
+        status["report"] = report
     shown = key_metric(run, metrics)
     if shown is not None:
         status["keyMetric"] = shown

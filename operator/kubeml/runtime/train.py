@@ -37,6 +37,7 @@ from .training.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TRANSIEN
 from .training.evaluate import evaluate
 from .training.features import FeatureColumn, feature_columns, select_features
 from .training.fit import Fitted, SearchPlan, TrialSource, fit, metric_names, plan_search
+from .training.report import model_report
 from .training.request import (
     TrainRequest,
     cpu_limit,
@@ -270,12 +271,26 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
     started = time.perf_counter()
     artifact = upload_model(store, request.namespace, spec.model, fitted.model)
     upload_seconds += time.perf_counter() - started
+    started = time.perf_counter()
+    env_versions = environment()
+    report = model_report(
+        store,
+        request,
+        data,
+        features,
+        fitted,
+        metrics,
+        (champion, champion_error),
+        artifact,
+        env_versions,
+    )
     measured = [
         ("fetch", load_seconds),
         *([("search", fitted.search_seconds)] if spec.search else []),
         ("fit", fitted.seconds - fitted.search_seconds),
         ("evaluate", evaluate_seconds),
         ("upload", upload_seconds),
+        ("report", time.perf_counter() - started),
     ]
     result = {
         "ok": True,
@@ -285,7 +300,8 @@ def _train(request: TrainRequest, store: ArtifactStore, env: Mapping[str, str]) 
         "trials": searched,
         "artifact": artifact,
         "signature": _signature(fitted, features, data),
-        "environment": environment(),
+        "environment": env_versions,
+        "report": report,
         # Which version the gates compare against: the one measured here, whoever
         # holds the alias by the time the operator reads this.
         "champion": _measured(request),

@@ -7,6 +7,7 @@ asked to delete or serve belongs to the namespace asking:
 
     namespaces/<ns>/datasets/<sha256>/        a prepared data version (content addressed)
     namespaces/<ns>/models/<model>/<sha256>.skops
+    namespaces/<ns>/models/<model>/reports/<sha256>.html   a model report (its own digest)
     namespaces/<ns>/results/datasets/<dataset>/<job>.json
     namespaces/<ns>/results/trainingruns/<run>/<uid>.json
     namespaces/<ns>/captures/<deployment>/model=<m>/version=<n>/hour=<h>/*.parquet
@@ -47,6 +48,13 @@ def models_prefix(namespace: str) -> str:
 
 def model_key(namespace: str, model: str, sha256: str) -> str:
     return f"{models_prefix(namespace)}{model}/{sha256}{MODEL_SUFFIX}"
+
+
+def report_key(namespace: str, model: str, sha256: str) -> str:
+    """A model report, beside the model's artifacts and addressed by its own content: two
+    runs that train identical bytes still write two reports (their runs differ), and
+    neither overwrites the other."""
+    return f"{models_prefix(namespace)}{model}/reports/{sha256}.html"
 
 
 def dataset_result_key(namespace: str, dataset: str, job: str) -> str:
@@ -93,3 +101,13 @@ def model_artifact_owner(uri: str, bucket: str) -> str | None:
     if any(p in ("", ".", "..") for p in parts):
         return None
     return parts[1]
+
+
+def report_owner(uri: str, bucket: str) -> str | None:
+    """The namespace whose model space holds the model report ``uri`` (None: not a
+    report key of ``report_key``'s shape in ``bucket``)."""
+    owner = model_artifact_owner(uri, bucket)
+    parts = parse_uri(uri)[1].split("/") if owner else []
+    if len(parts) != 6 or parts[4] != "reports" or not parts[5].endswith(".html"):
+        return None
+    return owner
