@@ -28,6 +28,7 @@ from kubeml.api.trainingrun import (
     TrainingRunSpec,
 )
 from kubeml.client import Client
+from kubeml.lineage import render
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -93,6 +94,8 @@ def main() -> None:
         )
     )
     kml.wait(Deployment, "iris", timeout=600)
+    # 5. Where that answer comes from: data version -> run -> model version -> deployment.
+    print(render(kml.lineage("deployment/iris")))
     predictions = kml.predict("iris", ROWS)
     print(f"predictions for {ROWS}: {predictions}")
 

@@ -45,6 +45,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from . import health
+from . import lineage as lineage_
 from .api import (
     API_VERSION,
     Dataset,
@@ -281,6 +282,25 @@ class Client:
         if status.get("validationMetrics"):
             out["validation"] = dict(status["validationMetrics"])
         return out
+
+    def lineage(self, ref: str) -> lineage_.Lineage:
+        """The chain dataset version -> run -> model version -> deployments through
+        ``ref`` (``deployment/iris``, ``mv/iris-classifier-v1``, ...), as
+        :class:`kubeml.lineage.Lineage`: ``.wire()`` gives the JSON form and
+        :func:`kubeml.lineage.render` the tree `kubeml lineage` prints."""
+        kind, name = lineage_.parse_ref(ref)
+        found = {
+            k: objects.list_(self.api, API_VERSION, k, self.namespace)
+            for k in ("Dataset", "TrainingRun", "ModelVersion", "Deployment")
+        }
+        return lineage_.build(
+            kind,
+            name,
+            datasets=found["Dataset"],
+            runs=found["TrainingRun"],
+            versions=found["ModelVersion"],
+            deployments=found["Deployment"],
+        )
 
     def trials(self, run: str) -> Any:
         """Every trial of a TrainingRun's search as a pandas DataFrame (one row per

@@ -59,3 +59,6 @@ def test_the_python_example_runs_the_iris_pipeline_to_predictions(
     assert b"Model report: iris-classifier" in report.read_bytes()
     # Setosa, virginica, versicolor: the classes of the three rows.
     assert lines[-1].endswith(": [0, 2, 1]"), lines[-1]
+    # The lineage tree the example prints before predicting: data -> run -> version -> deployment.
+    assert any(line.startswith("dataset iris@") for line in lines), lines
+    assert any("deployment iris  stable 100%" in line for line in lines), lines
