@@ -126,7 +126,9 @@ def wants_drift(view: DeploymentView, settings: Settings, *, now: str) -> bool:
 def wants_sample(view: DeploymentView, settings: Settings, *, now: str) -> bool:
     """Whether a rollout step is due for judgement (phase one: read the stable
     servers' metrics, then decide with the sample)."""
-    if not (view.body.get("spec") or {}).get("rollout") or view.sample is not None:
+    spec = view.body.get("spec") or {}
+    # Only these can have steps (spec.rollout, or retraining's default ones).
+    if not (spec.get("rollout") or spec.get("retraining")) or view.sample is not None:
         return False
     return _serve(view, settings, now)[1]
 
@@ -212,7 +214,7 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         )
         return step, False
     needs_sample = False
-    if spec.rollout is not None:
+    if spec.rollout_policy() is not None:
         rd = _progressive(step, view, spec, stable_mv, now)
         stable_mv, canary_mv, percent = rd.stable, rd.canary, rd.weight
         needs_sample = rd.needs_sample
@@ -243,13 +245,17 @@ def _progressive(
             and c_ready > 0
         )
     serving = (status.get("stable") or {}).get("version")
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
+    serving_mv = by_name.get(str((status.get("stable") or {}).get("modelVersion")))
     rd = rollout.plan(
         view.body,
         spec,
         target,
         view.versions,
         in_effect,
-        serving is not None and _runs(stable_app, serving),
+        serving is not None
+        and _runs(stable_app, serving)
+        and (serving_mv is None or _mv_problem(serving_mv) is None),
         view.sample,
         now,
     )

@@ -56,8 +56,10 @@ def plan(
 ) -> Decision:
     """``target``: the version the spec asks for. ``in_effect``: the stable servers
     forward the current step's weight to a ready new version. ``stable_serving``: the
-    stable servers run the version status.stable names (a rollout starts from it)."""
-    policy = spec.rollout
+    stable servers run the version status.stable names and it has no known problem (a
+    rollout starts from it; moving away from a version that cannot serve is at once).
+    The steps are spec.rollout's, or the default ones for a retraining promotion."""
+    policy = spec.rollout_policy()
     assert policy is not None
     status = body.get("status") or {}
     old = status.get("rollout")
@@ -251,7 +253,7 @@ def _approved(
     """Whether the spec (or the annotation shortcut) approves ``step`` (1-based) of
     the rollout to ``to``'s version."""
     version = int(to["spec"]["version"])
-    policy = spec.rollout
+    policy = spec.rollout_policy()
     approval = policy.approval if policy is not None else None
     if approval is not None and approval.version == version and approval.step >= step:
         return True
