@@ -144,8 +144,17 @@ def apply(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch replacing ``old`` status fields by ``new`` ones; fields that
-    disappeared are sent as null so they are removed rather than left stale."""
-    return {**{k: None for k in old if k not in new}, **new}
+    disappeared are sent as null so they are removed rather than left stale, at
+    every depth: a merge patch merges nested objects, so a field dropped inside one
+    (status.rollout.stepStartTime when a step ends) would otherwise stay."""
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(before, dict) and isinstance(value, dict):
+            out[key] = status_patch(before, value)
+        else:
+            out[key] = value
+    return out
 
 
 def patch_status(
