@@ -219,7 +219,9 @@ def follow(custom: client.CustomObjectsApi, ns: str, moved: float) -> dict[str, 
         ro = st.get("rollout") or {}
         now = time.monotonic()
         share = (st.get("canary") or {}).get("trafficPercent")
-        if ro.get("phase") == "Progressing" and share:
+        # A step counts from when its own weight is in effect (the stable servers
+        # forward it), as the rollout's pause does.
+        if ro.get("phase") == "Progressing" and share and share == ro.get("weight"):
             marks.setdefault(f"step {int(ro.get('step', 0)) + 1} at {share}% in effect", now)
         if ro.get("phase") in ("Succeeded", "RolledBack"):
             marks.setdefault(f"rollout {ro['phase']}", now)
