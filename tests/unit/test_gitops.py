@@ -246,12 +246,14 @@ def test_gitops_docs_exist_and_link_the_examples() -> None:
         assert (ROOT / path).exists(), path
 
 
-# Deployments captured from real progressive rollouts (the retraining e2e's default
-# steps): while steps run, Progressing — also while the stable servers restart to take
-# a step's weight and Ready is briefly False; after a rollback, Degraded.
+# Deployments captured from real progressive rollouts: the retraining e2e's default
+# steps (Progressing while steps run, also while the stable servers restart to take a
+# step's weight and Ready is briefly False) and the faulty-version e2e's rollback
+# (Degraded, though the stable servers are still restarting: Progressing=True too).
 ROLLOUT_STATES = {
     "rollout-step": "Progressing",
     "rollout-weight-change": "Progressing",
+    "rollout-rolled-back": "Degraded",
 }
 
 
