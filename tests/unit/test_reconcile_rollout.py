@@ -358,3 +358,21 @@ def test_moving_away_from_a_version_that_cannot_serve_is_immediate() -> None:
     assert "rollout" not in d.status or d.status["rollout"]["phase"] != "Progressing"
     stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
     assert stable["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "3"
+
+
+def test_a_new_version_that_cannot_serve_is_rolled_back_not_waited_for() -> None:
+    # Its server never becomes ready (the artifact failed verification): without this
+    # the rollout would wait for its weight forever, the alias on a broken version.
+    st = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}), t(0)).status
+    v = loop_view(st, {"stable": serving_app(2), "canary": app(3, 1, 0)})
+    broken = mv(3, ["champion"], ready="False", reason="ArtifactMismatch")
+    versions = [broken if x["spec"]["version"] == 3 else x for x in v.versions]
+    d = decide(dep.DeploymentView(v.body, versions, v.apps, canary_service=CANARY_SVC), t(20))
+    ro = d.status["rollout"]
+    assert ro["phase"] == "RolledBack"
+    assert "v3 cannot serve: ArtifactMismatch" in ro["message"]
+    patches = {p.ref.name: p.patch for p in d.outcome.patches}
+    assert patches["iris-classifier-v2"] == {"spec": {"aliases": ["champion"]}}
+    assert ("apps/v1", "Deployment", "iris-canary") in d.delete
+    degraded = cond(d, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")

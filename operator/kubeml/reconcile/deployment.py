@@ -236,7 +236,16 @@ def _progressive(
     stable_app, canary_app = view.apps.get("stable"), view.apps.get("canary")
     old = status.get("rollout") or {}
     in_effect = False
+    cannot_serve = None
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
     if old.get("phase") == rollout.PROGRESSING:
+        new_mv = by_name.get(str(old["to"].get("modelVersion")))
+        problem = _mv_problem(new_mv) if new_mv is not None else None
+        stalled = _stalled(canary_app)
+        if problem is not None:
+            cannot_serve = f"{problem[0]}: {problem[1]}"
+        elif stalled is not None:
+            cannot_serve = f"ProgressDeadlineExceeded: {stalled}"
         c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
         in_effect = (
             _runs(stable_app, old["from"]["version"])
@@ -245,7 +254,6 @@ def _progressive(
             and c_ready > 0
         )
     serving = (status.get("stable") or {}).get("version")
-    by_name = {v["metadata"]["name"]: v for v in view.versions}
     serving_mv = by_name.get(str((status.get("stable") or {}).get("modelVersion")))
     rd = rollout.plan(
         view.body,
@@ -258,6 +266,7 @@ def _progressive(
         and (serving_mv is None or _mv_problem(serving_mv) is None),
         view.sample,
         now,
+        cannot_serve,
     )
     if rd.status is not None:
         if (
