@@ -70,6 +70,9 @@ def manifests(ns: str) -> list[dict[str, Any]]:
                 "promoteAlias": "champion",
                 "cooldownSeconds": 0,
                 "triggers": {"datasetChange": True, "drift": False},
+                # No client traffic here: a progressive rollout would wait at its
+                # first step for requests to judge, with a canary pod per round.
+                "rollout": "Immediate",
             },
         },
     }

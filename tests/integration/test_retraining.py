@@ -2,7 +2,9 @@
 
 Drift in the server's own traffic asks the Dataset for new data; the new data
 trains a version that must beat the champion on the same test split; it is
-promoted and served; a promoted version that cannot serve is rolled back.
+promoted and rolls out progressively in the default steps (the Deployment has no
+spec.rollout: what a user's manifest gets), with clients going through the Service
+all along; a promoted version that cannot serve is rolled back.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pytest
 from kubernetes import client
 from sklearn.datasets import load_iris
 
+from kubeml.schedules import parse_time
 from kubeml.storage import parse_uri
 from kubeml_local.readiness import poll
-from tests.integration.test_serving import post, ready_pods
+from tests.integration.test_serving import ClientLoop, post, ready_pods, service_url
 from tests.support import kube
 from tests.support.operator import OperatorProcess
 
@@ -95,6 +98,17 @@ def serving(api: client.ApiClient, ns: str, version: int) -> dict[str, Any] | No
     ready = kube.condition(dep, "Ready") or {}
     ok = (st.get("stable") or {}).get("version") == version and ready.get("status") == "True"
     return dep if ok and not st.get("previous") else None
+
+
+def at_step(api: client.ApiClient, ns: str, step: int, weight: int) -> bool | None:
+    """The rollout is at ``step`` and the stable servers forward its weight."""
+    st = (kube.get(api, ns, "Deployment", "flowers") or {}).get("status") or {}
+    ro = st.get("rollout") or {}
+    return (
+        ro.get("phase") == "Progressing"
+        and ro.get("step") == step
+        and (st.get("canary") or {}).get("trafficPercent") == weight
+    ) or None
 
 
 def test_drift_retrains_on_new_data_promotes_and_rolls_back_what_cannot_serve(
@@ -181,13 +195,48 @@ def test_drift_retrains_on_new_data_promotes_and_rolls_back_what_cannot_serve(
     champion_accuracy = float(beat[0]["gate"].split(">= ")[1].split(" ")[0])
     assert champion_accuracy < done["status"]["metrics"]["accuracy"] - 0.2
 
-    # Promoted and served: the new pod sees the same traffic as no drift at all.
-    poll(lambda: serving(kube_api, ns, 2), timeout=300, what="flowers serving v2")
-    promo = retraining_status(kube_api, ns)["lastPromotion"]
+    # Promoted: v2 takes traffic in the default steps (10% then 50%, 30 s each),
+    # each judged on its live requests, then all of it; clients see no failure.
+    url = f"{service_url(kube_api, ns, 'flowers')}/v1/models/{MODEL}:predict"
+    shares: dict[int, float] = {}
+    # All 150 shifted rows in each request: what v2 serves looks like what it learnt
+    # from (its drift stays low, checked below).
+    with ClientLoop(url, {"instances": rows.tolist()}) as loop:
+        for step, weight in ((0, 10), (1, 50)):
+            poll(
+                lambda s=step, w=weight: at_step(kube_api, ns, s, w),
+                timeout=300,
+                what=f"step {step + 1} at {weight}% in effect",
+                interval=0.5,
+            )
+            shares[weight] = loop.share_over(300, "2")
+            assert at_step(kube_api, ns, step, weight), f"step {step + 1} ended within the window"
+        dep = poll(lambda: serving(kube_api, ns, 2), timeout=300, what="flowers serving v2")
+        after = loop.share_over(50, "2")
+    ro = dep["status"]["rollout"]
+    promo = dep["status"]["retraining"]["lastPromotion"]
+    took = parse_time(ro["history"][-1]["time"]) - parse_time(promo["time"])  # type: ignore[operator]
+    print(
+        f"retrained v2 rolled out in the default steps: {shares[10]:.1f}% at 10, "
+        f"{shares[50]:.1f}% at 50 (300 requests each), then {after:.0f}%; "
+        f"{took.total_seconds():.0f}s from promotion to stable; "
+        f"{len(loop.versions)} requests, {len(loop.failures)} failed"
+    )
+    assert (ro["phase"], ro["steps"]) == ("Succeeded", 2), ro
+    assert (ro["from"]["modelVersion"], ro["to"]["modelVersion"]) == (f"{MODEL}-v1", f"{MODEL}-v2")
+    reasons = [h["reason"] for h in ro["history"]]
+    assert reasons == ["RolloutStarted", "StepStarted", "RolloutSucceeded"], ro["history"]
+    assert ro["lastAnalysis"]["result"] == "Pass", ro["lastAnalysis"]
+    assert abs(shares[10] - 10) <= 3 and abs(shares[50] - 50) <= 3, shares
+    assert after == 100.0
+    assert loop.failures == [], loop.failures[:10]
+
+    # Served: the new pod sees the same traffic as no drift at all.
     assert promo["modelVersion"] == f"{MODEL}-v2" and promo["previous"] == f"{MODEL}-v1"
     v2 = kube.get(kube_api, ns, "ModelVersion", f"{MODEL}-v2")
     assert "champion" in v2["spec"]["aliases"]
-    pod = ready_pods(kube_api, ns, "flowers")[0]
+    pod = ready_pods(kube_api, ns, "flowers", "stable")[0]
+    assert pod.metadata.labels["kubeml.io/version"] == "2"
     base = f"http://{pod.status.pod_ip}:8080"
     code, answer = post(f"{base}/v1/models/{MODEL}:predict", {"instances": rows.tolist()})
     assert code == 200, answer
@@ -215,4 +264,11 @@ def test_drift_retrains_on_new_data_promotes_and_rolls_back_what_cannot_serve(
         ns, field_selector="involvedObject.kind=Deployment,involvedObject.name=flowers"
     )
     reasons = {e.reason for e in events.items}
-    assert {"RetrainingTriggered", "RetrainingStarted", "Promoted", "RolledBack"} <= reasons
+    assert {
+        "RetrainingTriggered",
+        "RetrainingStarted",
+        "Promoted",
+        "RolloutStarted",
+        "RolloutSucceeded",
+        "RolledBack",
+    } <= reasons

@@ -70,3 +70,31 @@ def test_validate_names_the_field_of_a_bad_manifest(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code != 0
     assert "replicas" in result.output
+
+
+# `kubectl get mldeploy ... -o jsonpath='{.status...}'` as the docs show it: every
+# field named exists in the Deployment's status schema (the CRD), so a renamed field
+# cannot leave the docs reading nothing.
+JSONPATH = re.compile(
+    r"kubectl get (?:mldeploy|deployments\.kubeml\.io)\b[^`]*?-o jsonpath='([^']*)'"
+)
+
+
+def test_the_deployment_fields_the_docs_read_exist() -> None:
+    import yaml
+
+    crd = yaml.safe_load((ROOT / "crds" / "kubeml.io_deployments.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    shown = [
+        path
+        for doc in DOCS
+        for expr in JSONPATH.findall(doc.read_text())
+        for path in re.findall(r"\{\.([a-zA-Z.]+)\}", expr)
+    ]
+    assert "status.rollout.phase" in shown, shown
+    for path in shown:
+        node = schema
+        for part in path.split("."):
+            props = node.get("properties") or {}
+            assert part in props, (path, part)
+            node = props[part]

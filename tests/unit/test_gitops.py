@@ -244,3 +244,36 @@ def test_gitops_docs_exist_and_link_the_examples() -> None:
     ):
         assert path in doc, path
         assert (ROOT / path).exists(), path
+
+
+# Deployments captured from real progressive rollouts: the retraining e2e's default
+# steps (Progressing while steps run, also while the stable servers restart to take a
+# step's weight and Ready is briefly False) and the faulty-version e2e's rollback
+# (Degraded, though the stable servers are still restarting: Progressing=True too).
+ROLLOUT_STATES = {
+    "rollout-step": "Progressing",
+    "rollout-weight-change": "Progressing",
+    "rollout-rolled-back": "Degraded",
+}
+
+
+@pytest.mark.parametrize("state", sorted(ROLLOUT_STATES))
+def test_health_during_a_real_rollout(lua: str, state: str) -> None:
+    from kubeml import health as rules
+    from kubeml.conditions import find
+
+    obj = fixture("Deployment", state)
+    expected = ROLLOUT_STATES[state]
+    lua51 = shutil.which("lua5.1")
+    assert lua51, "lua5.1 is not installed (.ci/run installs it: apt-get install lua5.1)"
+    for interpreter in (lua, lua51):
+        status, message = health(interpreter, "Deployment", obj)
+        assert (status, message) == rules.health("Deployment", obj), interpreter
+        assert status == expected, message
+    # kstatus (Flux): the conditions the operator wrote in that run say the same.
+    conds = obj["status"]["conditions"]
+    reconciling, stalled = find(conds, "Reconciling"), find(conds, "Stalled")
+    assert reconciling is not None and stalled is not None
+    assert reconciling["status"] == ("True" if expected == "Progressing" else "False")
+    assert stalled["status"] == ("True" if expected == "Degraded" else "False")
+    assert rules.kstatus_conditions("Deployment", obj, now="2026-12-06T08:00:00Z") == conds

@@ -285,3 +285,117 @@ def test_the_annotation_shortcut_approves_the_gate() -> None:
     d = decide(gated_view(st, _in_effect(st, 20), GOOD), t(2))
     d = decide(gated_view(d.status, _in_effect(d.status, 20), GOOD, annotation="3/1"), t(15))
     assert d.status["rollout"]["step"] == 1
+
+
+# Retraining promotions: progressive by default, without spec.rollout.
+LOOP = {"template": {"name": "iris-train"}, "promoteAlias": "champion"}
+
+
+def loop_view(
+    status: dict[str, Any],
+    apps: dict[str, Any],
+    sample: Sample | None = None,
+    champion: int = 3,
+    **loop: Any,
+) -> dep.DeploymentView:
+    v = view(status, apps, sample, champion)
+    b = dict(v.body)
+    spec = {k: val for k, val in b["spec"].items() if k != "rollout"}
+    b["spec"] = {**spec, "retraining": {**LOOP, **loop}}
+    return dep.DeploymentView(b, v.versions, apps, canary_service=CANARY_SVC, sample=sample)
+
+
+SERVING_V2 = {"stable": {"version": 2, "modelVersion": "iris-classifier-v2"}}
+
+
+def test_a_promoted_version_rolls_out_in_the_default_steps_without_spec_rollout() -> None:
+    d = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}), t(0))
+    ro = d.status["rollout"]
+    # The Rollout model's defaults: 10% then 50%, 30 s each, judged every 10 s.
+    assert (ro["phase"], ro["steps"], ro["weight"]) == ("Progressing", 2, 10)
+    assert (ro["from"]["version"], ro["to"]["version"]) == (2, 3)
+    assert cond(d, "Progressing")["reason"] == "RollingOut"
+    st = d.status
+    assert dep.wants_sample(loop_view(st, _in_effect(st, 10)), S, now=t(1))
+    d = decide(loop_view(st, _in_effect(st, 10), GOOD), t(1))
+    # A judgement within the 10 s interval is not wanted; the 30 s pause holds the step.
+    assert not dep.wants_sample(loop_view(d.status, _in_effect(d.status, 10)), S, now=t(9))
+    d = decide(loop_view(d.status, _in_effect(d.status, 10), GOOD), t(29))
+    assert d.status["rollout"]["step"] == 0
+    d = decide(loop_view(d.status, _in_effect(d.status, 10), GOOD), t(31))
+    assert (d.status["rollout"]["step"], d.status["rollout"]["weight"]) == (1, 50)
+    st = d.status
+    d = decide(loop_view(st, _in_effect(st, 50), GOOD), t(40))
+    d = decide(loop_view(d.status, _in_effect(d.status, 50), GOOD), t(71))
+    assert d.status["rollout"]["phase"] == "Succeeded"
+    stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
+    assert stable["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "3"
+
+
+def test_a_breach_in_a_promoted_versions_rollout_gives_the_alias_back() -> None:
+    st = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}), t(0)).status
+    st["retraining"] = {
+        "lastPromotion": {
+            "run": "iris-retrain-b",
+            "modelVersion": "iris-classifier-v3",
+            "alias": "champion",
+            "previous": "iris-classifier-v2",
+            "time": t(0),
+        }
+    }
+    d = decide(loop_view(st, _in_effect(st, 10), BAD), t(2))
+    assert d.status["rollout"]["phase"] == "RolledBack"
+    patches = {p.ref.name: p.patch for p in d.outcome.patches}
+    assert patches["iris-classifier-v2"] == {"spec": {"aliases": ["champion"]}}
+    assert patches["iris-classifier-v3"] == {"spec": {"aliases": []}}
+    promo = d.status["retraining"]["lastPromotion"]
+    assert promo["rolledBackTime"] == t(2)
+    assert "errorRate 1 above 0.01" in promo["rolledBackMessage"]
+    # Alias back on v2: v2 serves, the rollback stays visible (Degraded), and nothing
+    # is promoted or rolled again by itself.
+    back = decide(loop_view(d.status, {"stable": serving_app(2)}, champion=2), t(5))
+    assert back.status["rollout"]["phase"] == "RolledBack"
+    assert cond(back, "Degraded")["status"] == "True"
+    assert cond(back, "Ready")["status"] == "True"
+    assert back.outcome.patches == []
+    assert back.status["retraining"]["lastPromotion"]["rolledBackTime"] == t(2)
+
+
+def test_immediate_promotions_take_all_traffic_at_once() -> None:
+    d = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}, rollout="Immediate"), t(0))
+    assert "rollout" not in d.status
+    stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
+    assert stable["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "3"
+
+
+def test_default_steps_only_when_the_loop_promotes_the_alias_served() -> None:
+    d = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}, promoteAlias="challenger"), t(0))
+    assert "rollout" not in d.status
+
+
+def test_moving_away_from_a_version_that_cannot_serve_is_immediate() -> None:
+    v = loop_view(SERVING_V2, {"stable": serving_app(2)})
+    broken = mv(2, [], ready="False", reason="ArtifactMismatch")
+    versions = [broken if x["spec"]["version"] == 2 else x for x in v.versions]
+    d = decide(dep.DeploymentView(v.body, versions, v.apps, canary_service=CANARY_SVC), t(0))
+    assert "rollout" not in d.status or d.status["rollout"]["phase"] != "Progressing"
+    stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
+    assert stable["spec"]["template"]["metadata"]["labels"]["kubeml.io/version"] == "3"
+
+
+def test_a_new_version_that_cannot_serve_is_rolled_back_not_waited_for() -> None:
+    # Its server never becomes ready (the artifact failed verification): without this
+    # the rollout would wait for its weight forever, the alias on a broken version.
+    st = decide(loop_view(SERVING_V2, {"stable": serving_app(2)}), t(0)).status
+    v = loop_view(st, {"stable": serving_app(2), "canary": app(3, 1, 0)})
+    broken = mv(3, ["champion"], ready="False", reason="ArtifactMismatch")
+    versions = [broken if x["spec"]["version"] == 3 else x for x in v.versions]
+    d = decide(dep.DeploymentView(v.body, versions, v.apps, canary_service=CANARY_SVC), t(20))
+    ro = d.status["rollout"]
+    assert ro["phase"] == "RolledBack"
+    assert "v3 cannot serve: ArtifactMismatch" in ro["message"]
+    patches = {p.ref.name: p.patch for p in d.outcome.patches}
+    assert patches["iris-classifier-v2"] == {"spec": {"aliases": ["champion"]}}
+    assert ("apps/v1", "Deployment", "iris-canary") in d.delete
+    degraded = cond(d, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")

@@ -430,3 +430,51 @@ def test_live_accuracy_is_read_from_each_pods_metrics() -> None:
     assert reading.live == ((0.8, 100.0), (0.5, 10.0))
     assert reading.lowest_accuracy(50) == (0.8, 100.0)
     assert reading.lowest_accuracy(5) == (0.5, 10.0)
+
+
+def test_a_promotion_its_rollout_rolled_back_is_neither_promoted_nor_trained_again() -> None:
+    promo = {
+        "run": "iris-retrain-b",
+        "modelVersion": "iris-v2",
+        "alias": "champion",
+        "previous": "iris-v1",
+        "time": ts(-timedelta(minutes=3)),
+    }
+    rolled_back = {
+        "phase": "RolledBack",
+        "from": {"version": 1, "modelVersion": "iris-v1"},
+        "to": {"version": 2, "modelVersion": "iris-v2"},
+        "message": "rolled back to v1: v2 failed errorRate 0.5 above 0.01 over 40 requests",
+    }
+    status = {
+        **serving_status("iris-v1", degraded=True),
+        "rollout": rolled_back,
+        # Drift is still there: the loop asked for data and got V1 (trained on).
+        "retraining": {
+            "lastPromotion": promo,
+            "lastTrigger": {"reason": "Drift", "message": "PSI 0.9", "time": ts()},
+        },
+    }
+    # The rollout already moved the alias back to v1.
+    versions = [version(1, aliases=("champion",)), version(2, V1)]
+    runs = [run("iris-retrain-b", V1, "True", mv="iris-v2")]
+    out = decide(
+        deployment(policy(), status=status),
+        versions=versions,
+        runs=runs,
+        dataset=dataset(V1),
+        drift=drifted(0.9),
+    )
+    last = out.status["lastPromotion"]
+    assert last["rolledBackTime"] == ts() and "errorRate 0.5" in last["rolledBackMessage"]
+    assert out.aliases == {} and out.run is None
+    assert not any(e[1] in ("Promoted", "RolledBack") for e in out.events)
+    again = decide(
+        deployment(policy(), status={**status, "retraining": out.status}),
+        versions=versions,
+        runs=runs,
+        dataset=dataset(V1),
+        drift=drifted(0.9),
+    )
+    assert again.aliases == {} and again.run is None
+    assert again.status["lastPromotion"] == last

@@ -278,6 +278,18 @@ class Retraining(KubeModel):
     promoted version cannot serve (Degraded), the alias goes back."""
     cooldown_seconds: Annotated[int, Field(ge=0, le=2592000)] = 3600
     """Shortest time between two runs, and between two requests for new data."""
+    rollout: Literal["Progressive", "Immediate"] = "Progressive"
+    """How a new holder of promoteAlias reaches traffic when it is the alias this
+    Deployment serves. Progressive: in spec.rollout's steps, or the default steps
+    (10% then 50%, 30 s each, judged every 10 s) when spec.rollout is absent; a
+    breach rolls it back and the alias returns to the version that served.
+    Immediate: all traffic at once (only without spec.rollout, which, when set,
+    governs every new version). Not with spec.canary, a comparison of its own."""
+
+
+IMMEDIATE_WITH_STEPS = (
+    "retraining.rollout Immediate contradicts spec.rollout, whose steps every new version takes"
+)
 
 
 class DeploymentSpec(
@@ -293,6 +305,12 @@ class DeploymentSpec(
             "!(has(self.canary) && has(self.rollout))",
             "canary and rollout are mutually exclusive: a rollout makes its own canary",
             field_path=".rollout",
+        ),
+        cel(
+            "!(has(self.rollout) && has(self.retraining) && has(self.retraining.rollout)"
+            " && self.retraining.rollout == 'Immediate')",
+            IMMEDIATE_WITH_STEPS,
+            field_path=".retraining.rollout",
         ),
     ),
 ):
@@ -333,7 +351,30 @@ class DeploymentSpec(
                 "rollout",
                 "canary and rollout are mutually exclusive: a rollout makes its own canary",
             )
+        if (
+            self.rollout is not None
+            and self.retraining is not None
+            and self.retraining.rollout == "Immediate"
+        ):
+            raise FieldError("retraining.rollout", IMMEDIATE_WITH_STEPS)
         return self
+
+    def rollout_policy(self) -> Rollout | None:
+        """The steps a new version of the served alias takes: spec.rollout, or the
+        default steps when this Deployment's retraining promotes the alias it serves
+        (spec.retraining.rollout Progressive, the default); None: all at once."""
+        if self.rollout is not None:
+            return self.rollout
+        loop = self.retraining
+        if (
+            loop is None
+            or loop.rollout != "Progressive"
+            or self.canary is not None
+            or self.alias is None
+            or loop.promote_alias != self.alias
+        ):
+            return None
+        return Rollout()
 
 
 class ServedVersion(StatusModel):
@@ -379,8 +420,11 @@ class Promotion(StatusModel):
     """The version that held the alias before (the rollback target)."""
     time: Timestamp
     rolled_back_time: Timestamp | None = None
-    """When the alias went back to the previous version because the promoted one
-    could not serve."""
+    """When the alias went back to the previous version: the promoted one could not
+    serve, or failed a check of its progressive rollout."""
+    rolled_back_message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Why it went back (the failed check and its value, or the reason it could not
+    serve)."""
 
 
 class CheckResult(StatusModel):
@@ -480,7 +524,8 @@ class DeploymentStatus(ObservedStatus):
     retraining: RetrainingStatus | None = None
     """The retraining loop, when spec.retraining is set."""
     rollout: RolloutStatus | None = None
-    """The progressive rollout, when spec.rollout is set and a new version came."""
+    """The progressive rollout, when a new version came under spec.rollout or the
+    default steps of a retraining promotion (the last one, once it ended)."""
 
 
 class Deployment(Resource):

@@ -126,7 +126,9 @@ def wants_drift(view: DeploymentView, settings: Settings, *, now: str) -> bool:
 def wants_sample(view: DeploymentView, settings: Settings, *, now: str) -> bool:
     """Whether a rollout step is due for judgement (phase one: read the stable
     servers' metrics, then decide with the sample)."""
-    if not (view.body.get("spec") or {}).get("rollout") or view.sample is not None:
+    spec = view.body.get("spec") or {}
+    # Only these can have steps (spec.rollout, or retraining's default ones).
+    if not (spec.get("rollout") or spec.get("retraining")) or view.sample is not None:
         return False
     return _serve(view, settings, now)[1]
 
@@ -212,7 +214,7 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         )
         return step, False
     needs_sample = False
-    if spec.rollout is not None:
+    if spec.rollout_policy() is not None:
         rd = _progressive(step, view, spec, stable_mv, now)
         stable_mv, canary_mv, percent = rd.stable, rd.canary, rd.weight
         needs_sample = rd.needs_sample
@@ -234,7 +236,16 @@ def _progressive(
     stable_app, canary_app = view.apps.get("stable"), view.apps.get("canary")
     old = status.get("rollout") or {}
     in_effect = False
+    cannot_serve = None
+    by_name = {v["metadata"]["name"]: v for v in view.versions}
     if old.get("phase") == rollout.PROGRESSING:
+        new_mv = by_name.get(str(old["to"].get("modelVersion")))
+        problem = _mv_problem(new_mv) if new_mv is not None else None
+        stalled = _stalled(canary_app)
+        if problem is not None:
+            cannot_serve = f"{problem[0]}: {problem[1]}"
+        elif stalled is not None:
+            cannot_serve = f"ProgressDeadlineExceeded: {stalled}"
         c_ready = int(((canary_app or {}).get("status") or {}).get("readyReplicas") or 0)
         in_effect = (
             _runs(stable_app, old["from"]["version"])
@@ -243,15 +254,19 @@ def _progressive(
             and c_ready > 0
         )
     serving = (status.get("stable") or {}).get("version")
+    serving_mv = by_name.get(str((status.get("stable") or {}).get("modelVersion")))
     rd = rollout.plan(
         view.body,
         spec,
         target,
         view.versions,
         in_effect,
-        serving is not None and _runs(stable_app, serving),
+        serving is not None
+        and _runs(stable_app, serving)
+        and (serving_mv is None or _mv_problem(serving_mv) is None),
         view.sample,
         now,
+        cannot_serve,
     )
     if rd.status is not None:
         if (

@@ -9,8 +9,11 @@ The loop a Deployment's ``spec.retraining`` closes:
 2. Such a version (when asked for it, or always with ``datasetChange``) starts
    one run: the template's spec pinned to that version, with a gate to beat
    the alias holder on the key metric when the template has no such gate.
-3. A run that passes its gates has its version promoted to the alias; if the
-   Deployment then cannot serve it (Degraded), the alias goes back.
+3. A run that passes its gates has its version promoted to the alias. When the
+   Deployment serves that alias, the version rolls out in steps (by default; see
+   ``Retraining.rollout``) and a failed check sends traffic and the alias back; if
+   the Deployment cannot serve it (Degraded), the alias goes back too. Either way
+   the version is never promoted again, nor its data trained on again.
 
 Pure: everything observed comes in, a Plan goes out; the driver does I/O. Reading
 drift means scraping every serving pod, so it happens in two phases: the plan first
@@ -227,15 +230,32 @@ def _roll_back(
     alias = last["alias"]
     if alias not in _claims(previous):
         plan.aliases[last["previous"]] = [*_claims(previous), alias]
-    rs["lastPromotion"] = {**last, "rolledBackTime": now}
-    plan.events.append(
-        (
-            "Warning",
-            "RolledBack",
-            f"{last['modelVersion']} cannot serve ({degraded.get('reason')}: "
-            f"{degraded.get('message')}); alias {alias} back to {last['previous']}",
-        )
+    why = (
+        f"{last['modelVersion']} cannot serve ({degraded.get('reason')}: {degraded.get('message')})"
     )
+    rs["lastPromotion"] = {**last, "rolledBackTime": now, "rolledBackMessage": why[:1024]}
+    back = f"{why}; alias {alias} back to {last['previous']}"
+    plan.events.append(("Warning", "RolledBack", back))
+
+
+def _rolled_out_or_back(rs: dict[str, Any], deployment: Body, now: str) -> None:
+    """Record that the promoted version's progressive rollout rolled it back (its
+    alias already went back with it). The promotion stays recorded for its run, so
+    the same version is never promoted again, and its data is trained on, so no run
+    starts on it again: only new data can bring a new candidate."""
+    last = rs.get("lastPromotion")
+    if not last or last.get("rolledBackTime"):
+        return
+    ro = (deployment.get("status") or {}).get("rollout") or {}
+    if ro.get("phase") != "RolledBack" or (ro.get("to") or {}).get("modelVersion") != last.get(
+        "modelVersion"
+    ):
+        return
+    rs["lastPromotion"] = {
+        **last,
+        "rolledBackTime": now,
+        "rolledBackMessage": str(ro.get("message") or "rolled back")[:1024],
+    }
 
 
 @dataclass(frozen=True)
@@ -296,6 +316,7 @@ def plan(
     alias = policy.get("promoteAlias")
     if alias:
         _promote(out, rs, newest_first, seen.versions, alias, format_time(now))
+        _rolled_out_or_back(rs, deployment, format_time(now))
         _roll_back(out, rs, deployment, seen.versions, format_time(now))
     rs["message"] = _next_step(
         out, rs, deployment, template, dataset, seen, drift, drift_poll_seconds

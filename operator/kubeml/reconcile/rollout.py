@@ -53,11 +53,17 @@ def plan(
     stable_serving: bool,
     sample: analysis.Sample | None,
     now: str,
+    cannot_serve: str | None = None,
 ) -> Decision:
     """``target``: the version the spec asks for. ``in_effect``: the stable servers
     forward the current step's weight to a ready new version. ``stable_serving``: the
-    stable servers run the version status.stable names (a rollout starts from it)."""
-    policy = spec.rollout
+    stable servers run the version status.stable names and it has no known problem (a
+    rollout starts from it; moving away from a version that cannot serve is at once).
+    The steps are spec.rollout's, or the default ones for a retraining promotion.
+    ``cannot_serve``: why the new version of a rollout under way cannot serve (its
+    ModelVersion failed verification, its servers missed their progress deadline): a
+    breach like a failed judgement, or the rollout would wait for its weight forever."""
+    policy = spec.rollout_policy()
     assert policy is not None
     status = body.get("status") or {}
     old = status.get("rollout")
@@ -65,6 +71,9 @@ def plan(
     name = target["metadata"]["name"]
     if old and old.get("phase") == PROGRESSING:
         to, frm = old["to"]["modelVersion"], old["from"]["modelVersion"]
+        if name == to and frm in by_name and cannot_serve:
+            st = dict(old)
+            return _roll_back(st, by_name[frm], target, spec, f"cannot serve: {cannot_serve}", now)
         if name == to and frm in by_name:
             annotations = (body.get("metadata") or {}).get("annotations") or {}
             return _step(
@@ -167,7 +176,7 @@ def _step(
         assert sample is not None
         j = _record(st, d, policy, label, sample, now)
         if j.rollback:
-            return _roll_back(st, frm, to, spec, j, now)
+            return _roll_back(st, frm, to, spec, _failed(j), now)
         since_last = 0.0
     gate = steps[i].pause.duration is None
     pause = 0.0 if gate else duration_seconds(steps[i].pause.duration or "0s")
@@ -254,7 +263,7 @@ def _approved(
     """Whether the spec (or the annotation shortcut) approves ``step`` (1-based) of
     the rollout to ``to``'s version."""
     version = int(to["spec"]["version"])
-    policy = spec.rollout
+    policy = spec.rollout_policy()
     approval = policy.approval if policy is not None else None
     if approval is not None and approval.version == version and approval.step >= step:
         return True
@@ -263,23 +272,24 @@ def _approved(
     return v.isdigit() and s.isdigit() and int(v) == version and int(s) >= step
 
 
+def _failed(j: analysis.Judgement) -> str:
+    shown = ", ".join(
+        f"{c.name} {c.value:.4g} above {c.limit:g}" if c.value is not None else c.name
+        for c in j.failed
+    )
+    return f"failed {shown} over {j.requests} requests ({j.failures} failed judgement(s))"
+
+
 def _roll_back(
     st: dict[str, Any],
     frm: dict[str, Any],
     to: dict[str, Any],
     spec: DeploymentSpec,
-    j: analysis.Judgement,
+    why: str,
     now: str,
 ) -> Decision:
     st["phase"] = ROLLED_BACK  # stepStartTime stays: when the failed weight took effect
-    shown = ", ".join(
-        f"{c.name} {c.value:.4g} above {c.limit:g}" if c.value is not None else c.name
-        for c in j.failed
-    )
-    msg = (
-        f"rolled back to v{frm['spec']['version']}: v{to['spec']['version']} failed {shown} "
-        f"over {j.requests} requests ({j.failures} failed judgement(s))"
-    )
+    msg = f"rolled back to v{frm['spec']['version']}: v{to['spec']['version']} {why}"
     d = Decision(frm, status=st)
     alias = spec.alias
     if alias and alias in (to["spec"].get("aliases") or []):
