@@ -51,6 +51,29 @@ class Canary(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
         return self
 
 
+class Shadow(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
+    """A version that receives a mirrored copy of a share of requests and whose answers
+    are discarded: its latency, errors and agreement with stable are measured on real
+    traffic before it takes any."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    """A fixed version number."""
+    alias: LabelName | None = None
+    """An alias to follow (e.g. challenger)."""
+    percent: Annotated[int, Field(ge=1, le=100)]
+    """Share of the HTTP inference requests the stable servers answer themselves that
+    they also send to the shadow, exact by request. Clients get stable's answer
+    without waiting for the shadow and never see its answer or its failure."""
+    tolerance: Annotated[float, Field(ge=0, le=1_000_000)] = 0.01
+    """A regressor's row agrees when the shadow's prediction is within tolerance x
+    max(1, |stable's|) of stable's; a classifier's when the labels are equal."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        _one_of_version_alias(self.version, self.alias)
+        return self
+
+
 Duration = Annotated[str, StringConstraints(max_length=16, pattern=r"^[0-9]{1,6}(s|m|h)$")]
 
 
@@ -297,6 +320,8 @@ class DeploymentSpec(
     """Autoscale instead of a fixed replica count."""
     canary: Canary | None = None
     """Optional canary version."""
+    shadow: Shadow | None = None
+    """Optional shadow version: mirrored requests, answers discarded, agreement measured."""
     rollout: Rollout | None = None
     """Roll a new version out in steps judged on live metrics, instead of at once."""
     resources: ResourceRequirements | None = None
@@ -334,6 +359,20 @@ class ServedVersion(StatusModel):
     """Share of requests this track answers now (canary: forwarded by the stable
     servers; 0 while it has no ready server; absent while it cannot be told)."""
     desired_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share asked for in spec."""
+
+
+class ShadowStatus(StatusModel):
+    """The shadow track: a version receiving mirrored requests."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    model_version: ObjectName | None = None
+    replicas: Annotated[int, Field(ge=0)] = 0
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share of stable's requests mirrored to it now (0 while it has no ready server or
+    the stable servers mirror elsewhere; absent while it cannot be told)."""
+    desired_percent: Annotated[int, Field(ge=0, le=100)] | None = None
     """Share asked for in spec."""
 
 
@@ -447,6 +486,8 @@ class DeploymentStatus(ObservedStatus):
     """The stable track."""
     canary: ServedVersion | None = None
     """The canary track, while one is configured."""
+    shadow: ShadowStatus | None = None
+    """The shadow track, while one is configured."""
     previous: ServedVersion | None = None
     """The version being rolled away from, while a rollout is in progress."""
     replicas: Annotated[int, Field(ge=0)] | None = None
@@ -477,6 +518,7 @@ class Deployment(Resource):
             PrinterColumn("Version", ".status.stable.version", type="integer"),
             PrinterColumn("Canary", ".status.canary.version", type="integer"),
             PrinterColumn("Canary-%", ".status.canary.trafficPercent", type="integer"),
+            PrinterColumn("Shadow", ".status.shadow.version", type="integer", priority=1),
             PrinterColumn("Rollout", ".status.rollout.phase", priority=1),
             PrinterColumn("Step", ".status.rollout.step", type="integer", priority=1),
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),

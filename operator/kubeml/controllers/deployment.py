@@ -27,7 +27,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
     spec = body.get("spec") or {}
     apps = {
         track: world.cache.get(*APPS, ns, server_objects.app_name(name, track))
-        for track in ("stable", "canary")
+        for track in ("stable", "canary", "shadow")
     }
     template = dataset = None
     runs: list[dict[str, Any]] = []
@@ -49,6 +49,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         dataset,
         runs,
         canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
+        shadow_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "shadow")),
     )
 
 
