@@ -117,6 +117,15 @@ class Analysis(KubeModel):
     max_latency_p99_seconds: Annotated[float, Field(gt=0, le=600)] = 0.5
     """Largest p99 latency of the new version's requests, as the stable servers
     measure them (the extra hop included)."""
+    min_agreement: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Smallest share of rows on which the new version's predictions agree with
+    stable's, on requests the stable servers mirror to it during the step (shadow
+    traffic: its answers discarded). A classifier's rows agree when the labels are
+    equal, a regressor's within 1% (of max(1, |stable's|)). Fewer than minRequests
+    rows compared: inconclusive. Unset: not judged, nothing mirrored."""
+    mirror_weight: Annotated[int, Field(ge=1, le=100)] = 20
+    """With minAgreement: share of the requests the stable servers answer themselves
+    that they also mirror to the new version (Flagger's mirrorWeight)."""
 
 
 class Approval(KubeModel):

@@ -4,7 +4,9 @@ The stable servers forward the new version's share and record, per target versio
 how each forwarded request ended (``kubeml_forwarded_requests_total{outcome}``) and
 how long it took (``kubeml_forwarded_request_duration_seconds``). Stable servers
 restart with each new weight, so what their counters hold is the current step's
-traffic: a judgement covers the step so far.
+traffic: a judgement covers the step so far. With ``analysis.minAgreement`` they also
+mirror a share of the requests they answer themselves to the new version and count
+the rows on which its predictions agree with theirs (serving/shadow.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ DURATION = "kubeml_forwarded_request_duration_seconds"
 # Outcomes that are the new version's failures; "saturated" requests were never sent.
 FAILED = frozenset({"error", "unreachable"})
 JUDGED = FAILED | {"answered"}
+# Shadowed requests (analysis.minAgreement): rows compared with stable, rows agreed.
+COMPARED = "kubeml_shadow_rows_compared"
+AGREED = "kubeml_shadow_rows_agreed"
+# Checks whose limit is a minimum (a value below it fails).
+MINIMUMS = frozenset({"agreement"})
 
 Result = Literal["Pass", "Fail", "Inconclusive"]
 
@@ -34,6 +41,9 @@ class Sample:
     # (upper bound, cumulative count) of the latency histogram, ascending, +Inf last.
     buckets: tuple[tuple[float, float], ...] = ()
     pods: int = 0
+    # Rows of requests mirrored to the new version, compared with stable's answers.
+    compared: int = 0
+    agreed: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ def judge(sample: Sample | None, analysis: Analysis, failures_before: int) -> Ju
         )
     rate = sample.errors / sample.requests
     p99 = quantile(sample.buckets, 0.99)
-    checks = (
+    checks: tuple[Check, ...] = (
         Check("errorRate", rate, analysis.max_error_rate, rate <= analysis.max_error_rate),
         Check(
             "latencyP99Seconds",
@@ -123,6 +133,9 @@ def judge(sample: Sample | None, analysis: Analysis, failures_before: int) -> Ju
             None if p99 is None else p99 <= analysis.max_latency_p99_seconds,
         ),
     )
+    agreement = agreement_check(sample, analysis)
+    if agreement is not None:
+        checks = (*checks, agreement)
     failed = tuple(c for c in checks if c.passed is False)
     if failed:
         failures = failures_before + 1
@@ -134,7 +147,26 @@ def judge(sample: Sample | None, analysis: Analysis, failures_before: int) -> Ju
             failures > analysis.failure_limit,
             failed=failed,
         )
+    if agreement is not None and agreement.passed is None:
+        # Asked for and not measurable yet: the step cannot pass on the other checks.
+        why = (
+            f"{sample.compared} rows of mirrored requests compared with the new version, "
+            f"fewer than minRequests {analysis.min_requests}"
+        )
+        return Judgement("Inconclusive", checks, sample.requests, failures_before, False, why)
     return Judgement("Pass", checks, sample.requests, failures_before, False)
+
+
+def agreement_check(sample: Sample, analysis: Analysis) -> Check | None:
+    """Prediction agreement with stable on shadowed requests (None: not asked for).
+    Fewer than minRequests compared rows: inconclusive (passed None)."""
+    limit = analysis.min_agreement
+    if limit is None:
+        return None
+    if sample.compared < analysis.min_requests:
+        return Check("agreement", None, limit, None)
+    value = sample.agreed / sample.compared
+    return Check("agreement", value, limit, value >= limit)
 
 
 def sample_from_metrics(texts: Iterable[str], target_version: int) -> Sample:
@@ -143,7 +175,7 @@ def sample_from_metrics(texts: Iterable[str], target_version: int) -> Sample:
     from prometheus_client.parser import text_string_to_metric_families
 
     target = str(target_version)
-    requests = errors = pods = 0
+    requests = errors = pods = compared = agreed = 0
     buckets: dict[float, float] = {}
     for text in texts:
         pods += 1
@@ -159,4 +191,8 @@ def sample_from_metrics(texts: Iterable[str], target_version: int) -> Sample:
                 elif s.name == f"{DURATION}_bucket":
                     le = float(s.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + float(s.value)
-    return Sample(requests, errors, tuple(sorted(buckets.items())), pods)
+                elif s.name == f"{COMPARED}_total":
+                    compared += int(s.value)
+                elif s.name == f"{AGREED}_total":
+                    agreed += int(s.value)
+    return Sample(requests, errors, tuple(sorted(buckets.items())), pods, compared, agreed)

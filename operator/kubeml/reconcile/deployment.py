@@ -225,7 +225,13 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
     replicas = _replicas(spec, percent)
     shadow = _shadow(step, view, spec, stable_mv, settings)
-    _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent, shadow)
+    mirror = shadow.mirror if shadow is not None else None
+    if spec.rollout is not None and spec.rollout.analysis.min_agreement is not None:
+        # Agreement is judged on requests mirrored to the new version: while it
+        # runs, the rollout's mirror takes the place of spec.shadow's.
+        mirror = _rollout_mirroring(view, spec, canary_mv)
+    _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent, mirror)
+    _children_of_shadow(step, spec, settings, shadow)
     _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
     _report_shadow(step, view, shadow)
     _rollout_conditions(step)
@@ -374,6 +380,21 @@ def _mirroring(
     return server_objects.Mirroring(url, sh.percent, version, sh.tolerance)
 
 
+def _rollout_mirroring(
+    view: DeploymentView, spec: DeploymentSpec, canary_mv: dict[str, Any] | None
+) -> server_objects.Mirroring | None:
+    """A rollout judged on agreement mirrors to its new version (the canary's
+    Service), from when the canary is forwarded to, like forwarding itself."""
+    assert spec.rollout is not None
+    fwd = _forwarding(view, 1, canary_mv)
+    if fwd is None:
+        return None
+    tolerance = spec.shadow.tolerance if spec.shadow is not None else 0.01
+    return server_objects.Mirroring(
+        fwd.url, spec.rollout.analysis.mirror_weight, fwd.version, tolerance
+    )
+
+
 def _report_shadow(step: Step, view: DeploymentView, shadow: ShadowPlan | None) -> None:
     """status.shadow: the share in effect is what the stable servers run with, once
     they all do, and only while a shadow server is ready."""
@@ -417,7 +438,7 @@ def _children(
     replicas: tuple[int | None, int],
     settings: Settings,
     percent: int,
-    shadow: ShadowPlan | None = None,
+    mirror: server_objects.Mirroring | None = None,
 ) -> None:
     body, out = dict(view.body), step.out
     meta = body["metadata"]
@@ -432,11 +453,10 @@ def _children(
             settings,
             profile_uri(settings, stable_mv),
             _forwarding(view, percent, canary_mv),
-            shadow.mirror if shadow is not None else None,
+            mirror,
         )
     )
     out.apply.append(server_objects.service(body))
-    _shadow_children(step, spec, settings, shadow)
     canary_svc = server_objects.app_name(name, "canary")
     if canary_mv is not None:
         out.apply.append(server_objects.service(body, "canary"))
@@ -480,7 +500,7 @@ def _children(
         ]
 
 
-def _shadow_children(
+def _children_of_shadow(
     step: Step, spec: DeploymentSpec, settings: Settings, shadow: ShadowPlan | None
 ) -> None:
     """The shadow's server Deployment and its Service (only stable servers call it)."""

@@ -270,7 +270,9 @@ def _roll_back(
 ) -> Decision:
     st["phase"] = ROLLED_BACK  # stepStartTime stays: when the failed weight took effect
     shown = ", ".join(
-        f"{c.name} {c.value:.4g} above {c.limit:g}" if c.value is not None else c.name
+        f"{c.name} {c.value:.4g} {'below' if c.name in analysis.MINIMUMS else 'above'} {c.limit:g}"
+        if c.value is not None
+        else c.name
         for c in j.failed
     )
     msg = (
