@@ -204,6 +204,10 @@ class Alerts(KubeModel):
     liveQuality retraining trigger."""
     live_mae: Annotated[float, Field(gt=0)] | None = None
     """Live mean absolute error of a regressor above which KubeMLHighLiveError fires."""
+    shadow_agreement: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Agreement of a shadow version with stable (spec.shadow; rows of mirrored
+    requests over 10 minutes, at least 100 compared) below which
+    KubeMLLowShadowAgreement fires; unset: no such alert."""
     min_labelled_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 50
     """Labelled rows a server must hold before its live quality can fire an alert
     or trigger retraining: a handful of labels is noise."""

@@ -442,6 +442,7 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
             },
         },
         *_live_rules(sel, model, name, alerts),
+        *_shadow_rules(sel, model, name, alerts),
         {
             "alert": "KubeMLServerDown",
             "expr": f"sum(up{{{job}}}) == 0 or absent(up{{{job}}})",
@@ -484,6 +485,32 @@ def _live_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[st
             }
         )
     return rules
+
+
+SHADOW_MIN_ROWS = 100
+
+
+def _shadow_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[str, Any]]:
+    """Low agreement of a shadow version with stable, over enough compared rows that
+    a few disagreements on a quiet server do not fire it."""
+    if alerts.shadow_agreement is None:
+        return []
+    by = "sum by (target_version)"
+    compared = f"{by} (increase(kubeml_shadow_rows_compared_total{{{sel}}}[10m]))"
+    agreed = f"{by} (increase(kubeml_shadow_rows_agreed_total{{{sel}}}[10m]))"
+    return [
+        {
+            "alert": "KubeMLLowShadowAgreement",
+            "expr": f"({agreed} / {compared} < {alerts.shadow_agreement}) "
+            f"and ({compared} >= {SHADOW_MIN_ROWS})",
+            "for": "10m",
+            "labels": {"severity": "warning", "model": model},
+            "annotations": {
+                "summary": f"{model}: shadow version {{{{ $labels.target_version }}}} agrees "
+                f"with stable on less than {alerts.shadow_agreement:.0%} of rows ({name})"
+            },
+        }
+    ]
 
 
 def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[str, Any]:
