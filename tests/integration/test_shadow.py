@@ -95,6 +95,26 @@ def _sum(pods: list[client.V1Pod], name: str, **labels: str) -> float:
     return total
 
 
+# Known inputs over the whole feature range, where the two models part ways.
+X = np.random.default_rng(7).uniform(0.0, 8.0, size=(ROWS, 4)).round(2)
+
+
+def _body() -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "input-0", "shape": [ROWS, 4], "datatype": "FP64", "data": X.ravel().tolist()}
+        ]
+    }
+
+
+def _agreeing_rows(api: client.ApiClient, ns: str, s3_client: Any) -> int:
+    """By hand: the rows of X on which both artifacts predict the same label."""
+    v1, mv = model_of(api, ns, "iris-classifier-v1", s3_client)
+    v2, _ = model_of(api, ns, "iris-classifier-v2", s3_client)
+    frame = pd.DataFrame(X, columns=[c["name"] for c in mv["spec"]["signature"]["inputs"]])
+    return int(np.count_nonzero(np.asarray(v1.predict(frame)) == np.asarray(v2.predict(frame))))
+
+
 def test_a_shadow_gets_its_share_clients_see_only_stable_and_agreement_is_exact(
     kube_api: client.ApiClient, two_versions: str, s3_client: Any
 ) -> None:
@@ -125,13 +145,7 @@ def test_a_shadow_gets_its_share_clients_see_only_stable_and_agreement_is_exact(
         return (len(pods) == 1 and len(ready_pods(kube_api, ns, "shadowed", "stable")) == 1) or None
 
     poll(settled_stable, timeout=120, what="one stable server", interval=0.5)
-    # Known inputs over the whole feature range, where the two models part ways.
-    X = np.random.default_rng(7).uniform(0.0, 8.0, size=(ROWS, 4)).round(2)
-    body = {
-        "inputs": [
-            {"name": "input-0", "shape": [ROWS, 4], "datatype": "FP64", "data": X.ravel().tolist()}
-        ]
-    }
+    body = _body()
     url = f"{service_url(kube_api, ns, 'shadowed')}/v2/models/iris-classifier/infer"
     with ClientLoop(url, body) as loop:
         loop.share_over(300, "1")
@@ -141,10 +155,7 @@ def test_a_shadow_gets_its_share_clients_see_only_stable_and_agreement_is_exact(
 
     # By hand: both artifacts predict the same rows; a mirrored request agrees on
     # the rows where they are equal.
-    v1, mv = model_of(kube_api, ns, "iris-classifier-v1", s3_client)
-    v2, _ = model_of(kube_api, ns, "iris-classifier-v2", s3_client)
-    frame = pd.DataFrame(X, columns=[c["name"] for c in mv["spec"]["signature"]["inputs"]])
-    agree = int(np.count_nonzero(np.asarray(v1.predict(frame)) == np.asarray(v2.predict(frame))))
+    agree = _agreeing_rows(kube_api, ns, s3_client)
     assert 0 < agree < ROWS, agree
 
     stable = ready_pods(kube_api, ns, "shadowed", "stable")
@@ -173,3 +184,63 @@ def test_a_shadow_gets_its_share_clients_see_only_stable_and_agreement_is_exact(
     assert abs(100 * want / sent - PERCENT) <= 3
     assert compared == want * ROWS
     assert agreed == want * agree
+
+
+def test_a_rollout_judged_on_agreement_is_rolled_back_when_the_new_version_disagrees(
+    kube_api: client.ApiClient, two_versions: str, s3_client: Any
+) -> None:
+    ns = two_versions
+    agree = _agreeing_rows(kube_api, ns, s3_client)
+    doc = _deployment(
+        "judged",
+        alias=None,
+        version=1,
+        replicas=1,
+        rollout={
+            "steps": [{"setWeight": 10, "pause": {"duration": "60s"}}],
+            "analysis": {
+                "interval": "3s",
+                "minRequests": 10,
+                "maxLatencyP99Seconds": 5,
+                "minAgreement": 0.9,
+                "mirrorWeight": 50,
+            },
+        },
+    )
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    kube.create(kube_api, ns, doc)
+    kube.wait_condition(kube_api, ns, "Deployment", "judged", "Ready", status="True", timeout=300)
+    url = f"{service_url(kube_api, ns, 'judged')}/v2/models/iris-classifier/infer"
+    with ClientLoop(url, _body()) as loop:
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "kubeml.io", "v1alpha1", ns, "deployments", "judged", {"spec": {"version": 2}}
+        )
+
+        def rolled_back() -> dict[str, Any] | None:
+            dep = kube.get(kube_api, ns, "Deployment", "judged") or {}
+            ro = (dep.get("status") or {}).get("rollout") or {}
+            return dep if ro.get("phase") == "RolledBack" else None
+
+        dep = poll(rolled_back, timeout=300, what="rollback on agreement", interval=0.5)
+
+        def stable_alone() -> bool:
+            d = kube.get(kube_api, ns, "Deployment", "judged") or {}
+            return "canary" not in (d.get("status") or {}) and not ready_pods(
+                kube_api, ns, "judged", "canary"
+            )
+
+        poll(stable_alone, timeout=120, what="v1 alone again", interval=0.5)
+        after = loop.share_over(50, "1")
+    ro = dep["status"]["rollout"]
+    checks = {c["name"]: c for c in ro["lastAnalysis"]["checks"]}
+    print(
+        f"rollout judged on agreement: {ro['message']}; {len(loop.versions)} requests, "
+        f"{len(loop.failures)} failed"
+    )
+    # The same rows in every request: agreement is the hand count's.
+    assert checks["agreement"]["value"] == round(agree / ROWS, 6)
+    assert checks["agreement"]["passed"] is False and checks["errorRate"]["passed"] is True
+    assert f"agreement {agree / ROWS:.4g} below 0.9" in ro["message"]
+    assert dep["status"]["stable"]["version"] == 1
+    assert loop.failures == [], loop.failures[:10]
+    assert after == 100.0
