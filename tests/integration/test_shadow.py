@@ -185,6 +185,16 @@ def test_a_shadow_gets_its_share_clients_see_only_stable_and_agreement_is_exact(
     assert compared == want * ROWS
     assert agreed == want * agree
 
+    def reported() -> dict[str, Any] | None:
+        dep = kube.get(kube_api, ns, "Deployment", "shadowed") or {}
+        shadow = (dep.get("status") or {}).get("shadow") or {}
+        return shadow if shadow.get("rowsCompared") == compared else None
+
+    # The operator reads the same counters into status (about every 30 s).
+    shadow = poll(reported, timeout=120, what="agreement in status.shadow", interval=1)
+    assert shadow["rowsAgreed"] == agreed
+    assert shadow["agreement"] == round(agree / ROWS, 6)
+
 
 def test_a_rollout_judged_on_agreement_is_rolled_back_when_the_new_version_disagrees(
     kube_api: client.ApiClient, two_versions: str, s3_client: Any

@@ -441,3 +441,28 @@ def test_a_shadow_of_the_stable_version_or_none_runs_nothing() -> None:
         "AliasNotFound",
         "shadow: no version of model iris-classifier holds alias challenger",
     ) in [(e.reason, e.message) for e in d.outcome.events]
+
+
+def test_status_shadow_reports_agreement_read_from_the_stable_servers() -> None:
+    from kubeml.reconcile.analysis import Sample
+
+    apps = {"stable": _mirroring_app(3, 30), "shadow": app(3, 2, 1)}
+    b = body(replicas=4, shadow={"version": 3, "percent": 30})
+    b["status"] = {"shadow": {"version": 3, "percent": 30}}
+    view = dep.DeploymentView(b, [mv(2, ["champion"]), mv(3)], apps, shadow_service=SHADOW_SVC)
+    # Mirroring in effect, never read: due now; the reading goes into status.
+    assert dep.wants_shadow_reading(view, now=NOW) == 3
+    reading = Sample(0, 0, pods=1, compared=400, agreed=300)
+    d = Seen(
+        dep.decide(dep.DeploymentView(**{**view.__dict__, "shadow_reading": reading}), S, now=NOW)
+    )
+    shadow = d.status["shadow"]
+    assert (shadow["rowsCompared"], shadow["rowsAgreed"], shadow["agreement"]) == (400, 300, 0.75)
+    assert shadow["measuredTime"] == NOW and d.outcome.requeue_after == dep.SHADOW_READ_SECONDS
+    # Read again only after the interval; without a reading the last one is kept.
+    b["status"] = d.status
+    assert dep.wants_shadow_reading(view, now="2026-11-26T12:00:10Z") is None
+    assert dep.wants_shadow_reading(view, now="2026-11-26T12:00:31Z") == 3
+    d = Seen(dep.decide(view, S, now="2026-11-26T12:00:10Z"))
+    assert d.status["shadow"]["agreement"] == 0.75
+    assert d.status["shadow"]["measuredTime"] == NOW

@@ -387,6 +387,16 @@ class ShadowStatus(StatusModel):
     the stable servers mirror elsewhere; absent while it cannot be told)."""
     desired_percent: Annotated[int, Field(ge=0, le=100)] | None = None
     """Share asked for in spec."""
+    rows_compared: Annotated[int, Field(ge=0)] | None = None
+    """Rows of mirrored requests whose shadow prediction was compared with stable's,
+    summed over the stable servers (since they started)."""
+    rows_agreed: Annotated[int, Field(ge=0)] | None = None
+    """Of those, rows on which the shadow agreed with stable."""
+    agreement: Annotated[float, Field(ge=0, le=1)] | None = None
+    """rowsAgreed / rowsCompared; absent before a row was compared."""
+    measured_time: Timestamp | None = None
+    """When the stable servers' counters were read and had changed (they are read
+    about every 30 s while mirroring is in effect)."""
 
 
 class FailureInfo(StatusModel):

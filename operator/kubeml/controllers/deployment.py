@@ -73,8 +73,8 @@ def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReadi
 
 
 def read_sample(world: World, namespace: str, name: str, target_version: int) -> analysis.Sample:
-    """The new version's forwarded requests, from each ready stable server's /metrics
-    (no Prometheus needed; the same series Prometheus scrapes)."""
+    """The new version's forwarded (or mirrored) requests, from each ready stable
+    server's /metrics (no Prometheus needed; the same series Prometheus scrapes)."""
     texts: list[str] = []
     for pod in world.cache.list(
         *PODS,
@@ -112,6 +112,10 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
         view = decide.DeploymentView(
             **{**view.__dict__, "sample": read_sample(world, namespace, name, target)}
         )
+    shadow_version = decide.wants_shadow_reading(view, now=now)
+    if shadow_version is not None:
+        reading = read_sample(world, namespace, name, shadow_version)
+        view = decide.DeploymentView(**{**view.__dict__, "shadow_reading": reading})
     return decide.decide(
         view, world.settings, now=now, drift_poll_seconds=world.settings.drift_poll_seconds
     )

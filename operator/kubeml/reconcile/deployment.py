@@ -21,6 +21,8 @@ from .outcome import Create, Outcome, Patch, Ref
 from .step import Step
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+# How often status.shadow's agreement is refreshed from the stable servers' counters.
+SHADOW_READ_SECONDS = 30.0
 
 
 def resolve(
@@ -107,6 +109,8 @@ class DeploymentView:
     shadow_service: Mapping[str, Any] | None = None
     # For spec.rollout: the new version's requests as the stable servers saw them.
     sample: analysis.Sample | None = None
+    # For spec.shadow: the stable servers' shadow counters, when due (status.shadow).
+    shadow_reading: analysis.Sample | None = None
 
 
 def decide(
@@ -132,6 +136,20 @@ def wants_sample(view: DeploymentView, settings: Settings, *, now: str) -> bool:
     if not (view.body.get("spec") or {}).get("rollout") or view.sample is not None:
         return False
     return _serve(view, settings, now)[1]
+
+
+def wants_shadow_reading(view: DeploymentView, *, now: str) -> int | None:
+    """The shadow version whose agreement the stable servers' counters should be read
+    for (phase one), when mirroring is in effect and the last reading is old."""
+    if view.shadow_reading is not None or not (view.body.get("spec") or {}).get("shadow"):
+        return None
+    st = (view.body.get("status") or {}).get("shadow") or {}
+    if not st.get("percent") or not st.get("version"):
+        return None
+    last, at = parse_time(str(st.get("measuredTime") or "")), parse_time(now)
+    if last is not None and at is not None and (at - last).total_seconds() < SHADOW_READ_SECONDS:
+        return None
+    return int(st["version"])
 
 
 def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -> retraining.Plan:
@@ -415,8 +433,32 @@ def _report_shadow(step: Step, view: DeploymentView, shadow: ShadowPlan | None) 
     status["shadow"] = {**track, "desiredPercent": shadow.percent}
     if share is not None:
         status["shadow"]["percent"] = share
+    status["shadow"].update(_agreement(view, version, step.now))
+    if share:
+        step.out.look_again(SHADOW_READ_SECONDS)
     status["readyReplicas"] = int(status.get("readyReplicas") or 0) + track["readyReplicas"]
     status["replicas"] = int(status.get("replicas") or 0) + shadow.replicas
+
+
+def _agreement(view: DeploymentView, version: int, now: str) -> dict[str, Any]:
+    """status.shadow's agreement fields: a fresh reading, else the last one (of this
+    version)."""
+    old = (view.body.get("status") or {}).get("shadow") or {}
+    keys = ("rowsCompared", "rowsAgreed", "agreement", "measuredTime")
+    reading = view.shadow_reading
+    kept = {k: old[k] for k in keys if k in old} if old.get("version") == version else {}
+    if reading is None or reading.pods == 0:
+        return kept
+    if (kept.get("rowsCompared"), kept.get("rowsAgreed")) == (reading.compared, reading.agreed):
+        return kept  # nothing new: no status write (measuredTime: the last change seen)
+    doc: dict[str, Any] = {
+        "rowsCompared": reading.compared,
+        "rowsAgreed": reading.agreed,
+        "measuredTime": now,
+    }
+    if reading.compared > 0:
+        doc["agreement"] = round(reading.agreed / reading.compared, 6)
+    return doc
 
 
 def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
