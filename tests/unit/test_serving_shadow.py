@@ -63,7 +63,7 @@ def test_an_answer_without_predict_has_nothing_to_compare_and_garbage_is_unusabl
         [{"name": "predict_proba", "datatype": "FP64", "shape": [1, 2], "data": [1, 0]}]
     )
     assert predictions(Answer(200, only_proba, "application/json", ()), "v2") is None
-    for body in (b"not json", b"[]", orjson.dumps({"outputs": 3})):
+    for body in (b"not json", b"[]", orjson.dumps({"outputs": 3}), orjson.dumps({"outputs": [1]})):
         with pytest.raises(UnusableAnswer):
             predictions(Answer(200, body, "application/json", ()), "v2")
 

@@ -55,7 +55,7 @@ def predictions(answer: Answer, protocol: str) -> np.ndarray | None:
             preds = doc.get("predictions") if isinstance(doc, dict) else None
             return None if preds is None else np.asarray(preds)
         return _v2_predict(answer)
-    except (orjson.JSONDecodeError, RequestError, ValueError, TypeError) as err:
+    except (orjson.JSONDecodeError, RequestError, ValueError, TypeError, AttributeError) as err:
         raise UnusableAnswer(str(err)) from err
 
 
