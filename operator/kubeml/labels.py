@@ -12,7 +12,7 @@ TRAINING_RUN = f"{PREFIX}/training-run"
 MODEL = f"{PREFIX}/model"
 VERSION = f"{PREFIX}/version"
 DEPLOYMENT = f"{PREFIX}/deployment"
-# stable or canary: which server Deployment of a kubeml.io Deployment a pod belongs to
+# stable, canary or shadow: which server Deployment of a kubeml.io Deployment a pod belongs to
 TRACK = f"{PREFIX}/track"
 # VERSION/STEP: approves a rollout's manual gates (a kubectl shortcut for
 # spec.rollout.approval).

@@ -58,3 +58,21 @@ def test_live_quality_rules_only_where_a_threshold_is_set(tmp_path: Path) -> Non
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "6 rules found" in out.stdout
+
+
+def test_a_shadow_agreement_rule_only_where_a_threshold_is_set(tmp_path: Path) -> None:
+    plain = server_objects.alert_rules("iris", "ml", "m", Alerts())
+    assert "KubeMLLowShadowAgreement" not in {r["alert"] for r in plain}
+    rules = server_objects.alert_rules("iris", "ml", "m", Alerts(shadow_agreement=0.9))
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert "kubeml_shadow_rows_agreed_total" in exprs["KubeMLLowShadowAgreement"]
+    assert "< 0.9" in exprs["KubeMLLowShadowAgreement"]
+    assert ">= 100" in exprs["KubeMLLowShadowAgreement"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "kubeml-iris", "rules": rules}]}))
+    promtool = built("prometheus") / "promtool"
+    out = subprocess.run(
+        [str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "5 rules found" in out.stdout

@@ -256,3 +256,54 @@ def test_drift_is_read_from_the_new_versions_pages() -> None:
     s = sample_from_metrics([], 2, [empty])
     assert (s.drift_psi, s.drift_rows) == (None, 12)
     assert sample_from_metrics([], 2, []).drift_rows is None
+
+
+def test_agreement_is_judged_only_when_asked_for() -> None:
+    sample = Sample(100, 0, FAST, pods=1, compared=400, agreed=100)
+    assert "agreement" not in [c.name for c in judge(sample, Analysis(), 0).checks]
+
+
+@pytest.mark.parametrize(
+    ("compared", "agreed", "result", "value"),
+    [
+        (400, 390, "Pass", 0.975),
+        (400, 200, "Fail", 0.5),
+        (19, 19, "Inconclusive", None),  # fewer compared rows than minRequests
+    ],
+)
+def test_agreement_with_stable_passes_fails_or_is_inconclusive(
+    compared: int, agreed: int, result: str, value: float | None
+) -> None:
+    a = Analysis(min_requests=20, min_agreement=0.95)
+    j = judge(Sample(100, 0, FAST, pods=1, compared=compared, agreed=agreed), a, 0)
+    assert j.result == result
+    check = {c.name: c for c in j.checks}["agreement"]
+    assert (check.value, check.limit) == (value, 0.95)
+    if result == "Fail":
+        assert "agreement 0.5 (limit 0.95) over 100 requests" in j.describe()
+    if result == "Inconclusive":
+        # The step cannot pass without it, and it is no failure either.
+        assert j.failures == 0 and "19 rows of mirrored requests" in j.describe()
+        assert check.to_status() == {
+            "name": "agreement",
+            "limit": 0.95,
+            "message": "19 rows of mirrored requests compared with the new version, "
+            "fewer than minRequests 20",
+        }
+
+
+def test_other_failures_count_while_agreement_cannot_be_told_yet() -> None:
+    a = Analysis(min_requests=20, min_agreement=0.95, max_error_rate=0.01)
+    j = judge(Sample(100, 50, FAST, pods=1, compared=3, agreed=3), a, 0)
+    assert j.result == "Fail" and [c.name for c in j.failed] == ["errorRate"]
+
+
+def test_the_sample_sums_shadow_rows_of_its_target_version_only() -> None:
+    pages = []
+    for compared, agreed in ((40, 30), (60, 45)):
+        m = ServerMetrics("iris", "1")
+        m.shadow_rows("2", compared, agreed)
+        m.shadow_rows("3", 1000, 0)  # another version's shadow
+        pages.append(m.exposition().decode())
+    s = sample_from_metrics(pages, 2)
+    assert (s.compared, s.agreed) == (100, 75)

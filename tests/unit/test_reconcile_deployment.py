@@ -363,3 +363,106 @@ def test_a_version_whose_artifact_is_another_namespaces_is_never_served() -> Non
         "True",
     )
     assert "victim" in cond(d, "Ready")["message"]
+
+
+SHADOW_SVC = {"metadata": {"name": "iris-shadow"}, "spec": {"clusterIP": "10.0.0.8"}}
+
+
+def _shadow(apps: dict[str, Any], status: dict[str, Any] | None = None, **shadow: Any) -> Seen:
+    b = body(replicas=4, shadow={"version": 3, "percent": 30, **shadow})
+    if status is not None:
+        b["status"] = status
+    view = dep.DeploymentView(
+        b, [mv(2, ["champion"]), mv(3)], apps, canary_service=None, shadow_service=SHADOW_SVC
+    )
+    return Seen(dep.decide(view, S, now=NOW))
+
+
+def _mirroring_app(version: int, percent: int) -> dict[str, Any]:
+    a = app(2, 4, 4)
+    env = [
+        {"name": "KUBEML_SHADOW_URL", "value": "http://10.0.0.8:80"},
+        {"name": "KUBEML_SHADOW_PERCENT", "value": str(percent)},
+        {"name": "KUBEML_SHADOW_VERSION", "value": str(version)},
+    ]
+    a["spec"]["template"]["spec"] = {"containers": [{"name": "server", "env": env}]}
+    return a
+
+
+def test_a_shadow_runs_beside_stable_and_stable_mirrors_to_it_once_it_is_ready() -> None:
+    # Not ready yet: its start would only count as its failures.
+    d = _shadow({"shadow": app(3, 2, 0)})
+    assert kinds(d) == [
+        "Deployment/iris-stable",
+        "Service/iris",
+        "Service/iris-shadow",
+        "Deployment/iris-shadow",
+    ]
+    stable, svc, shadow_svc, shadow = d.apply
+    assert "KUBEML_SHADOW_URL" not in _env(stable)
+    # Capacity for its share of what reaches stable; it is never behind the client Service.
+    assert shadow["spec"]["replicas"] == 2
+    labels_ = shadow["spec"]["template"]["metadata"]["labels"]
+    assert not svc["spec"]["selector"].items() <= labels_.items()
+    assert shadow_svc["spec"]["selector"].items() <= labels_.items()
+    assert "KUBEML_SHADOW_URL" not in _env(shadow) and "KUBEML_CANARY_URL" not in _env(shadow)
+    assert d.status["shadow"] == {
+        "version": 3,
+        "modelVersion": "iris-classifier-v3",
+        "replicas": 2,
+        "readyReplicas": 0,
+        "percent": 0,
+        "desiredPercent": 30,
+    }
+    d = _shadow({"shadow": app(3, 2, 1)}, tolerance=0.5)
+    env = _env(d.apply[0])
+    assert (env["KUBEML_SHADOW_URL"], env["KUBEML_SHADOW_PERCENT"]) == ("http://10.0.0.8:80", "30")
+    assert (env["KUBEML_SHADOW_VERSION"], env["KUBEML_SHADOW_TOLERANCE"]) == ("3", "0.5")
+    # Stable servers do not run with it yet: nothing is mirrored in effect.
+    assert d.status["shadow"]["percent"] == 0
+    d = _shadow({"stable": _mirroring_app(3, 30), "shadow": app(3, 2, 1)})
+    assert d.status["shadow"]["percent"] == 30
+    assert d.status["readyReplicas"] == 5 and d.status["replicas"] == 6
+    # Mirroring already: a shadow pod restarting does not restart the stable servers.
+    d = _shadow({"stable": _mirroring_app(3, 30), "shadow": app(3, 2, 0)})
+    assert _env(d.apply[0])["KUBEML_SHADOW_PERCENT"] == "30"
+    assert d.status["shadow"]["percent"] == 0
+
+
+def test_a_shadow_of_the_stable_version_or_none_runs_nothing() -> None:
+    d = decide(body(shadow={"alias": "champion", "percent": 10}), [mv(2, ["champion"])])
+    assert kinds(d) == ["Deployment/iris-stable", "Service/iris"]
+    assert ("apps/v1", "Deployment", "iris-shadow") in d.delete
+    assert ("v1", "Service", "iris-shadow") in d.delete
+    assert "shadow" not in d.status
+    d = decide(body(shadow={"alias": "challenger", "percent": 10}), [mv(2, ["champion"])])
+    assert "shadow" not in d.status
+    assert (
+        "AliasNotFound",
+        "shadow: no version of model iris-classifier holds alias challenger",
+    ) in [(e.reason, e.message) for e in d.outcome.events]
+
+
+def test_status_shadow_reports_agreement_read_from_the_stable_servers() -> None:
+    from kubeml.reconcile.analysis import Sample
+
+    apps = {"stable": _mirroring_app(3, 30), "shadow": app(3, 2, 1)}
+    b = body(replicas=4, shadow={"version": 3, "percent": 30})
+    b["status"] = {"shadow": {"version": 3, "percent": 30}}
+    view = dep.DeploymentView(b, [mv(2, ["champion"]), mv(3)], apps, shadow_service=SHADOW_SVC)
+    # Mirroring in effect, never read: due now; the reading goes into status.
+    assert dep.wants_shadow_reading(view, now=NOW) == 3
+    reading = Sample(0, 0, pods=1, compared=400, agreed=300)
+    d = Seen(
+        dep.decide(dep.DeploymentView(**{**view.__dict__, "shadow_reading": reading}), S, now=NOW)
+    )
+    shadow = d.status["shadow"]
+    assert (shadow["rowsCompared"], shadow["rowsAgreed"], shadow["agreement"]) == (400, 300, 0.75)
+    assert shadow["measuredTime"] == NOW and d.outcome.requeue_after == dep.SHADOW_READ_SECONDS
+    # Read again only after the interval; without a reading the last one is kept.
+    b["status"] = d.status
+    assert dep.wants_shadow_reading(view, now="2026-11-26T12:00:10Z") is None
+    assert dep.wants_shadow_reading(view, now="2026-11-26T12:00:31Z") == 3
+    d = Seen(dep.decide(view, S, now="2026-11-26T12:00:10Z"))
+    assert d.status["shadow"]["agreement"] == 0.75
+    assert d.status["shadow"]["measuredTime"] == NOW

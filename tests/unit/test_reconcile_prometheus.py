@@ -54,6 +54,22 @@ def test_drift_is_asked_of_the_new_versions_servers_only_when_checked() -> None:
     assert q["driftRows"] == f"max(kubeml_drift_window_rows{{{base}}})"
 
 
+def test_agreement_reads_the_rows_mirrored_to_the_new_version_when_checked() -> None:
+    q = queries(Selection("ml", "iris", 1, 2, 42, agreement=True))
+    base = 'namespace="ml",kubeml_io_deployment="iris",version="1",target_version="2"'
+    assert q["compared"] == f"sum(increase(kubeml_shadow_rows_compared_total{{{base}}}[42s]))"
+    assert q["agreed"] == f"sum(increase(kubeml_shadow_rows_agreed_total{{{base}}}[42s]))"
+    sel = Selection("ml", "iris", 1, 2, 42, agreement=True)
+    answers = _results(
+        compared=[{"metric": {}, "value": [1.0, "400.4"]}],
+        agreed=[{"metric": {}, "value": [1.0, "199.8"]}],
+    )
+    s = sample_from_results(sel, answers, WHERE)
+    assert (s.compared, s.agreed) == (400, 200)
+    j = judge(s, Analysis(max_error_rate=0.1, min_agreement=0.9), 0)
+    assert j.result == "Fail" and [c.name for c in j.failed] == ["agreement"]
+
+
 def test_a_zero_window_asks_for_one_second_never_an_invalid_range() -> None:
     assert "[1s]" in queries(Selection("ml", "iris", 1, 2, 0))["forwarded"]
 

@@ -45,8 +45,9 @@ def view(
     apps: dict[str, Any],
     sample: Sample | None = None,
     champion: int = 3,
+    rollout: dict[str, Any] | None = None,
 ) -> dep.DeploymentView:
-    b = body(replicas=1, rollout=ROLLOUT)
+    b = body(replicas=1, rollout=rollout or ROLLOUT)
     b["status"] = status
     versions = [
         mv(2, ["champion"] if champion == 2 else []),
@@ -399,3 +400,27 @@ def test_a_new_version_that_cannot_serve_is_rolled_back_not_waited_for() -> None
     assert ("apps/v1", "Deployment", "iris-canary") in d.delete
     degraded = cond(d, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+
+
+def test_a_rollout_judged_on_agreement_mirrors_to_the_new_version_and_rolls_back_below_it() -> None:
+    policy = {
+        **ROLLOUT,
+        "analysis": {**ROLLOUT["analysis"], "minAgreement": 0.9, "mirrorWeight": 25},
+    }
+    st = started()
+    # No ready canary yet: neither forwarding nor mirroring.
+    apps = {"stable": serving_app(2), "canary": app(3, 1, 0)}
+    d = decide(view(st, apps, rollout=policy), t(1))
+    stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
+    assert "KUBEML_SHADOW_URL" not in _env(stable)
+    d = decide(view(st, _in_effect(st, 10), rollout=policy), t(1))
+    env = _env(next(o for o in d.apply if o["metadata"]["name"] == "iris-stable"))
+    assert (env["KUBEML_SHADOW_URL"], env["KUBEML_SHADOW_PERCENT"]) == ("http://10.0.0.7:80", "25")
+    assert env["KUBEML_SHADOW_VERSION"] == "3" and env["KUBEML_CANARY_PERCENT"] == "10"
+    disagreeing = Sample(100, 0, GOOD.buckets, pods=1, compared=200, agreed=100)
+    d = decide(view(st, _in_effect(st, 10), disagreeing, rollout=policy), t(2))
+    ro = d.status["rollout"]
+    assert ro["phase"] == "RolledBack"
+    assert "agreement 0.5 below 0.9 over 100 requests" in ro["message"]
+    stable = next(o for o in d.apply if o["metadata"]["name"] == "iris-stable")
+    assert "KUBEML_SHADOW_URL" not in _env(stable)

@@ -51,6 +51,29 @@ class Canary(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
         return self
 
 
+class Shadow(KubeModel, json_schema_extra=ONE_OF_VERSION_ALIAS):
+    """A version that receives a mirrored copy of a share of requests and whose answers
+    are discarded: its latency, errors and agreement with stable are measured on real
+    traffic before it takes any."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    """A fixed version number."""
+    alias: LabelName | None = None
+    """An alias to follow (e.g. challenger)."""
+    percent: Annotated[int, Field(ge=1, le=100)]
+    """Share of the HTTP inference requests the stable servers answer themselves that
+    they also send to the shadow, exact by request. Clients get stable's answer
+    without waiting for the shadow and never see its answer or its failure."""
+    tolerance: Annotated[float, Field(ge=0, le=1_000_000)] = 0.01
+    """A regressor's row agrees when the shadow's prediction is within tolerance x
+    max(1, |stable's|) of stable's; a classifier's when the labels are equal."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        _one_of_version_alias(self.version, self.alias)
+        return self
+
+
 Duration = Annotated[str, StringConstraints(max_length=16, pattern=r"^[0-9]{1,6}(s|m|h)$")]
 
 
@@ -107,6 +130,15 @@ class Analysis(KubeModel):
     """Largest feature drift (population stability index of the new version's recent
     inputs against its own training profile, the highest feature on any of its
     servers). Off unless set; inconclusive until its servers hold enough rows (100)."""
+    min_agreement: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Smallest share of rows on which the new version's predictions agree with
+    stable's, on requests the stable servers mirror to it during the step (shadow
+    traffic: its answers discarded). A classifier's rows agree when the labels are
+    equal, a regressor's within 1% (of max(1, |stable's|)). Fewer than minRequests
+    rows compared: inconclusive. Unset: not judged, nothing mirrored."""
+    mirror_weight: Annotated[int, Field(ge=1, le=100)] = 20
+    """With minAgreement: share of the requests the stable servers answer themselves
+    that they also mirror to the new version (Flagger's mirrorWeight)."""
 
 
 class Approval(KubeModel):
@@ -185,6 +217,10 @@ class Alerts(KubeModel):
     liveQuality retraining trigger."""
     live_mae: Annotated[float, Field(gt=0)] | None = None
     """Live mean absolute error of a regressor above which KubeMLHighLiveError fires."""
+    shadow_agreement: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Agreement of a shadow version with stable (spec.shadow; rows of mirrored
+    requests over 10 minutes, at least 100 compared) below which
+    KubeMLLowShadowAgreement fires; unset: no such alert."""
     min_labelled_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 50
     """Labelled rows a server must hold before its live quality can fire an alert
     or trigger retraining: a handful of labels is noise."""
@@ -328,6 +364,8 @@ class DeploymentSpec(
     """Autoscale instead of a fixed replica count."""
     canary: Canary | None = None
     """Optional canary version."""
+    shadow: Shadow | None = None
+    """Optional shadow version: mirrored requests, answers discarded, agreement measured."""
     rollout: Rollout | None = None
     """Roll a new version out in steps judged on live metrics, instead of at once."""
     resources: ResourceRequirements | None = None
@@ -389,6 +427,30 @@ class ServedVersion(StatusModel):
     servers; 0 while it has no ready server; absent while it cannot be told)."""
     desired_traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None
     """Share asked for in spec."""
+
+
+class ShadowStatus(StatusModel):
+    """The shadow track: a version receiving mirrored requests."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    model_version: ObjectName | None = None
+    replicas: Annotated[int, Field(ge=0)] = 0
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share of stable's requests mirrored to it now (0 while it has no ready server or
+    the stable servers mirror elsewhere; absent while it cannot be told)."""
+    desired_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Share asked for in spec."""
+    rows_compared: Annotated[int, Field(ge=0)] | None = None
+    """Rows of mirrored requests whose shadow prediction was compared with stable's,
+    summed over the stable servers (since they started)."""
+    rows_agreed: Annotated[int, Field(ge=0)] | None = None
+    """Of those, rows on which the shadow agreed with stable."""
+    agreement: Annotated[float, Field(ge=0, le=1)] | None = None
+    """rowsAgreed / rowsCompared; absent before a row was compared."""
+    measured_time: Timestamp | None = None
+    """When the stable servers' counters were read and had changed (they are read
+    about every 30 s while mirroring is in effect)."""
 
 
 class FailureInfo(StatusModel):
@@ -511,6 +573,8 @@ class DeploymentStatus(ObservedStatus):
     """The stable track."""
     canary: ServedVersion | None = None
     """The canary track, while one is configured."""
+    shadow: ShadowStatus | None = None
+    """The shadow track, while one is configured."""
     previous: ServedVersion | None = None
     """The version being rolled away from, while a rollout is in progress."""
     replicas: Annotated[int, Field(ge=0)] | None = None
@@ -542,6 +606,7 @@ class Deployment(Resource):
             PrinterColumn("Version", ".status.stable.version", type="integer"),
             PrinterColumn("Canary", ".status.canary.version", type="integer"),
             PrinterColumn("Canary-%", ".status.canary.trafficPercent", type="integer"),
+            PrinterColumn("Shadow", ".status.shadow.version", type="integer", priority=1),
             PrinterColumn("Rollout", ".status.rollout.phase", priority=1),
             PrinterColumn("Step", ".status.rollout.step", type="integer", priority=1),
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),

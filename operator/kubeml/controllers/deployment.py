@@ -28,7 +28,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
     spec = body.get("spec") or {}
     apps = {
         track: world.cache.get(*APPS, ns, server_objects.app_name(name, track))
-        for track in ("stable", "canary")
+        for track in ("stable", "canary", "shadow")
     }
     template = dataset = None
     runs: list[dict[str, Any]] = []
@@ -50,6 +50,7 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         dataset,
         runs,
         canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
+        shadow_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "shadow")),
     )
 
 
@@ -121,6 +122,7 @@ def read_sample(world: World, namespace: str, name: str, body: dict[str, Any]) -
                 target,
                 prometheus.window_seconds(world.now(), st.get("stepStartTime")),
                 drift=drift,
+                agreement=policy.get("minAgreement") is not None,
             ),
         )
     stable = _pages(world, namespace, name, "stable", "rollout")
@@ -142,6 +144,11 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
         view = decide.DeploymentView(
             **{**view.__dict__, "sample": read_sample(world, namespace, name, body)}
         )
+    shadow_version = decide.wants_shadow_reading(view, now=now)
+    if shadow_version is not None:
+        pages = _pages(world, namespace, name, "stable", "shadow")
+        reading = analysis.sample_from_metrics(pages, shadow_version)
+        view = decide.DeploymentView(**{**view.__dict__, "shadow_reading": reading})
     return decide.decide(
         view, world.settings, now=now, drift_poll_seconds=world.settings.drift_poll_seconds
     )

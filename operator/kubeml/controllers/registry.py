@@ -35,11 +35,11 @@ def check_artifact(world: World, mv: Mapping[str, Any]) -> decide.ArtifactCheck:
 
 
 def serving(world: World, namespace: str) -> dict[str, list[str]]:
-    """Version name -> kubeml.io Deployments serving it (stable, canary, or leaving)."""
+    """Version name -> kubeml.io Deployments serving it (stable, canary, shadow, or leaving)."""
     out: dict[str, list[str]] = {}
     for d in world.cache.list(KUBEML, "Deployment", namespace):
         st = d.get("status") or {}
-        for track in ("stable", "canary", "previous"):
+        for track in ("stable", "canary", "shadow", "previous"):
             mv = (st.get(track) or {}).get("modelVersion")
             if mv and d["metadata"]["name"] not in out.setdefault(mv, []):
                 out[mv].append(d["metadata"]["name"])

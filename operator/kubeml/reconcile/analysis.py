@@ -6,7 +6,9 @@ how long it took (``kubeml_forwarded_request_duration_seconds``). Stable servers
 restart with each new weight, so what their counters hold is the current step's
 traffic: a judgement covers the step so far. The same servers' own request metrics
 give the stable version's numbers for the relative checks, and the new version's
-servers' drift gauges its drift.
+servers' drift gauges its drift. With ``analysis.minAgreement`` the stable servers
+also mirror a share of the requests they answer themselves to the new version and
+count the rows on which its predictions agree with theirs (serving/shadow.py).
 
 Each check is built by its own small function from the Sample and the Analysis
 policy (``CHECKS``); a check that is not configured builds nothing. To add one, add
@@ -38,6 +40,11 @@ FORWARDED_PROTOCOLS = ("v1", "v2")
 # The server reports a feature's PSI once its window holds this many rows
 # (kubeml.serving.drift.MIN_ROWS); named in the inconclusive message.
 DRIFT_MIN_ROWS = 100
+# Shadowed requests (analysis.minAgreement): rows compared with stable, rows agreed.
+COMPARED = "kubeml_shadow_rows_compared"
+AGREED = "kubeml_shadow_rows_agreed"
+# Checks whose limit is a minimum (a value below it fails).
+MINIMUMS = frozenset({"agreement"})
 
 Result = Literal["Pass", "Fail", "Inconclusive"]
 Buckets = tuple[tuple[float, float], ...]
@@ -73,6 +80,9 @@ class Sample:
     drift_psi: float | None = None
     drift_feature: str = ""
     drift_rows: float | None = None
+    # Rows of requests mirrored to the new version, compared with stable's answers.
+    compared: int = 0
+    agreed: int = 0
     source: str = "pods"  # "pods" (each pod's /metrics) or "prometheus"
     error: str = ""  # the metrics could not be read: inconclusive, with this message
 
@@ -217,12 +227,29 @@ def drift_psi(s: Sample, a: Analysis) -> Check | None:
     return Check("driftPsi", None, limit, None, why)
 
 
+def agreement(s: Sample, a: Analysis) -> Check | None:
+    """Prediction agreement with stable on the requests mirrored to the new version;
+    fewer than minRequests rows compared: not told (the step cannot pass yet)."""
+    limit = a.min_agreement
+    if limit is None:
+        return None
+    if s.compared < a.min_requests:
+        why = (
+            f"{s.compared} rows of mirrored requests compared with the new version, "
+            f"fewer than minRequests {a.min_requests}"
+        )
+        return Check("agreement", None, limit, None, why)
+    value = s.agreed / s.compared
+    return Check("agreement", value, limit, value >= limit)
+
+
 CHECKS: tuple[CheckBuilder, ...] = (
     error_rate,
     latency_p99,
     error_rate_increase,
     latency_p99_ratio,
     drift_psi,
+    agreement,
 )
 
 
@@ -279,6 +306,7 @@ def sample_from_metrics(
     requests = errors = pods = 0
     answered = failed = 0  # stable's own answers (2xx/5xx) and its 5xx
     fallbacks = 0  # forwarded requests the stable model answered instead
+    compared = agreed = 0  # rows mirrored to the new version (analysis.minAgreement)
     buckets: dict[float, float] = {}
     own: dict[float, float] = {}
     for text in texts:
@@ -307,6 +335,10 @@ def sample_from_metrics(
                 elif s.name == f"{DURATION}_bucket":
                     le = float(labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + float(s.value)
+                elif s.name == f"{COMPARED}_total":
+                    compared += int(s.value)
+                elif s.name == f"{AGREED}_total":
+                    agreed += int(s.value)
     psi, feature, rows = _drift(canary_texts)
     return Sample(
         requests,
@@ -319,6 +351,8 @@ def sample_from_metrics(
         drift_psi=psi,
         drift_feature=feature,
         drift_rows=rows,
+        compared=compared,
+        agreed=agreed,
     )
 
 

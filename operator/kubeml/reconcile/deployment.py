@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from .outcome import Create, Outcome, Patch, Ref
 from .step import Step
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+# How often status.shadow's agreement is refreshed from the stable servers' counters.
+SHADOW_READ_SECONDS = 30.0
 
 
 def resolve(
@@ -102,8 +105,12 @@ class DeploymentView:
     drift: retraining.DriftReading | None = None
     # The canary's Service (stable servers forward to its ClusterIP).
     canary_service: Mapping[str, Any] | None = None
+    # The shadow's Service (stable servers mirror to its ClusterIP).
+    shadow_service: Mapping[str, Any] | None = None
     # For spec.rollout: the new version's requests as the stable servers saw them.
     sample: analysis.Sample | None = None
+    # For spec.shadow: the stable servers' shadow counters, when due (status.shadow).
+    shadow_reading: analysis.Sample | None = None
 
 
 def decide(
@@ -131,6 +138,20 @@ def wants_sample(view: DeploymentView, settings: Settings, *, now: str) -> bool:
     if not (spec.get("rollout") or spec.get("retraining")) or view.sample is not None:
         return False
     return _serve(view, settings, now)[1]
+
+
+def wants_shadow_reading(view: DeploymentView, *, now: str) -> int | None:
+    """The shadow version whose agreement the stable servers' counters should be read
+    for (phase one), when mirroring is in effect and the last reading is old."""
+    if view.shadow_reading is not None or not (view.body.get("spec") or {}).get("shadow"):
+        return None
+    st = (view.body.get("status") or {}).get("shadow") or {}
+    if not st.get("percent") or not st.get("version"):
+        return None
+    last, at = parse_time(str(st.get("measuredTime") or "")), parse_time(now)
+    if last is not None and at is not None and (at - last).total_seconds() < SHADOW_READ_SECONDS:
+        return None
+    return int(st["version"])
 
 
 def _plan(view: DeploymentView, status: dict[str, Any], now: str, poll: float) -> retraining.Plan:
@@ -223,8 +244,16 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         canary_mv = _canary(step, view, spec, stable_mv, settings)
         percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
     replicas = _replicas(spec, percent)
-    _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent)
+    shadow = _shadow(step, view, spec, stable_mv, settings)
+    mirror = shadow.mirror if shadow is not None else None
+    if spec.rollout is not None and spec.rollout.analysis.min_agreement is not None:
+        # Agreement is judged on requests mirrored to the new version: while it
+        # runs, the rollout's mirror takes the place of spec.shadow's.
+        mirror = _rollout_mirroring(view, spec, canary_mv)
+    _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent, mirror)
+    _children_of_shadow(step, spec, settings, shadow)
     _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
+    _report_shadow(step, view, shadow)
     _rollout_conditions(step)
     return step, needs_sample
 
@@ -328,6 +357,125 @@ def _canary(
     return canary_mv
 
 
+@dataclass(frozen=True)
+class ShadowPlan:
+    """The shadow track to run, and what the stable servers mirror (None: nothing)."""
+
+    mv: dict[str, Any]
+    replicas: int
+    percent: int
+    mirror: server_objects.Mirroring | None
+
+
+def _shadow(
+    step: Step,
+    view: DeploymentView,
+    spec: DeploymentSpec,
+    stable_mv: dict[str, Any],
+    settings: Settings,
+) -> ShadowPlan | None:
+    sh = spec.shadow
+    if sh is None:
+        return None
+    shadow_mv, reason, message = resolve(view.versions, spec.model, sh.version, sh.alias)
+    refusal = None if shadow_mv is None else artifact_refusal(shadow_mv, settings)
+    if refusal is not None:
+        shadow_mv, reason, message = None, "ArtifactNotAllowed", refusal
+    if shadow_mv is None:
+        step.event("Warning", reason, f"shadow: {message}")
+        return None
+    if shadow_mv["metadata"]["name"] == stable_mv["metadata"]["name"]:
+        return None  # it would only agree with itself
+    # Capacity for the mirrored share of what reaches the stable servers.
+    lo = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
+    total = 1 if lo is None else lo
+    replicas = max(1, math.ceil(total * sh.percent / 100))
+    return ShadowPlan(shadow_mv, replicas, sh.percent, _mirroring(view, sh, shadow_mv))
+
+
+def _mirroring(
+    view: DeploymentView, sh: Any, shadow_mv: dict[str, Any]
+) -> server_objects.Mirroring | None:
+    """Stable servers mirror once the shadow's Service has an address and a shadow
+    server is ready (as with forwarding: its start is not its failures, and stable
+    is not restarted for nothing), and keep mirroring while shadow pods come and go."""
+    version = int(shadow_mv["spec"]["version"])
+    shadow_app = view.apps.get("shadow")
+    ready = int(((shadow_app or {}).get("status") or {}).get("readyReplicas") or 0) > 0
+    already = server_objects.mirrored(view.apps.get("stable"))
+    if not ready and (already is None or already[0] != version):
+        return None
+    url = server_objects.service_url(
+        dict(view.shadow_service) if view.shadow_service is not None else None
+    )
+    if url is None:
+        return None
+    return server_objects.Mirroring(url, sh.percent, version, sh.tolerance)
+
+
+def _rollout_mirroring(
+    view: DeploymentView, spec: DeploymentSpec, canary_mv: dict[str, Any] | None
+) -> server_objects.Mirroring | None:
+    """A rollout judged on agreement mirrors to its new version (the canary's
+    Service), from when the canary is forwarded to, like forwarding itself."""
+    assert spec.rollout is not None
+    fwd = _forwarding(view, 1, canary_mv)
+    if fwd is None:
+        return None
+    tolerance = spec.shadow.tolerance if spec.shadow is not None else 0.01
+    return server_objects.Mirroring(
+        fwd.url, spec.rollout.analysis.mirror_weight, fwd.version, tolerance
+    )
+
+
+def _report_shadow(step: Step, view: DeploymentView, shadow: ShadowPlan | None) -> None:
+    """status.shadow: the share in effect is what the stable servers run with, once
+    they all do, and only while a shadow server is ready."""
+    status = step.status
+    if shadow is None:
+        status.pop("shadow", None)
+        return
+    version = int(shadow.mv["spec"]["version"])
+    shadow_app, stable_app = view.apps.get("shadow"), view.apps.get("stable")
+    track = {**_track(shadow.mv, shadow_app), "replicas": shadow.replicas}
+    old = (view.body.get("status") or {}).get("shadow") or {}
+    share: int | None = old.get("percent") if old.get("version") == version else 0
+    if track["readyReplicas"] <= 0:
+        share = 0
+    elif app_rollout(stable_app)[3]:
+        running = server_objects.mirrored(stable_app)
+        share = running[1] if running is not None and running[0] == version else 0
+    status["shadow"] = {**track, "desiredPercent": shadow.percent}
+    if share is not None:
+        status["shadow"]["percent"] = share
+    status["shadow"].update(_agreement(view, version, step.now))
+    if share:
+        step.out.look_again(SHADOW_READ_SECONDS)
+    status["readyReplicas"] = int(status.get("readyReplicas") or 0) + track["readyReplicas"]
+    status["replicas"] = int(status.get("replicas") or 0) + shadow.replicas
+
+
+def _agreement(view: DeploymentView, version: int, now: str) -> dict[str, Any]:
+    """status.shadow's agreement fields: a fresh reading, else the last one (of this
+    version)."""
+    old = (view.body.get("status") or {}).get("shadow") or {}
+    keys = ("rowsCompared", "rowsAgreed", "agreement", "measuredTime")
+    reading = view.shadow_reading
+    kept = {k: old[k] for k in keys if k in old} if old.get("version") == version else {}
+    if reading is None or reading.pods == 0:
+        return kept
+    if (kept.get("rowsCompared"), kept.get("rowsAgreed")) == (reading.compared, reading.agreed):
+        return kept  # nothing new: no status write (measuredTime: the last change seen)
+    doc: dict[str, Any] = {
+        "rowsCompared": reading.compared,
+        "rowsAgreed": reading.agreed,
+        "measuredTime": now,
+    }
+    if reading.compared > 0:
+        doc["agreement"] = round(reading.agreed / reading.compared, 6)
+    return doc
+
+
 def _replicas(spec: DeploymentSpec, percent: int) -> tuple[int | None, int]:
     """(stable, canary) replicas; stable None when the HPA owns it."""
     if spec.autoscaling is not None:
@@ -347,6 +495,7 @@ def _children(
     replicas: tuple[int | None, int],
     settings: Settings,
     percent: int,
+    mirror: server_objects.Mirroring | None = None,
 ) -> None:
     body, out = dict(view.body), step.out
     meta = body["metadata"]
@@ -361,6 +510,7 @@ def _children(
             settings,
             profile_uri(settings, stable_mv),
             _forwarding(view, percent, canary_mv),
+            mirror,
         )
     )
     out.apply.append(server_objects.service(body))
@@ -405,6 +555,31 @@ def _children(
             Ref("monitoring.coreos.com/v1", "ServiceMonitor", ns, name),
             Ref("monitoring.coreos.com/v1", "PrometheusRule", ns, name),
         ]
+
+
+def _children_of_shadow(
+    step: Step, spec: DeploymentSpec, settings: Settings, shadow: ShadowPlan | None
+) -> None:
+    """The shadow's server Deployment and its Service (only stable servers call it)."""
+    body, out = dict(step.body), step.out
+    meta = body["metadata"]
+    if shadow is None:
+        name = server_objects.app_name(meta["name"], "shadow")
+        out.delete.append(Ref("apps/v1", "Deployment", meta["namespace"], name))
+        out.delete.append(Ref("v1", "Service", meta["namespace"], name))
+        return
+    out.apply.append(server_objects.service(body, "shadow"))
+    out.apply.append(
+        server_objects.server_deployment(
+            body,
+            "shadow",
+            shadow.mv,
+            shadow.replicas,
+            spec,
+            settings,
+            profile_uri(settings, shadow.mv),
+        )
+    )
 
 
 def _forwarding(

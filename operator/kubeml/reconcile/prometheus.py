@@ -46,6 +46,7 @@ class Selection:
     target_version: int
     window_seconds: int
     drift: bool = False  # maxDriftPsi is set: read the new version's drift too
+    agreement: bool = False  # minAgreement is set: read the mirrored rows too
 
 
 def window_seconds(now: str, since: str | None) -> int:
@@ -86,6 +87,9 @@ def queries(sel: Selection) -> dict[str, str]:
         "stableRequests": f"sum by (code) (increase({analysis.REQUESTS}_total{own}{w}))",
         "stableBuckets": f"sum by (le) (increase({analysis.REQUEST_DURATION}_bucket{own}{w}))",
     }
+    if sel.agreement:
+        for name, metric in (("compared", analysis.COMPARED), ("agreed", analysis.AGREED)):
+            out[name] = f"sum(increase({metric}_total{fwd}{w}))"
     if sel.drift:
         new = selector(ns, dep, version=str(sel.target_version))
         out["driftPsi"] = f"max by (feature) ({analysis.DRIFT_PSI}{new})"
@@ -166,5 +170,7 @@ def sample_from_results(
         drift_psi=psi_by_feature[feature] if feature else None,
         drift_feature=feature,
         drift_rows=_scalar(results.get("driftRows", ())),
+        compared=round(_scalar(results.get("compared", ())) or 0),
+        agreed=round(_scalar(results.get("agreed", ())) or 0),
         source="prometheus",
     )

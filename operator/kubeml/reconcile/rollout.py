@@ -274,7 +274,9 @@ def _approved(
 
 def _failed(j: analysis.Judgement) -> str:
     shown = ", ".join(
-        f"{c.name} {c.value:.4g} above {c.limit:g}" if c.value is not None else c.name
+        f"{c.name} {c.value:.4g} {'below' if c.name in analysis.MINIMUMS else 'above'} {c.limit:g}"
+        if c.value is not None
+        else c.name
         for c in j.failed
     )
     return f"failed {shown} over {j.requests} requests ({j.failures} failed judgement(s))"

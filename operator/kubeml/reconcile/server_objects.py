@@ -48,17 +48,52 @@ def forwarding_env(fwd: Forwarding | None) -> list[dict[str, Any]]:
     ]
 
 
-def forwarded_percent(app: dict[str, Any] | None) -> int:
-    """The share an apps/v1 server Deployment's pod template forwards (0: none)."""
+@dataclass(frozen=True)
+class Mirroring:
+    """What a stable server mirrors (shadow traffic): ``percent`` of the requests it
+    answers itself, to the Service at ``url`` serving ``version``."""
+
+    url: str
+    percent: int
+    version: int
+    tolerance: float = 0.01
+
+
+def mirroring_env(mirror: Mirroring | None) -> list[dict[str, Any]]:
+    if mirror is None or mirror.percent <= 0:
+        return []
+    return [
+        {"name": "KUBEML_SHADOW_URL", "value": mirror.url},
+        {"name": "KUBEML_SHADOW_PERCENT", "value": str(mirror.percent)},
+        {"name": "KUBEML_SHADOW_VERSION", "value": str(mirror.version)},
+        {"name": "KUBEML_SHADOW_TOLERANCE", "value": f"{mirror.tolerance:g}"},
+    ]
+
+
+def _server_env_of(app: dict[str, Any] | None) -> dict[str, Any]:
     spec = ((app or {}).get("spec") or {}).get("template", {}).get("spec") or {}
     for container in spec.get("containers") or []:
-        if container.get("name") != CONTAINER:
-            continue
-        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
-        raw = env.get("KUBEML_CANARY_PERCENT")
-        if env.get("KUBEML_CANARY_URL") and raw and str(raw).isdigit():
-            return int(raw)
+        if container.get("name") == CONTAINER:
+            return {e.get("name"): e.get("value") for e in container.get("env") or []}
+    return {}
+
+
+def forwarded_percent(app: dict[str, Any] | None) -> int:
+    """The share an apps/v1 server Deployment's pod template forwards (0: none)."""
+    env = _server_env_of(app)
+    raw = env.get("KUBEML_CANARY_PERCENT")
+    if env.get("KUBEML_CANARY_URL") and raw and str(raw).isdigit():
+        return int(raw)
     return 0
+
+
+def mirrored(app: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(version, percent) an apps/v1 server Deployment's pod template mirrors to."""
+    env = _server_env_of(app)
+    raw, version = env.get("KUBEML_SHADOW_PERCENT"), env.get("KUBEML_SHADOW_VERSION")
+    if env.get("KUBEML_SHADOW_URL") and raw and str(raw).isdigit() and str(version).isdigit():
+        return int(str(version)), int(raw)
+    return None
 
 
 def server_options_env(opts: ServerOptions) -> dict[str, str]:
@@ -108,6 +143,7 @@ def _server_env(
     settings: Settings,
     profile_uri: str | None,
     fwd: Forwarding | None,
+    mirror: Mirroring | None = None,
 ) -> list[dict[str, Any]]:
     spec = mv["spec"]
     env: list[dict[str, Any]] = [
@@ -126,6 +162,7 @@ def _server_env(
         {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
         *pods.s3_env(settings),
         *forwarding_env(fwd),
+        *mirroring_env(mirror),
     ]
     if profile_uri:
         env.append({"name": "KUBEML_PROFILE_URI", "value": profile_uri})
@@ -169,13 +206,14 @@ def _server_container(
     settings: Settings,
     profile_uri: str | None,
     fwd: Forwarding | None,
+    mirror: Mirroring | None = None,
 ) -> dict[str, Any]:
     opts = spec.server or ServerOptions()
     ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     if opts.grpc:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
     meta = owner["metadata"]
-    env = _server_env(mv, opts, settings, profile_uri, fwd)
+    env = _server_env(mv, opts, settings, profile_uri, fwd, mirror)
     env += capture_env(spec, meta["namespace"], meta["name"], settings.bucket)
     return {
         "name": CONTAINER,
@@ -209,6 +247,7 @@ def server_deployment(
     settings: Settings,
     profile_uri: str | None,
     fwd: Forwarding | None = None,
+    mirror: Mirroring | None = None,
 ) -> dict[str, Any]:
     meta = owner["metadata"]
     name = meta["name"]
@@ -240,7 +279,9 @@ def server_deployment(
                     "enableServiceLinks": False,
                     "securityContext": pods.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [_server_container(owner, mv, spec, settings, profile_uri, fwd)],
+                    "containers": [
+                        _server_container(owner, mv, spec, settings, profile_uri, fwd, mirror)
+                    ],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -263,9 +304,9 @@ def _owned_meta(owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def service(owner: dict[str, Any], track: str = "stable") -> dict[str, Any]:
-    """The stable Service clients use (named after the Deployment), or the canary's,
-    which only stable servers call: clients reach the canary only through the stable
-    servers' exact forwarding."""
+    """The stable Service clients use (named after the Deployment), or the canary's
+    or the shadow's, which only stable servers call: clients reach the canary only
+    through the stable servers' exact forwarding, and the shadow never."""
     meta = owner["metadata"]
     ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     server = (owner.get("spec") or {}).get("server") or {}
@@ -405,6 +446,7 @@ def alert_rules(name: str, namespace: str, model: str, alerts: Alerts) -> list[d
             },
         },
         *_live_rules(sel, model, name, alerts),
+        *_shadow_rules(sel, model, name, alerts),
         {
             "alert": "KubeMLServerDown",
             "expr": f"sum(up{{{job}}}) == 0 or absent(up{{{job}}})",
@@ -447,6 +489,32 @@ def _live_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[st
             }
         )
     return rules
+
+
+SHADOW_MIN_ROWS = 100
+
+
+def _shadow_rules(sel: str, model: str, name: str, alerts: Alerts) -> list[dict[str, Any]]:
+    """Low agreement of a shadow version with stable, over enough compared rows that
+    a few disagreements on a quiet server do not fire it."""
+    if alerts.shadow_agreement is None:
+        return []
+    by = "sum by (target_version)"
+    compared = f"{by} (increase(kubeml_shadow_rows_compared_total{{{sel}}}[10m]))"
+    agreed = f"{by} (increase(kubeml_shadow_rows_agreed_total{{{sel}}}[10m]))"
+    return [
+        {
+            "alert": "KubeMLLowShadowAgreement",
+            "expr": f"({agreed} / {compared} < {alerts.shadow_agreement}) "
+            f"and ({compared} >= {SHADOW_MIN_ROWS})",
+            "for": "10m",
+            "labels": {"severity": "warning", "model": model},
+            "annotations": {
+                "summary": f"{model}: shadow version {{{{ $labels.target_version }}}} agrees "
+                f"with stable on less than {alerts.shadow_agreement:.0%} of rows ({name})"
+            },
+        }
+    ]
 
 
 def prometheus_rule(owner: dict[str, Any], model: str, alerts: Alerts) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from .feedback import parse as parse_feedback
 from .forward import Answer, Forwarder, ForwardError, Split, forward_headers
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import ServerMetrics
+from .shadow import Shadow
 from .signature import V2_DATATYPE
 
 if TYPE_CHECKING:  # the loader pulls in scikit-learn: not before the port is open
@@ -108,6 +109,7 @@ class ModelServer:
         self._id_prefix = os.urandom(6).hex()
         self._id_counter = itertools.count(1)
         self.forwarder: Forwarder | None = None
+        self.shadow: Shadow | None = None
         self._fallback_logged = -FALLBACK_LOG_INTERVAL_S
         self.split = Split(cfg.canary_percent if cfg.canary_url else 0)
         self._version_header = (("kubeml-model-version", cfg.version_str),)
@@ -142,6 +144,23 @@ class ModelServer:
                 # An answer is at most a few times its request (probabilities per class).
                 max_body=max(64 << 20, 8 * self.cfg.max_request_bytes),
             )
+        cfg = self.cfg
+        if cfg.shadow_url and cfg.shadow_percent > 0:
+            label = cfg.shadow_version or "shadow"
+            self.shadow = Shadow(
+                Forwarder(
+                    cfg.shadow_url,
+                    max_connections=cfg.forward_connections,
+                    timeout_s=cfg.forward_timeout_s,
+                    max_body=max(64 << 20, 8 * cfg.max_request_bytes),
+                ),
+                cfg.shadow_percent,
+                label,
+                cfg.signature.task,
+                cfg.shadow_tolerance,
+                self.metrics,
+            )
+            self.metrics.known_shadow(label)
 
     def set_loaded(self, loaded: Loaded) -> None:
         """The model is verified and warmed up: start serving (on the loop thread)."""
@@ -329,7 +348,7 @@ class ModelServer:
         except RequestError as err:
             self._answer(protocol, start, respond, error(err.status, err.message))
             return
-        local = partial(self._deliver, protocol, req, start, respond)
+        local: Callable[[Any], None] = partial(self._deliver, protocol, req, start, respond)
         fwd = self.forwarder
         # Validated first: a request this version rejects is the client's error and
         # answered here; one it accepts and the canary cannot answer is the canary's.
@@ -345,6 +364,13 @@ class ModelServer:
                     partial(self._relay, protocol, req, start, respond, local),
                 )
                 return
+        shadow = self.shadow
+        if shadow is not None and forward_path is not None:
+            # Mirrored only when answered here: agreement needs this server's own
+            # prediction, which the client gets first (the mirror never delays it).
+            compare = shadow.mirror(forward_path, raw, forward_headers(meta), protocol)
+            if compare is not None:
+                local = _then(local, compare)
         self.submit(req, local, protocol)
 
     # -- ground truth ------------------------------------------------------------------
@@ -537,6 +563,14 @@ class ModelServer:
                 loaded.drift.observe(cols)
         except Exception:
             log.exception("updating prediction metrics failed")
+
+
+def _then(first: Callable[[Any], None], second: Callable[[Any], None]) -> Callable[[Any], None]:
+    def both(outcome: Any) -> None:
+        first(outcome)
+        second(outcome)
+
+    return both
 
 
 MAX_ID_CHARS = 256

@@ -69,6 +69,13 @@ class ServerConfig:
     canary_version: str | None = None
     forward_timeout_s: float = 10.0
     forward_connections: int = 64
+    # Shadow traffic (shadow.py): mirror shadow_percent of the version-less inference
+    # requests this server answers itself to shadow_url, answers discarded.
+    shadow_url: str | None = None
+    shadow_percent: int = 0
+    shadow_version: str | None = None
+    # A regressor's rows agree within tolerance * max(1, |stable|).
+    shadow_tolerance: float = 0.01
 
     @property
     def version_str(self) -> str:
@@ -148,11 +155,19 @@ class ServerConfig:
             capture=capture,
             feedback=feedback,
             capture_flush_timeout_s=number("KUBEML_CAPTURE_FLUSH_TIMEOUT_SECONDS", 5.0, 0, 3600),
-            canary_url=_canary_url(e.get("KUBEML_CANARY_URL", "").strip() or None),
+            canary_url=_upstream_url(
+                "KUBEML_CANARY_URL", e.get("KUBEML_CANARY_URL", "").strip() or None
+            ),
             canary_percent=int(number("KUBEML_CANARY_PERCENT", 0, 0, 100)),
             canary_version=e.get("KUBEML_CANARY_VERSION", "").strip() or None,
             forward_timeout_s=number("KUBEML_FORWARD_TIMEOUT_SECONDS", 10.0, 0.1, 600),
             forward_connections=int(number("KUBEML_FORWARD_CONNECTIONS", 64, 1, 10_000)),
+            shadow_url=_upstream_url(
+                "KUBEML_SHADOW_URL", e.get("KUBEML_SHADOW_URL", "").strip() or None
+            ),
+            shadow_percent=int(number("KUBEML_SHADOW_PERCENT", 0, 0, 100)),
+            shadow_version=e.get("KUBEML_SHADOW_VERSION", "").strip() or None,
+            shadow_tolerance=number("KUBEML_SHADOW_TOLERANCE", 0.01, 0, 1e9),
         )
 
 
@@ -162,14 +177,14 @@ def _version(raw: str) -> int:
     return int(raw)
 
 
-def _canary_url(raw: str | None) -> str | None:
+def _upstream_url(name: str, raw: str | None) -> str | None:
     if raw is None:
         return None
     parts = urlsplit(raw)
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
-        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} is not http://host[:port]")
+        raise ConfigError(f"${name}={raw!r} is not http://host[:port]")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        raise ConfigError(f"$KUBEML_CANARY_URL={raw!r} has an invalid port") from None
+        raise ConfigError(f"${name}={raw!r} has an invalid port") from None
     return raw

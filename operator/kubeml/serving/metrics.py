@@ -218,6 +218,35 @@ class ServerMetrics:
             registry=r,
         )
         self._forward_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._shadow = Counter(
+            "kubeml_shadow_requests",
+            "Inference requests this server mirrored to the shadow version (target_version), "
+            "whose answers are discarded, by outcome: answered, error (not 2xx or "
+            "unreadable), unreachable, skipped (mirroring at its connection bound)",
+            [*base, "target_version", "outcome"],
+            registry=r,
+        )
+        self._shadow_duration = Histogram(
+            "kubeml_shadow_request_duration_seconds",
+            "Time from mirroring a request to the shadow's answer (or its failure)",
+            [*base, "target_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._shadow_compared = Counter(
+            "kubeml_shadow_rows_compared",
+            "Rows of mirrored requests whose shadow prediction was compared with this server's own",
+            [*base, "target_version"],
+            registry=r,
+        )
+        self._shadow_agreed = Counter(
+            "kubeml_shadow_rows_agreed",
+            "Compared rows on which the shadow agreed with this server (equal labels; a "
+            "regressor within the tolerance): agreement = agreed / compared",
+            [*base, "target_version"],
+            registry=r,
+        )
+        self._shadow_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.drift = DriftCollector(model, version)
         r.register(self.drift)
         self.capture = CaptureMetrics(model, version, r)
@@ -263,6 +292,27 @@ class ServerMetrics:
         pair[0].inc()
         if outcome != "saturated":
             pair[1].observe(seconds)
+
+    def shadow(self, target: str, outcome: str, seconds: float) -> None:
+        key = (target, outcome)
+        pair = self._shadow_children.get(key)
+        if pair is None:
+            pair = (
+                self._shadow.labels(self.model, self.version, target, outcome),
+                self._shadow_duration.labels(self.model, self.version, target),
+            )
+            self._shadow_children[key] = pair
+        pair[0].inc()
+        if outcome != "skipped":
+            pair[1].observe(seconds)
+
+    def shadow_rows(self, target: str, compared: int, agreed: int) -> None:
+        self._shadow_compared.labels(self.model, self.version, target).inc(compared)
+        self._shadow_agreed.labels(self.model, self.version, target).inc(agreed)
+
+    def known_shadow(self, target: str) -> None:
+        """Create the row counters at 0, so agreement reads 0/0 (not absent) at first."""
+        self.shadow_rows(target, 0, 0)
 
     def track_inflight(self, read: Callable[[], float]) -> None:
         self._inflight.labels(self.model, self.version).set_function(read)
