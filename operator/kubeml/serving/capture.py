@@ -261,7 +261,7 @@ def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    counts = np.fromiter((r["n"] for r in recs), dtype=np.int32, count=len(recs))
+    counts = np.array([r["n"] for r in recs], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
 
     def listed(values: Any) -> Any:
@@ -290,8 +290,7 @@ def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
     cols: dict[str, Any] = {
         "id": pa.array([r["id"] for r in recs], type=pa.string()),
         "time": pa.array(
-            np.fromiter((r["t"] for r in recs), dtype=np.int64, count=len(recs)),
-            type=pa.timestamp("ns", tz="UTC"),
+            np.array([r["t"] for r in recs], dtype=np.int64), type=pa.timestamp("ns", tz="UTC")
         ),
         "modelversion": pa.array([spec["modelversion"]] * len(recs), type=pa.string()),
         "protocol": pa.array([r["p"] for r in recs], type=pa.string()),
@@ -319,8 +318,11 @@ def _labels(preds: list[Any]) -> Any:
     """Numbers stay numbers; classifier labels of any other kind become strings."""
     import pyarrow as pa
 
-    if all(isinstance(p, int | float) and not isinstance(p, bool) for p in preds):
-        return pa.array(preds)
-    if all(isinstance(p, bool) for p in preds):
-        return pa.array(preds, type=pa.bool_())
+    try:
+        arr = pa.array(preds)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # mixed kinds
+        return pa.array([str(p) for p in preds], type=pa.string())
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        return arr
     return pa.array([str(p) for p in preds], type=pa.string())
