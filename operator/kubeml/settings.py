@@ -43,6 +43,9 @@ class Settings:
     artifact_recheck_seconds: float = 3600.0
     # How often a retraining loop with the drift trigger reads its pods' drift.
     drift_poll_seconds: float = 60.0
+    # How often a Deployment with spec.capture.retention has its expired capture and
+    # feedback partitions removed (they expire by the hour: a few minutes late is fine).
+    retention_sweep_seconds: float = 600.0
     # s3:// prefixes the cluster admin allows every namespace's ModelVersions to use
     # (read and serve, never delete). Otherwise a version may only point into its own
     # namespace's model space.
@@ -83,6 +86,9 @@ class Settings:
                 e.get("KUBEML_ARTIFACT_RECHECK_SECONDS", cls.artifact_recheck_seconds)
             ),
             drift_poll_seconds=float(e.get("KUBEML_DRIFT_POLL_SECONDS", cls.drift_poll_seconds)),
+            retention_sweep_seconds=float(
+                e.get("KUBEML_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)
+            ),
             shared_artifact_prefixes=tuple(
                 p.strip() for p in e.get("KUBEML_SHARED_ARTIFACTS", "").split(",") if p.strip()
             ),

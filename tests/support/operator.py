@@ -38,6 +38,8 @@ class OperatorProcess:
             # Tests tamper with artifacts and expect the registry to notice within
             # seconds; by default an unchanged artifact is looked at hourly.
             "KUBEML_ARTIFACT_RECHECK_SECONDS": "5",
+            # Retention tests expect expired partitions gone within seconds.
+            "KUBEML_RETENTION_SWEEP_SECONDS": "2",
             **(extra_env or {}),
         }
         self.log_dir = log_dir

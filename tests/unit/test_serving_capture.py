@@ -5,6 +5,7 @@ buffer or a failing store drops and counts, never blocks a request)."""
 from __future__ import annotations
 
 import io
+import sys
 import threading
 from typing import Any
 
@@ -263,3 +264,21 @@ def test_capture_settings_from_the_environment() -> None:
         ServerConfig.from_env({**env, "KUBEML_CAPTURE_DROP": "nope"})
     with pytest.raises(ConfigError, match="outside"):
         ServerConfig.from_env({**env, "KUBEML_CAPTURE_SAMPLE_PERCENT": "101"})
+
+
+def test_records_a_dead_writer_process_cannot_take_are_dropped_and_counted() -> None:
+    from kubeml.serving.writer import WriterProcess
+
+    stats = ServerMetrics("iris", "3")
+    proc = WriterProcess(max_bytes=1000, argv=[sys.executable, "-c", "raise SystemExit(3)"])
+    proc.channel(b"c", {}, stats.capture)
+    proc.start(None)
+    assert proc._proc is not None
+    proc._proc.wait(30)  # the child is gone before anything is sent
+    for i in range(3):
+        assert proc.send(b"c", b'{"id": "%d"}' % i)
+    assert not proc.send(b"c", b"x" * 1000)  # over the buffer's bound
+    proc.flush()
+    assert sample("kubeml_capture_dropped_records_total", stats, reason="write_failed") == 3
+    assert sample("kubeml_capture_dropped_records_total", stats, reason="buffer_full") == 1
+    assert not proc.close(5)  # it did not exit cleanly

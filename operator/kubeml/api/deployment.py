@@ -82,6 +82,15 @@ def duration_seconds(value: str) -> float:
     return float(value[:-1]) * {"s": 1, "m": 60, "h": 3600}[value[-1]]
 
 
+# Whole hours or days: captures are partitioned by hour, the unit retention removes.
+RetentionPeriod = Annotated[str, StringConstraints(max_length=8, pattern=r"^[1-9][0-9]{0,4}(h|d)$")]
+
+
+def retention_hours(value: str) -> int:
+    """Hours of a RetentionPeriod ("720h", "30d")."""
+    return int(value[:-1]) * {"h": 1, "d": 24}[value[-1]]
+
+
 class Pause(KubeModel):
     """How long a step holds its traffic weight before the next (Argo Rollouts' pause).
     Without a duration (``pause: {}``) the step is a manual gate: it waits for
@@ -275,6 +284,12 @@ class Capture(KubeModel):
     """Only these input features are written (default: all)."""
     drop_inputs: Annotated[list[LabelName], Field(max_length=1000)] | None = None
     """Input features never written: removed in the server, before anything leaves it."""
+    retention: RetentionPeriod | None = None
+    """How long captured requests and their feedback are kept, in whole hours or days
+    ("720h", "30d"). The operator deletes this Deployment's hour partitions (captures
+    and feedback, every model version) once the whole hour is older than this; it
+    looks every few minutes and touches nothing outside this Deployment's prefixes in
+    its own namespace. Unset: kept until deleted by hand (the default)."""
 
 
 class RetrainingTriggers(KubeModel):

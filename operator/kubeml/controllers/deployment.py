@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import urllib.request
+from datetime import datetime
 from typing import Any
 
+from ..api.deployment import retention_hours
 from ..conditions import is_true
 from ..driver.engine import Controller
 from ..driver.world import World
 from ..labels import DEPLOYMENT, RETRAINING_FOR, TRACK
-from ..reconcile import analysis, prometheus, retraining, server_objects
+from ..reconcile import analysis, prometheus, retention, retraining, server_objects
 from ..reconcile import deployment as decide
-from ..reconcile.outcome import Outcome
+from ..reconcile.outcome import Outcome, S3Delete
+from ..storage import StorageError, layout
 from . import prometheus_source
 from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
@@ -149,9 +152,46 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
         pages = _pages(world, namespace, name, "stable", "shadow")
         reading = analysis.sample_from_metrics(pages, shadow_version)
         view = decide.DeploymentView(**{**view.__dict__, "shadow_reading": reading})
-    return decide.decide(
+    out = decide.decide(
         view, world.settings, now=now, drift_poll_seconds=world.settings.drift_poll_seconds
     )
+    keep = ((body.get("spec") or {}).get("capture") or {}).get("retention")
+    if keep:
+        out.merge(sweep_retention(world, namespace, name, keep))
+    return out
+
+
+def sweep_retention(world: World, namespace: str, name: str, keep: str) -> Outcome:
+    """Delete this Deployment's capture and feedback partitions older than ``keep``,
+    every retention_sweep_seconds. Only its own two prefixes in its namespace's space
+    are listed, and only partition files under them are chosen (reconcile/retention)."""
+    out = Outcome()
+    every = world.settings.retention_sweep_seconds
+    memo = world.memory("retention")
+    now = world.clock()
+    last: datetime | None = memo.get((namespace, name))
+    if last is not None and not retention.due(last, now, every):
+        out.look_again(every - (now - last).total_seconds())
+        return out
+    bucket = world.settings.bucket
+    store = world.store_for(bucket)
+    roots = [layout.capture_prefix(namespace, name), layout.feedback_prefix(namespace, name)]
+    try:
+        keys = [o.key for root in roots for o in store.list_prefix(root)]
+    except StorageError as err:  # tried again at the next sweep
+        log.warning("retention: listing %s/%s's captures in %s: %s", namespace, name, bucket, err)
+        memo[(namespace, name)] = now
+        out.look_again(every)
+        return out
+    sweep = retention.expired(keys, roots, now, retention_hours(keep))
+    why = f"deployment {namespace}/{name}: older than spec.capture.retention {keep}"
+    out.s3_deletes += [S3Delete(bucket, key, why) for key in sweep.delete]
+    if sweep.more:
+        out.look_again(0.0)  # the next batch right away
+    else:
+        memo[(namespace, name)] = now
+        out.look_again(every)
+    return out
 
 
 def subjects(world: World, namespace: str, name: str) -> list[dict[str, Any]]:

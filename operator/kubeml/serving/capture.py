@@ -1,14 +1,15 @@
 """Request capture: a sampled share of requests and their responses, written to S3
 as Parquet in batches, partitioned by model, version and hour.
 
-Capture must never slow or fail a request. The loop thread only appends a
-reference to arrays the request already produced (no copy, no encoding) to a
-buffer bounded by rows; a writer thread turns batches into Parquet and PUTs them.
-When S3 is slow or down the writer falls behind, the buffer fills, and further
-records are dropped and counted (``kubeml_capture_dropped_records_total``), never
-queued without bound. A batch whose PUT fails is dropped and counted too: retrying
-it would keep its memory while newer records wait. ``close`` flushes what is held
-(SIGTERM), so a record whose response was sent is in S3 unless S3 failed.
+Capture must never slow or fail a request. The loop thread turns a sampled request
+into one short JSON line (kept fields only: dropped fields never leave the server)
+and appends it to a bounded buffer; everything else (Arrow columns, Parquet, the
+PUT) happens in the writer process (serving/writer.py), where it cannot hold the
+server's GIL. When S3 is slow or down the writer falls behind, its buffer fills,
+and further records are dropped and counted (``kubeml_capture_dropped_records_total``),
+never queued without bound. A batch whose PUT fails is dropped and counted too:
+retrying it would keep its memory while newer records wait. ``close`` flushes what
+is held (SIGTERM), so a record whose response was sent is in S3 unless S3 failed.
 
 Layout (under the Deployment's capture prefix, inside its namespace's space):
 
@@ -21,21 +22,25 @@ kept feature), outputs (predict, and predict_proba when it was asked for).
 from __future__ import annotations
 
 import io
-import logging
-import os
 import random
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
-log = logging.getLogger("kubeml.serve.capture")
-T = TypeVar("T")
+from .writer import (
+    BatchWriter,
+    LocalChannel,
+    PipeChannel,
+    Sink,
+    Spec,
+    Stats,
+    WriterProcess,
+    batch_writer,
+)
 
-HIVE_HOUR = "%Y-%m-%dT%H"
 # Values are counted, not bytes: a row of F features holds F values in memory.
 DEFAULT_MAX_BUFFER_VALUES = 2_000_000  # about 16 MB of float64
 DEFAULT_FLUSH_SECONDS = 5.0
@@ -119,7 +124,7 @@ def split_prefix(uri: str) -> tuple[str, str]:
 
 
 class Record(NamedTuple):
-    """What one captured request holds until it is written: references only."""
+    """One captured request as the server holds it for the moment it takes to encode."""
 
     id: str
     time_ns: int
@@ -130,135 +135,9 @@ class Record(NamedTuple):
     proba: np.ndarray | None
 
 
-class Sink(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-
-    def connect(self) -> None: ...
-
-
-class CaptureStats(Protocol):
-    def captured(self, written: int, nbytes: int) -> None: ...
-    def dropped(self, reason: str, n: int) -> None: ...
-
-
-class BatchWriter(Generic[T]):
-    """A bounded buffer drained by a writer thread into Parquet objects, one per hour
-    of records per flush. Shared by captures and feedback."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        bucket: str,
-        key_prefix: str,  # ends with "/"; hour=<h>/ and the file name follow
-        writer_id: str,
-        max_values: int,
-        flush_seconds: float,
-        batch_records: int,
-        encode: Callable[[Sequence[T]], bytes],
-        time_ns: Callable[[T], int],
-        sink: Sink,
-        stats: CaptureStats,
-    ) -> None:
-        self.name = name
-        self.bucket = bucket
-        self.key_prefix = key_prefix
-        self.writer_id = writer_id
-        self.max_values = max_values
-        self.flush_seconds = flush_seconds
-        self.batch_records = batch_records
-        self.encode = encode
-        self.time_ns = time_ns
-        self.sink = sink
-        self.stats = stats
-        self._lock = threading.Lock()
-        self._pending: list[tuple[T, int]] = []
-        self._values = 0  # values held by _pending and the batch being written
-        self._writing = 0
-        self._wake = threading.Event()
-        self._closing = False
-        self._seq = 0
-        self._start = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self._thread = threading.Thread(target=self._run, name=f"kubeml-{name}", daemon=True)
-        self._thread.start()
-
-    def offer(self, item: T, cost: int) -> bool:
-        """Hold an item for the writer; False (and counted) when the buffer is full."""
-        with self._lock:
-            if self._closing or self._values + cost > self.max_values:
-                full = True
-            else:
-                full = False
-                self._pending.append((item, cost))
-                self._values += cost
-                many = len(self._pending) >= self.batch_records
-        if full:
-            self.stats.dropped("buffer_full", 1)
-            return False
-        if many:
-            self._wake.set()
-        return True
-
-    @property
-    def buffered(self) -> int:
-        return len(self._pending) + self._writing
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            closing = self._closing
-            self.flush()
-            if closing:
-                return
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            self._writing = len(batch)
-        if batch:
-            self._write([item for item, _ in batch])
-        with self._lock:
-            self._values -= sum(cost for _, cost in batch)
-            self._writing = 0
-
-    def _write(self, batch: list[T]) -> None:
-        by_hour: dict[str, list[T]] = {}
-        for item in batch:
-            hour = datetime.fromtimestamp(self.time_ns(item) / 1e9, UTC).strftime(HIVE_HOUR)
-            by_hour.setdefault(hour, []).append(item)
-        for hour, items in by_hour.items():
-            self._seq += 1
-            key = (
-                f"{self.key_prefix}hour={hour}/"
-                f"{self.writer_id}-{self._start}-{self._seq:06d}.parquet"
-            )
-            try:
-                data = self.encode(items)
-                self.sink.put(key, data)
-            except Exception as err:  # S3 down, slow, refusing: drop, count, go on
-                log.warning(
-                    "%s: %d records not written to s3://%s/%s: %s",
-                    self.name, len(items), self.bucket, key, err,
-                )  # fmt: skip
-                self.stats.dropped("write_failed", len(items))
-                continue
-            self.stats.captured(len(items), len(data))
-
-    def close(self, timeout: float) -> bool:
-        """Flush what is held and stop; True when everything was handed to S3."""
-        with self._lock:
-            self._closing = True
-        self._wake.set()
-        self._thread.join(timeout)
-        done = not self._thread.is_alive()
-        if not done:
-            log.warning("%s: %d records still unwritten at exit", self.name, self.buffered)
-        return done
-
-
 class Capture:
-    """The sampling decision and what a captured request becomes in Parquet."""
+    """The sampling decision and what a captured request becomes on the wire to the
+    writer (kept fields only)."""
 
     def __init__(
         self,
@@ -270,8 +149,9 @@ class Capture:
         features: Sequence[str],
         dtypes: Sequence[str],
         classes: Sequence[str] | None,
-        sink: Sink,
-        stats: CaptureStats,
+        stats: Stats,
+        sink: Sink | None = None,
+        process: WriterProcess | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -280,84 +160,140 @@ class Capture:
         self.all_features = list(features)
         self.kept = cfg.features(features)
         self.kept_idx = [self.all_features.index(f) for f in self.kept]
-        self.dtypes = dict(zip(features, dtypes, strict=True))
+        self._all_kept = self.kept_idx == list(range(len(self.all_features)))
+        by_name = dict(zip(features, dtypes, strict=True))
         # Requests of an all-numeric signature arrive as one float64 matrix each.
         self.numeric = all(d in ("number", "integer") for d in dtypes)
         self.classes = list(classes) if classes is not None else None
         self._rate = cfg.sample_percent / 100.0
-        self._width = max(1, len(self.all_features))
-        self.writer: BatchWriter[Record] = BatchWriter(
-            name="capture",
-            bucket=cfg.bucket,
-            key_prefix=f"{cfg.prefix}{partition(model, version)}",
-            writer_id=cfg.writer_id,
-            max_values=cfg.max_buffer_values,
-            flush_seconds=cfg.flush_seconds,
-            batch_records=cfg.batch_records,
-            encode=lambda recs: encode(recs, self),
-            time_ns=lambda rec: rec.time_ns,
-            sink=sink,
-            stats=stats,
-        )
+        self.spec: dict[str, Any] = {
+            "bucket": cfg.bucket,
+            "key_prefix": f"{cfg.prefix}{partition(model, version)}",
+            "writer_id": cfg.writer_id,
+            "max_values": cfg.max_buffer_values,
+            "flush_seconds": cfg.flush_seconds,
+            "batch_records": cfg.batch_records,
+            "modelversion": modelversion,
+            "numeric": self.numeric,
+            "kept": self.kept,
+            "types": [by_name[f] for f in self.kept],
+            # A buffered request costs the values it held when it arrived.
+            "width": max(1, len(self.all_features)),
+        }
+        self.channel: LocalChannel | PipeChannel
+        if process is not None:
+            self.channel = process.channel(b"c", self.spec, stats)
+        else:
+            if sink is None:
+                raise ValueError("capture needs a sink or a writer process")
+            self.channel = LocalChannel(b"c", self.spec, sink, stats)
 
     def sampled(self) -> bool:
         return self._rate >= 1.0 or (self._rate > 0.0 and random.random() < self._rate)
 
     def offer(self, rec: Record) -> bool:
-        return self.writer.offer(rec, rec.n * self._width)
+        """On the loop thread: one small JSON encoding (numpy arrays are serialized
+        by orjson in C) and one append."""
+        rows = rec.rows
+        if self.numeric:
+            inputs = rows if self._all_kept else rows[:, self.kept_idx]
+        else:
+            inputs = [rows[j] for j in self.kept_idx]
+        doc = {
+            "id": rec.id,
+            "t": rec.time_ns,
+            "p": rec.protocol,
+            "n": rec.n,
+            "x": inputs,
+            "y": rec.pred,
+            "pp": rec.proba,
+        }
+        return self.channel.send(orjson.dumps(doc, default=_plain, option=_NUMPY))
 
     def flush(self) -> None:
-        self.writer.flush()
+        self.channel.flush()
 
     def close(self, timeout: float) -> bool:
-        return self.writer.close(timeout)
+        return self.channel.close(timeout)
 
     def warm(self) -> None:
-        """Import pyarrow's Parquet writer, encode once and make the S3 client, while
-        the model loads: done lazily by the writer on its first flush, this holds the
-        GIL for about a second (measured) and shows in the serving p99."""
-        rows = np.zeros((1, len(self.all_features)))
-        encode([Record("warm-up", 0, "v2", rows, 1, np.zeros(1), None)], self)
-        try:
-            self.writer.sink.connect()
-        except Exception as err:  # missing credentials: every write will fail and count
-            log.error("capture: cannot make an S3 client for %s: %s", self.cfg.bucket, err)
+        """Before the model is ready: the writer's first-use costs stay off requests."""
+        self.channel.warm()
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _plain(value: Any) -> Any:
+    """What orjson does not serialize natively: arrays of strings or objects,
+    non-contiguous arrays, numpy scalars."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot capture a {type(value).__name__}")
 
 
 def partition(model: str, version: int) -> str:
     return f"model={model}/version={version}/"
 
 
-def encode(recs: Sequence[Record], cap: Capture) -> bytes:
-    """One Parquet file of whole records (built column-wise from the held arrays)."""
+# -- in the writer process ------------------------------------------------------------------
+
+
+class _CaptureKind:
+    def writer(self, spec: Spec, sink: Sink, stats: Stats) -> BatchWriter[Any]:
+        return batch_writer("capture", spec, sink, stats, lambda recs: encode(recs, spec))
+
+    def cost(self, spec: Spec, record: Any) -> int:
+        return int(record["n"]) * int(spec["width"])
+
+    def warm(self, spec: Spec) -> None:
+        """Import pyarrow's Parquet writer and encode once."""
+        width = len(spec["kept"])
+        x: Any = [[0.0] * width] if spec["numeric"] else [[None] for _ in range(width)]
+        encode([{"id": "warm-up", "t": 0, "p": "v2", "n": 1, "x": x, "y": [0], "pp": None}], spec)
+
+
+CAPTURE = _CaptureKind()
+
+
+def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
+    """One Parquet file of whole records, from records as the server sent them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # Columns by transposing the tuples (C-level): per-record Python loops here hold
-    # the GIL the event loop needs, and showed in the serving p99.
-    ids, times, protocols, rows, ns_, preds, probas = zip(*recs, strict=True)
-    ns = np.array(times, dtype=np.int64)
-    counts = np.array(ns_, dtype=np.int32)
+    counts = np.array([r["n"] for r in recs], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
 
-    def listed(values: np.ndarray, dtype: Any) -> Any:
-        return pa.ListArray.from_arrays(offsets, pa.array(values, type=dtype, from_pandas=True))
+    def listed(values: Any) -> Any:
+        return pa.ListArray.from_arrays(offsets, values)
 
     inputs = []
-    matrix = np.concatenate(rows) if cap.numeric else None
-    for j, name in zip(cap.kept_idx, cap.kept, strict=True):
-        col = matrix[:, j] if matrix is not None else np.concatenate([_col(r, j) for r in rows])
-        inputs.append((name, listed(col, _arrow_type(cap.dtypes[name]))))
-    outputs: list[tuple[str, Any]] = [
-        ("predict", listed(_flat_labels(np.concatenate(preds)), None))
-    ]
-    if any(p is not None for p in probas):
-        outputs.append(("predict_proba", _proba(recs)))
+    kept, types = spec["kept"], spec["types"]
+    if spec["numeric"]:
+        # NaN and infinities travel as null (JSON has neither): stored as null, as
+        # NaN always was.
+        flat = [v for r in recs for row in r["x"] for v in row]
+        matrix = np.array(flat, dtype=np.float64).reshape(-1, len(kept) or 1)
+        for j, name in enumerate(kept):
+            values = pa.array(matrix[:, j], type=pa.float64(), from_pandas=True)
+            inputs.append((name, listed(values)))
+    else:
+        for j, (name, dtype) in enumerate(zip(kept, types, strict=True)):
+            column = [v for r in recs for v in r["x"][j]]
+            inputs.append((name, listed(pa.array(column, type=_arrow_type(dtype)))))
+    preds = [v for r in recs for v in r["y"]]
+    outputs: list[tuple[str, Any]] = [("predict", listed(_labels(preds)))]
+    if any(r["pp"] is not None for r in recs):
+        outputs.append(
+            ("predict_proba", pa.array([r["pp"] for r in recs], pa.list_(pa.list_(pa.float64()))))
+        )
     cols: dict[str, Any] = {
-        "id": pa.array(ids, type=pa.string()),
-        "time": pa.array(ns, type=pa.timestamp("ns", tz="UTC")),
-        "modelversion": pa.array([cap.modelversion] * len(recs), type=pa.string()),
-        "protocol": pa.array(protocols, type=pa.string()),
+        "id": pa.array([r["id"] for r in recs], type=pa.string()),
+        "time": pa.array(
+            np.array([r["t"] for r in recs], dtype=np.int64), type=pa.timestamp("ns", tz="UTC")
+        ),
+        "modelversion": pa.array([spec["modelversion"]] * len(recs), type=pa.string()),
+        "protocol": pa.array([r["p"] for r in recs], type=pa.string()),
         "rows": pa.array(counts, type=pa.int32()),
     }
     if inputs:
@@ -366,12 +302,6 @@ def encode(recs: Sequence[Record], cap: Capture) -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.table(cols), buf, compression="zstd")
     return buf.getvalue()
-
-
-def _col(rows: Any, j: int) -> np.ndarray:
-    if isinstance(rows, np.ndarray):
-        return rows[:, j]
-    return np.asarray(rows[j])
 
 
 def _arrow_type(dtype: str) -> Any:
@@ -384,48 +314,15 @@ def _arrow_type(dtype: str) -> Any:
     return pa.string()
 
 
-def _flat_labels(pred: np.ndarray) -> np.ndarray:
-    # Classifier labels may be numpy strings/objects; numbers stay numbers.
-    return pred if pred.dtype.kind in "biuf" else pred.astype(str)
-
-
-def _proba(recs: Sequence[Record]) -> Any:
-    """list<list<double>> per record; null for records that did not ask for it."""
+def _labels(preds: list[Any]) -> Any:
+    """Numbers stay numbers; classifier labels of any other kind become strings."""
     import pyarrow as pa
 
-    out = []
-    for r in recs:
-        out.append(None if r.proba is None else [row.tolist() for row in r.proba])
-    return pa.array(out, type=pa.list_(pa.list_(pa.float64())))
-
-
-class S3Sink:
-    """PUTs through a boto3 client made on first use (in the writer thread): boto3
-    enters the server's memory only when capture is on. Few, short attempts: a
-    writer stuck on a dead endpoint is a writer not draining the buffer."""
-
-    def __init__(self, bucket: str) -> None:
-        self.bucket = bucket
-        self._client: Any = None
-
-    def connect(self) -> None:
-        if self._client is None:
-            from dataclasses import replace
-
-            from ..storage import S3Settings
-            from ..storage.store import make_client
-
-            settings = replace(
-                S3Settings.from_env(os.environ),
-                bucket=self.bucket,
-                max_attempts=2,
-                connect_timeout=2.0,
-                read_timeout=10.0,
-            )
-            self._client = make_client(settings, pool=2)
-
-    def put(self, key: str, data: bytes) -> None:
-        self.connect()
-        self._client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, ContentType="application/vnd.apache.parquet"
-        )
+    try:
+        arr = pa.array(preds)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # mixed kinds
+        return pa.array([str(p) for p in preds], type=pa.string())
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        return arr
+    return pa.array([str(p) for p in preds], type=pa.string())

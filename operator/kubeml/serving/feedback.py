@@ -65,13 +65,6 @@ class Entry(NamedTuple):
     truth: list[Any]  # str labels or float targets
 
 
-class FeedbackRecord(NamedTuple):
-    id: str
-    time_ns: int
-    truth: list[Any]
-    scored: bool
-
-
 def parse(body: bytes, task: str, classes: Sequence[str] | None, max_values: int) -> list[Entry]:
     """The entries of a feedback body, all valid, or a 400 naming the first bad one."""
     try:
@@ -201,7 +194,8 @@ def _label(p: Any) -> str:
     return str(p)
 
 
-def encode(records: Sequence[FeedbackRecord], task: str) -> bytes:
+def encode(records: Sequence[Mapping[str, Any]], task: str) -> bytes:
+    """One Parquet file of feedback records as the server sent them (in the writer)."""
     import io
 
     import pyarrow as pa
@@ -210,16 +204,33 @@ def encode(records: Sequence[FeedbackRecord], task: str) -> bytes:
     value = pa.string() if task == "classification" else pa.float64()
     table = pa.table(
         {
-            "id": pa.array([r.id for r in records], type=pa.string()),
-            "time": pa.array([r.time_ns for r in records], type=pa.timestamp("ns", tz="UTC")),
-            "rows": pa.array([len(r.truth) for r in records], type=pa.int32()),
-            "truth": pa.array([r.truth for r in records], type=pa.list_(value)),
-            "scored": pa.array([r.scored for r in records], type=pa.bool_()),
+            "id": pa.array([r["id"] for r in records], type=pa.string()),
+            "time": pa.array([r["t"] for r in records], type=pa.timestamp("ns", tz="UTC")),
+            "rows": pa.array([len(r["truth"]) for r in records], type=pa.int32()),
+            "truth": pa.array([r["truth"] for r in records], type=pa.list_(value)),
+            "scored": pa.array([r["scored"] for r in records], type=pa.bool_()),
         }
     )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
+
+
+class _FeedbackKind:
+    def writer(self, spec: Mapping[str, Any], sink: Any, stats: Any) -> Any:
+        from .writer import batch_writer
+
+        task = spec["task"]
+        return batch_writer("feedback", spec, sink, stats, lambda recs: encode(recs, task))
+
+    def cost(self, spec: Mapping[str, Any], record: Any) -> int:
+        return len(record["truth"])
+
+    def warm(self, spec: Mapping[str, Any]) -> None:
+        encode([{"id": "warm-up", "t": 0, "truth": [], "scored": False}], spec["task"])
+
+
+FEEDBACK = _FeedbackKind()
 
 
 class Feedback:
@@ -235,11 +246,13 @@ class Feedback:
         model: str,
         version: int,
         writer_id: str,
-        sink: Any,
         stats: Any,
         max_values: int,
+        sink: Any = None,
+        process: Any = None,
     ) -> None:
-        from .capture import BatchWriter, partition, split_prefix
+        from .capture import partition, split_prefix
+        from .writer import LocalChannel, PipeChannel
 
         self.cfg = cfg
         self.task = task
@@ -248,19 +261,22 @@ class Feedback:
         self.recent = Recent(cfg.remember_rows)
         self.live = LiveQuality(task, cfg.window)
         bucket, prefix = split_prefix(cfg.prefix_uri)
-        self.writer: BatchWriter[FeedbackRecord] = BatchWriter(
-            name="feedback",
-            bucket=bucket,
-            key_prefix=f"{prefix}{partition(model, version)}",
-            writer_id=writer_id,
-            max_values=cfg.remember_rows,
-            flush_seconds=5.0,
-            batch_records=20_000,
-            encode=lambda recs: encode(recs, task),
-            time_ns=lambda rec: rec.time_ns,
-            sink=sink,
-            stats=stats,
-        )
+        self.spec: dict[str, Any] = {
+            "bucket": bucket,
+            "key_prefix": f"{prefix}{partition(model, version)}",
+            "writer_id": writer_id,
+            "max_values": cfg.remember_rows,
+            "flush_seconds": 5.0,
+            "batch_records": 20_000,
+            "task": task,
+        }
+        self.channel: LocalChannel | PipeChannel
+        if process is not None:
+            self.channel = process.channel(b"f", self.spec, stats)
+        else:
+            if sink is None:
+                raise ValueError("feedback needs a sink or a writer process")
+            self.channel = LocalChannel(b"f", self.spec, sink, stats)
 
     def apply(self, entries: Sequence[Entry], now_ns: int) -> tuple[int, list[str]]:
         """Score the entries this server remembers: (scored, unknown ids). Lengths are
@@ -282,20 +298,15 @@ class Feedback:
                 self.live.add(pred, e.truth)
                 # Labelled once: a second feedback for it is reported, not scored again.
                 self.recent.forget(e.id)
-            self.writer.offer(FeedbackRecord(e.id, now_ns, e.truth, pred is not None), len(e.truth))
+            scored = pred is not None
+            self.channel.send(
+                orjson.dumps({"id": e.id, "t": now_ns, "truth": e.truth, "scored": scored})
+            )
         return len(entries) - len(unknown), unknown
 
     def close(self, timeout: float) -> bool:
-        return self.writer.close(timeout)
+        return self.channel.close(timeout)
 
     def warm(self) -> None:
         """As Capture.warm: the first encode and client off the request path."""
-        encode([FeedbackRecord("warm-up", 0, [], False)], self.task)
-        try:
-            self.writer.sink.connect()
-        except Exception as err:
-            import logging
-
-            logging.getLogger("kubeml.serve.capture").error(
-                "feedback: cannot make an S3 client: %s", err
-            )
+        self.channel.warm()

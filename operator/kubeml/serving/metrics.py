@@ -55,7 +55,8 @@ class DriftCollector(Collector):
 
 class CaptureMetrics:
     """Request capture: records written, dropped (and why), bytes sent to S3.
-    Called from the loop thread (buffer full) and the writer thread."""
+    Called from the loop thread (buffer full) and the thread reading what the
+    writer process reports."""
 
     def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
         base = ["model", "version"]

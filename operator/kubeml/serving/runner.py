@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .app import ModelServer
-from .capture import Capture, S3Sink, Sink, split_prefix
+from .capture import DEFAULT_MAX_BUFFER_VALUES, Capture
 from .config import ServerConfig
 from .errors import NotReady
 from .feedback import Feedback
 from .worker import PredictWorker
+from .writer import WriterProcess
 
 if TYPE_CHECKING:
     from .http import HttpProtocol
@@ -85,9 +86,7 @@ def write_termination_log(path: str | None, reason: str, message: str) -> None:
 
 
 class Runner:
-    def __init__(
-        self, cfg: ServerConfig, store_for: Source | None = None, sink: Sink | None = None
-    ) -> None:
+    def __init__(self, cfg: ServerConfig, store_for: Source | None = None) -> None:
         self.cfg = cfg
         # None: each object read by a child process (serving/object_fetch.py), so
         # boto3 never enters the server's memory.
@@ -96,21 +95,25 @@ class Runner:
         self.worker = PredictWorker(init=_worker_init)
         self.stop = asyncio.Event()
         self._loader_stop = threading.Event()
-        if sink is None and cfg.capture is not None:
-            # One client for both writers (boto3 clients are thread-safe).
-            sink = S3Sink(cfg.capture.bucket)
-        self.capture = self._capture(cfg, sink)
+        # Captures and feedback are written by one child process (serving/writer.py):
+        # their encoding and PUTs never hold this process's GIL.
+        self.writer: WriterProcess | None = None
+        if cfg.capture is not None or cfg.feedback is not None:
+            limit = cfg.capture.max_buffer_values if cfg.capture else DEFAULT_MAX_BUFFER_VALUES
+            # About as many bytes as the writer holds float64 values: a JSON value is
+            # a few bytes more, and this buffer only bridges a feed interval.
+            self.writer = WriterProcess(max_bytes=8 * limit)
+        self.capture = self._capture(cfg)
         self.server.capture = self.capture
-        self.feedback = self._feedback(cfg, sink)
+        self.feedback = self._feedback(cfg)
         self.server.feedback = self.feedback
         if self.feedback is not None:
             self.server.metrics.live.live = self.feedback.live
 
-    def _feedback(self, cfg: ServerConfig, sink: Sink | None) -> Feedback | None:
+    def _feedback(self, cfg: ServerConfig) -> Feedback | None:
         if cfg.feedback is None:
             return None
         sig = cfg.signature
-        bucket = split_prefix(cfg.feedback.prefix_uri)[0]
         return Feedback(
             cfg.feedback,
             task=sig.task,
@@ -118,12 +121,12 @@ class Runner:
             model=cfg.model,
             version=cfg.version,
             writer_id=cfg.capture.writer_id if cfg.capture else "server",
-            sink=sink or S3Sink(bucket),
+            process=self.writer,
             stats=self.server.metrics.feedback_writer,
             max_values=cfg.max_request_rows,
         )
 
-    def _capture(self, cfg: ServerConfig, sink: Sink | None) -> Capture | None:
+    def _capture(self, cfg: ServerConfig) -> Capture | None:
         if cfg.capture is None:
             return None
         sig = cfg.signature
@@ -135,13 +138,17 @@ class Runner:
             features=sig.features,
             dtypes=sig.dtypes,
             classes=sig.classes,
-            sink=sink or S3Sink(cfg.capture.bucket),
+            process=self.writer,
             stats=self.server.metrics.capture,
         )
 
     async def run(self, http: str = "native", install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
         self.server.attach(loop, self.worker)
+        if self.writer is not None:
+            # Before the model loads (a smaller process to fork); it imports pyarrow
+            # and boto3 meanwhile.
+            self.writer.start(loop)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
@@ -159,11 +166,9 @@ class Runner:
             self._loader_stop.set()
             load.cancel()
             self.worker.close(timeout=5.0)
-            # After the drain: every answered request is in the buffers by now.
-            timeout = self.cfg.capture_flush_timeout_s
-            for writer in (self.capture, self.feedback):
-                if writer is not None:
-                    await asyncio.to_thread(writer.close, timeout)
+            # After the drain: every answered request is in the buffer by now.
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.close, self.cfg.capture_flush_timeout_s)
         return 0
 
     async def _start_grpc(self) -> Any:
@@ -224,10 +229,6 @@ class Runner:
             from .loader import load_with_retries
 
             loaded = load_with_retries(self.cfg, self.store_for, self._loader_stop, on_retry)
-            # Before ready: the capture writers' first-use costs stay off the requests.
-            for writer in (self.capture, self.feedback):
-                if writer is not None:
-                    writer.warm()
             return loaded
 
         # Not the predict thread: a slow S3 must not hold up anything else.

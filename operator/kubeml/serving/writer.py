@@ -1,0 +1,563 @@
+"""The capture and feedback writers: batches of records to Parquet objects in S3, in a
+child process.
+
+Why a process: turning tens of thousands of records into Arrow columns, Parquet and a
+signed PUT is a few hundred milliseconds of CPU, most of it holding the GIL. In the
+server's process that work froze the event loop in slices of up to the switch
+interval for its whole duration, and every request answered meanwhile waited: the
+capture benchmark's p99 was 3.3x capture off on a quiet machine. Here the server's
+share is one ``orjson.dumps`` per captured request (kept fields only, so dropped
+fields never leave the server) appended to a list; a feeder thread hands the joined
+bytes to the child through a pipe every ``FEED_SECONDS`` (``os.write`` releases the
+GIL). boto3 and pyarrow never enter the server's memory.
+
+Guarantees kept:
+- a request never waits: the server's buffer is bounded (bytes), and a full one
+  drops and counts (``buffer_full``); the child's own buffer is bounded (values)
+  and drops and counts the same way when S3 is slower than traffic;
+- a batch S3 refuses is dropped and counted (``write_failed``); so is what cannot
+  reach a dead child, which is started again (at most every ``RESPAWN_SECONDS``);
+- SIGTERM: the server drains, then ``close`` sends what it holds and closes the
+  pipe; the child (which ignores SIGTERM: it stops on end of input, never before)
+  writes everything it holds and exits.
+
+Wire: server -> child, one line per record, ``c`` (capture) or ``f`` (feedback) then
+the record as JSON; child -> server, one JSON line per outcome
+(``{"k": "c", "ok": n, "bytes": b}`` or ``{"k": "c", "drop": reason, "n": n}``),
+which the server counts in its metrics.
+
+    python -m kubeml.serving.writer    # specs in $KUBEML_WRITER_SPECS; records on stdin
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any, Generic, Protocol, TypeVar
+
+import orjson
+
+log = logging.getLogger("kubeml.serve.capture")
+T = TypeVar("T")
+
+HIVE_HOUR = "%Y-%m-%dT%H"
+NS_PER_HOUR = 3_600_000_000_000
+FEED_SECONDS = 0.05
+PIPE_BYTES = 1 << 20
+RESPAWN_SECONDS = 5.0
+SPECS_ENV = "KUBEML_WRITER_SPECS"
+# Below the server: the writer is background work, requests come first for the CPU.
+NICENESS = 10
+
+
+class Sink(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def connect(self) -> None: ...
+
+
+class Stats(Protocol):
+    def captured(self, written: int, nbytes: int) -> None: ...
+    def dropped(self, reason: str, n: int) -> None: ...
+
+
+class BatchWriter(Generic[T]):
+    """A bounded buffer drained by a writer thread into Parquet objects, one per hour
+    of records per flush. Shared by captures and feedback; runs in the writer child
+    (and in-process in unit tests)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bucket: str,
+        key_prefix: str,  # ends with "/"; hour=<h>/ and the file name follow
+        writer_id: str,
+        max_values: int,
+        flush_seconds: float,
+        batch_records: int,
+        encode: Callable[[Sequence[T]], bytes],
+        time_ns: Callable[[T], int],
+        sink: Sink,
+        stats: Stats,
+    ) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.key_prefix = key_prefix
+        self.writer_id = writer_id
+        self.max_values = max_values
+        self.flush_seconds = flush_seconds
+        self.batch_records = batch_records
+        self.encode = encode
+        self.time_ns = time_ns
+        self.sink = sink
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._pending: list[tuple[T, int]] = []
+        self._values = 0  # values held by _pending and the batch being written
+        self._writing = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._seq = 0
+        self._start = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self._thread = threading.Thread(target=self._run, name=f"kubeml-{name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, item: T, cost: int) -> bool:
+        """Hold an item for the writer; False (and counted) when the buffer is full."""
+        with self._lock:
+            if self._closing or self._values + cost > self.max_values:
+                full = True
+            else:
+                full = False
+                self._pending.append((item, cost))
+                self._values += cost
+                many = len(self._pending) >= self.batch_records
+        if full:
+            self.stats.dropped("buffer_full", 1)
+            return False
+        if many:
+            self._wake.set()
+        return True
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending) + self._writing
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            closing = self._closing
+            self.flush()
+            if closing:
+                return
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._writing = len(batch)
+        if batch:
+            self._write([item for item, _ in batch])
+        with self._lock:
+            self._values -= sum(cost for _, cost in batch)
+            self._writing = 0
+
+    def _write(self, batch: list[T]) -> None:
+        by_hour: dict[int, list[T]] = {}
+        for item in batch:
+            by_hour.setdefault(self.time_ns(item) // NS_PER_HOUR, []).append(item)
+        for hour_n, items in by_hour.items():
+            hour = datetime.fromtimestamp(hour_n * 3600, UTC).strftime(HIVE_HOUR)
+            self._seq += 1
+            key = (
+                f"{self.key_prefix}hour={hour}/"
+                f"{self.writer_id}-{self._start}-{self._seq:06d}.parquet"
+            )
+            try:
+                data = self.encode(items)
+                self.sink.put(key, data)
+            except Exception as err:  # S3 down, slow, refusing: drop, count, go on
+                log.warning(
+                    "%s: %d records not written to s3://%s/%s: %s",
+                    self.name, len(items), self.bucket, key, err,
+                )  # fmt: skip
+                self.stats.dropped("write_failed", len(items))
+                continue
+            self.stats.captured(len(items), len(data))
+
+    def close(self, timeout: float) -> bool:
+        """Flush what is held and stop; True when everything was handed to S3."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        done = not self._thread.is_alive()
+        if not done:
+            log.warning("%s: %d records still unwritten at exit", self.name, self.buffered)
+        return done
+
+
+class S3Sink:
+    """PUTs through a boto3 client made on first use. Few, short attempts: a writer
+    stuck on a dead endpoint is a writer not draining the buffer."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self._client: Any = None
+
+    def connect(self) -> None:
+        if self._client is None:
+            from dataclasses import replace
+
+            from ..storage import S3Settings
+            from ..storage.store import make_client
+
+            settings = replace(
+                S3Settings.from_env(os.environ),
+                bucket=self.bucket,
+                max_attempts=2,
+                connect_timeout=2.0,
+                read_timeout=10.0,
+            )
+            self._client = make_client(settings, pool=2)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.connect()
+        self._client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType="application/vnd.apache.parquet"
+        )
+
+
+# -- what each kind of record needs -----------------------------------------------------
+
+Spec = Mapping[str, Any]
+
+
+class Kind(Protocol):
+    def writer(self, spec: Spec, sink: Sink, stats: Stats) -> BatchWriter[Any]: ...
+    def cost(self, spec: Spec, record: Any) -> int: ...
+    def warm(self, spec: Spec) -> None: ...
+
+
+def kinds() -> dict[bytes, Kind]:
+    from .capture import CAPTURE
+    from .feedback import FEEDBACK
+
+    return {b"c": CAPTURE, b"f": FEEDBACK}
+
+
+def batch_writer(
+    name: str, spec: Spec, sink: Sink, stats: Stats, encode: Callable[[Sequence[Any]], bytes]
+) -> BatchWriter[Any]:
+    """A BatchWriter of decoded records (dicts with their time in ``t``) from a spec."""
+    return BatchWriter(
+        name=name,
+        bucket=spec["bucket"],
+        key_prefix=spec["key_prefix"],
+        writer_id=spec["writer_id"],
+        max_values=spec["max_values"],
+        flush_seconds=spec["flush_seconds"],
+        batch_records=spec["batch_records"],
+        encode=encode,
+        time_ns=lambda rec: int(rec["t"]),
+        sink=sink,
+        stats=stats,
+    )
+
+
+# -- the server's side ------------------------------------------------------------------
+
+
+class Channel(Protocol):
+    """Where a kind of record goes once the server has made it a JSON line."""
+
+    def send(self, line: bytes) -> bool: ...
+    def flush(self) -> None: ...
+    def close(self, timeout: float) -> bool: ...
+
+
+class LocalChannel:
+    """A BatchWriter in this process (unit tests): the same lines, decoded here."""
+
+    def __init__(self, kind: bytes, spec: Spec, sink: Sink, stats: Stats) -> None:
+        self.kind = kinds()[kind]
+        self.spec = spec
+        self.writer = self.kind.writer(spec, sink, stats)
+
+    def send(self, line: bytes) -> bool:
+        rec = orjson.loads(line)
+        return self.writer.offer(rec, self.kind.cost(self.spec, rec))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, timeout: float) -> bool:
+        return self.writer.close(timeout)
+
+    def warm(self) -> None:
+        self.kind.warm(self.spec)
+        self.writer.sink.connect()
+
+
+class PipeChannel:
+    def __init__(self, proc: WriterProcess, kind: bytes) -> None:
+        self.proc = proc
+        self.kind = kind
+
+    def send(self, line: bytes) -> bool:
+        return self.proc.send(self.kind, line)
+
+    def flush(self) -> None:
+        self.proc.flush()
+
+    def close(self, timeout: float) -> bool:
+        return self.proc.close(timeout)
+
+    def warm(self) -> None:
+        pass  # the runner starts the process
+
+
+class WriterProcess:
+    """The server's end of the writer child: a bounded buffer of lines, written to the
+    child's stdin by the event loop itself (non-blocking, once per ``FEED_SECONDS``),
+    and a reader thread counting the outcomes the child reports. No thread of this
+    process wakes per batch or per feed: each would take the GIL from the loop."""
+
+    def __init__(self, max_bytes: int, argv: Sequence[str] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.argv = list(argv or [sys.executable, "-m", __name__])
+        self.specs: dict[str, Spec] = {}
+        self.stats: dict[bytes, Stats] = {}
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._scheduled = False
+        self._closing = False
+        self._result: bool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._spawned = -RESPAWN_SECONDS
+
+    def channel(self, kind: bytes, spec: Spec, stats: Stats) -> PipeChannel:
+        self.specs[kind.decode()] = spec
+        self.stats[kind] = stats
+        return PipeChannel(self, kind)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start the child (it imports pyarrow and boto3 and makes its S3 client at
+        once). ``loop``: the thread that calls ``send``, which schedules the feeds;
+        None (tests) feeds from timer threads."""
+        with self._lock:
+            self._loop = loop
+            if self._proc is None:
+                self._spawn()
+
+    def send(self, kind: bytes, line: bytes) -> bool:
+        """On the loop thread: one append, or a counted drop."""
+        with self._lock:
+            full = self._closing or len(self._buf) + len(line) + 2 > self.max_bytes
+            if not full:
+                self._buf += kind
+                self._buf += line
+                self._buf += b"\n"
+                schedule = not self._scheduled
+                self._scheduled = True
+        if full:
+            self.stats[kind].dropped("buffer_full", 1)
+            return False
+        if schedule:
+            self._schedule()
+        return True
+
+    def _schedule(self) -> None:
+        if self._loop is not None:
+            self._loop.call_later(FEED_SECONDS, self._feed)
+        else:
+            timer = threading.Timer(FEED_SECONDS, self._feed)
+            timer.daemon = True
+            timer.start()
+
+    def _feed(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._write_some()
+            # A full pipe (the child behind) leaves the rest for the next feed.
+            self._scheduled = bool(self._buf)
+        if self._scheduled:
+            self._schedule()
+
+    def _write_some(self) -> None:
+        """Write what the pipe takes now (under the lock)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._lost("the writer process is not running")
+            proc = self._respawn()
+            return
+        assert proc.stdin is not None
+        try:
+            n = os.write(proc.stdin.fileno(), self._buf)
+        except BlockingIOError:
+            return
+        except OSError as err:  # the child died meanwhile
+            self._lost(str(err))
+            return
+        del self._buf[:n]
+
+    def _lost(self, why: str) -> None:
+        """Count what the buffer holds as not written, and forget it."""
+        if not self._buf:
+            return
+        counts: dict[bytes, int] = {}
+        for line in bytes(self._buf).split(b"\n"):
+            kind = line[:1]
+            if kind in self.stats:
+                counts[kind] = counts.get(kind, 0) + 1
+        for kind, n in counts.items():
+            self.stats[kind].dropped("write_failed", n)
+        log.error("capture writer unreachable (%s): %s records dropped", why, counts)
+        self._buf.clear()
+
+    def _respawn(self) -> subprocess.Popen[bytes] | None:
+        if time.monotonic() - self._spawned < RESPAWN_SECONDS:
+            return None
+        old = self._proc
+        log.error(
+            "capture writer process exited (%s); starting another",
+            None if old is None else old.returncode,
+        )
+        self._spawn()
+        return self._proc
+
+    def _spawn(self) -> None:
+        self._spawned = time.monotonic()
+        env = {**os.environ, SPECS_ENV: orjson.dumps(self.specs).decode()}
+        try:
+            proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0
+            )
+        except OSError as err:
+            log.error("cannot start the capture writer process: %s", err)
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        fd = proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError, AttributeError):
+            # A larger pipe rides out a slow moment of the child (Linux only).
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._proc = proc
+        self._reader = threading.Thread(
+            target=self._read, args=(proc.stdout,), name="kubeml-capture-read", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, out: IO[bytes]) -> None:
+        for line in out:
+            try:
+                msg = orjson.loads(line)
+                stats = self.stats.get(str(msg.get("k", "")).encode())
+                if stats is None:
+                    continue
+                if "ok" in msg:
+                    stats.captured(int(msg["ok"]), int(msg["bytes"]))
+                else:
+                    stats.dropped(str(msg["drop"]), int(msg["n"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                log.warning("capture writer said something unexpected: %r", line[:200])
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Hand everything held to the child now, waiting for the pipe (tests, close)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._write_some()
+                if not self._buf or time.monotonic() > deadline:
+                    return
+            time.sleep(0.01)  # the pipe is full: the child is reading
+
+    def close(self, timeout: float) -> bool:
+        """Send what is held, end the child's input, wait for it to write everything;
+        True when it exited cleanly within ``timeout``. Idempotent (captures and
+        feedback share the child)."""
+        with self._lock:
+            if self._result is not None:
+                return self._result
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        with self._lock:
+            self._closing = True
+            self._lost("closed before the writer took it")
+        proc, reader = self._proc, self._reader
+        ok = True
+        if proc is not None:
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # end of input: the child writes what it holds and exits
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("capture writer still writing after %.1fs", timeout)
+                ok = False
+            if reader is not None:
+                reader.join(max(0.0, deadline - time.monotonic()))
+            ok = ok and proc.returncode == 0
+        with self._lock:
+            self._result = ok
+        return ok
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+class Reporter:
+    """A writer's outcomes as lines on stdout, for the server's metrics."""
+
+    def __init__(self, kind: str, out: IO[bytes], lock: threading.Lock) -> None:
+        self.kind = kind
+        self.out = out
+        self.lock = lock
+
+    def _say(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            self.out.write(orjson.dumps(msg) + b"\n")
+            self.out.flush()
+
+    def captured(self, written: int, nbytes: int) -> None:
+        self._say({"k": self.kind, "ok": written, "bytes": nbytes})
+
+    def dropped(self, reason: str, n: int) -> None:
+        self._say({"k": self.kind, "drop": reason, "n": n})
+
+
+def main() -> int:
+    # The pod's SIGTERM may reach the whole process group: this process stops at the
+    # end of its input (the server closes it after draining), never before.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    specs: dict[str, Spec] = orjson.loads(os.environ[SPECS_ENV])
+    out = sys.stdout.buffer
+    lock = threading.Lock()
+    table = kinds()
+    sinks: dict[str, S3Sink] = {}
+    writers: dict[bytes, tuple[BatchWriter[Any], Kind, Spec]] = {}
+    for name, spec in specs.items():
+        kind = table[name.encode()]
+        sink = sinks.setdefault(spec["bucket"], S3Sink(spec["bucket"]))
+        writers[name.encode()] = (kind.writer(spec, sink, Reporter(name, out, lock)), kind, spec)
+        kind.warm(spec)
+    for sink in sinks.values():
+        try:
+            sink.connect()
+        except Exception as err:  # missing credentials: every write will fail and count
+            log.error("capture: cannot make an S3 client for %s: %s", sink.bucket, err)
+    for line in sys.stdin.buffer:
+        entry = writers.get(line[:1])
+        if entry is None:
+            continue
+        writer, kind, spec = entry
+        try:
+            rec = orjson.loads(line[1:])
+        except orjson.JSONDecodeError:
+            log.warning("capture writer: a malformed record line was skipped")
+            continue
+        writer.offer(rec, kind.cost(spec, rec))
+    ok = all(writer.close(3600) for writer, _, _ in writers.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
