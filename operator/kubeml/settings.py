@@ -43,6 +43,9 @@ class Settings:
     artifact_recheck_seconds: float = 3600.0
     # How often a retraining loop with the drift trigger reads its pods' drift.
     drift_poll_seconds: float = 60.0
+    # How often an optional API (the Gateway API) is looked for while a Deployment
+    # asks for it, and an HTTPRoute no Gateway has accepted yet is re-read.
+    discovery_seconds: float = 30.0
     # s3:// prefixes the cluster admin allows every namespace's ModelVersions to use
     # (read and serve, never delete). Otherwise a version may only point into its own
     # namespace's model space.
@@ -76,6 +79,7 @@ class Settings:
                 e.get("KUBEML_ARTIFACT_RECHECK_SECONDS", cls.artifact_recheck_seconds)
             ),
             drift_poll_seconds=float(e.get("KUBEML_DRIFT_POLL_SECONDS", cls.drift_poll_seconds)),
+            discovery_seconds=float(e.get("KUBEML_DISCOVERY_SECONDS", cls.discovery_seconds)),
             shared_artifact_prefixes=tuple(
                 p.strip() for p in e.get("KUBEML_SHARED_ARTIFACTS", "").split(",") if p.strip()
             ),

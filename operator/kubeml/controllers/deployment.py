@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 import urllib.request
 from typing import Any
 
 from ..conditions import is_true
 from ..driver.engine import Controller
 from ..driver.world import World
+from ..k8s import objects
 from ..labels import DEPLOYMENT, RETRAINING_FOR, TRACK
-from ..reconcile import analysis, retraining, server_objects
+from ..reconcile import analysis, exposure, retraining, server_objects
 from ..reconcile import deployment as decide
 from ..reconcile.outcome import Outcome
-from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
+from .common import APPS, HTTPROUTES, INGRESSES, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
 
 log = logging.getLogger("kubeml")
@@ -49,7 +51,33 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         dataset,
         runs,
         canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
+        exposed=observe_exposure(
+            world, ns, name, bool((spec.get("exposure") or {}).get("gateway"))
+        ),
     )
+
+
+def observe_exposure(world: World, ns: str, name: str, gateway: bool) -> exposure.Observed:
+    """The Deployment's Ingress and HTTPRoute. The API is looked up only while a
+    gateway is asked for; the route, which no watch keeps fresh, is re-read (at most
+    every discovery_seconds) until every Gateway accepted it."""
+    ingress = world.cache.get(*INGRESSES, ns, name)
+    route = world.cache.get(*HTTPROUTES, ns, name)
+    if not gateway:
+        return exposure.Observed(False, route, ingress)
+    served = world.served(exposure.GATEWAY_GROUP_VERSION, "httproutes")
+    if served and not exposure.accepted_by_all(route):
+        last = world.memory("route-reads")
+        if time.monotonic() - last.get((ns, name), -1e9) >= world.settings.discovery_seconds:
+            last[(ns, name)] = time.monotonic()
+            route = objects.get(world.api, *HTTPROUTES, ns, name)
+            if route is None:
+                world.cache.remove(*HTTPROUTES, ns, name)
+            else:
+                route.setdefault("apiVersion", HTTPROUTES[0])
+                route.setdefault("kind", HTTPROUTES[1])
+                world.cache.put(route)
+    return exposure.Observed(served, route, ingress)
 
 
 def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReading:

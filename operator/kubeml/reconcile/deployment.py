@@ -14,7 +14,7 @@ from ..conditions import find
 from ..schedules import parse_time
 from ..settings import Settings
 from ..storage import layout
-from . import analysis, registry, retraining, rollout, server_objects
+from . import analysis, exposure, registry, retraining, rollout, server_objects
 from .modelversion import artifact_refusal
 from .outcome import Create, Outcome, Patch, Ref
 from .step import Step
@@ -104,6 +104,8 @@ class DeploymentView:
     canary_service: Mapping[str, Any] | None = None
     # For spec.rollout: the new version's requests as the stable servers saw them.
     sample: analysis.Sample | None = None
+    # For spec.exposure (and to withdraw what it published).
+    exposed: exposure.Observed = field(default_factory=lambda: exposure.Observed(False))
 
 
 def decide(
@@ -222,6 +224,12 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         percent = spec.canary.traffic_percent if (spec.canary and canary_mv) else 0
     replicas = _replicas(spec, percent)
     _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent)
+    published = exposure.decide(
+        step, spec.model, spec.exposure, view.exposed, settings.discovery_seconds
+    )
+    step.out.apply += published.apply
+    step.out.delete += published.delete
+    step.out.look_again(published.look_again)
     _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
     _rollout_conditions(step)
     return step, needs_sample
