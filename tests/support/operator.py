@@ -38,6 +38,9 @@ class OperatorProcess:
             # Tests tamper with artifacts and expect the registry to notice within
             # seconds; by default an unchanged artifact is looked at hourly.
             "KUBEML_ARTIFACT_RECHECK_SECONDS": "5",
+            # Gateway API CRDs installed by a test are noticed within seconds (30 s
+            # by default), and so is a route's status a Gateway wrote.
+            "KUBEML_DISCOVERY_SECONDS": "3",
             **(extra_env or {}),
         }
         self.log_dir = log_dir

@@ -146,8 +146,16 @@ def apply(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch replacing ``old`` status fields by ``new`` ones; fields that
-    disappeared are sent as null so they are removed rather than left stale."""
-    return {**{k: None for k in old if k not in new}, **new}
+    disappeared are sent as null so they are removed rather than left stale, also
+    inside objects both have (a merge patch merges those key by key)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        before = old.get(k)
+        if isinstance(v, dict) and isinstance(before, dict):
+            patch[k] = status_patch(before, v)
+        else:
+            patch[k] = v
+    return patch
 
 
 def patch_status(
