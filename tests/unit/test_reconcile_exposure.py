@@ -166,10 +166,24 @@ def test_removing_exposure_deletes_what_it_published_and_its_status() -> None:
     assert not [r for r in d.outcome.delete if r.kind in ("HTTPRoute", "Ingress")]
 
 
+OURS = {"name": "iris", "namespace": "ml", "ownerReferences": [{"uid": "dep-uid"}]}
+
+
 def test_dropping_one_of_two_keeps_the_other() -> None:
     d = decide(
-        body(exposure={"ingress": INGRESS}),
-        exposure.Observed(True, route={"metadata": {"name": "iris", "namespace": "ml"}}),
+        body(exposure={"ingress": INGRESS}), exposure.Observed(True, route={"metadata": OURS})
     )
     assert Ref("gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "iris") in d.outcome.delete
     assert applied(d, "Ingress")["spec"]["rules"][0]["host"] == "iris.example.com"
+
+
+def test_someone_elses_object_under_the_name_is_neither_taken_over_nor_deleted() -> None:
+    theirs = {"metadata": {"name": "iris", "namespace": "ml", "ownerReferences": []}}
+    d = decide(body(exposure={"gateway": GATEWAY}), exposure.Observed(True, route=theirs))
+    assert not [o for o in d.outcome.apply if o["kind"] == "HTTPRoute"]
+    assert not [r for r in d.outcome.delete if r.kind == "HTTPRoute"]
+    c = cond(d)
+    assert c is not None and (c["status"], c["reason"]) == ("False", "NameTaken")
+    assert "HTTPRoute ml/iris" in c["message"]
+    d = decide(body(), exposure.Observed(True, route=theirs, ingress=theirs))
+    assert not [r for r in d.outcome.delete if r.kind in ("HTTPRoute", "Ingress")]

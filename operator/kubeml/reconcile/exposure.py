@@ -158,15 +158,29 @@ def decide(
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     plan = Plan()
     if exposure is None:
-        _withdraw(plan, seen, ns, name)
+        _withdraw(plan, seen, body)
         step.status.pop("exposure", None)
         step.status["conditions"] = remove_condition(step.status.get("conditions"), EXPOSED)
         return plan
     status: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     published: list[str] = []
+    taken = [
+        f"{kind} {ns}/{name}"
+        for kind, obj in (("HTTPRoute", seen.route), ("Ingress", seen.ingress))
+        if obj is not None and not _owned(obj, body)
+    ]
+    if taken:
+        # Someone else's object under our name is neither taken over nor deleted.
+        message = (
+            f"spec.exposure: {' and '.join(taken)} already exist(s) and belong(s) to "
+            "something else; left alone (rename the Deployment or that object)"
+        )
+        step.cond(EXPOSED, "False", "NameTaken", message)
+        step.status["exposure"] = {"message": message}
+        return plan
     if exposure.gateway is None:
-        if seen.route is not None:
+        if seen.route is not None:  # ours (checked above)
             plan.delete.append(Ref(*HTTPROUTE, ns, name))
     elif not seen.gateway_api:
         problems.append(
@@ -210,10 +224,17 @@ def decide(
     return plan
 
 
-def _withdraw(plan: Plan, seen: Observed, ns: str, name: str) -> None:
-    if seen.route is not None:
+def _owned(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+def _withdraw(plan: Plan, seen: Observed, body: Mapping[str, Any]) -> None:
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if seen.route is not None and _owned(seen.route, body):
         plan.delete.append(Ref(*HTTPROUTE, ns, name))
-    if seen.ingress is not None:
+    if seen.ingress is not None and _owned(seen.ingress, body):
         plan.delete.append(Ref(*INGRESS, ns, name))
 
 
