@@ -627,6 +627,12 @@ class Deployment(Resource):
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),
             condition_column("Status", "Ready"),
             PrinterColumn("Endpoint", ".status.endpoint", priority=1),
+            PrinterColumn(
+                "Exposed",
+                '.status.conditions[?(@.type=="Exposed")].status',
+                description="Whether spec.exposure is published (condition Exposed)",
+                priority=1,
+            ),
             AGE,
         ),
     )
