@@ -19,11 +19,13 @@ $(BIN)/.installed: pyproject.toml local/pyproject.toml
 setup: $(BIN)/.installed
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool and helm,
-# built once from the Go module proxy and cached under ~/.cache/kubeml (cold: see README).
+# built once from the Go module proxy and cached under ~/.cache/kubeml (cold: see README);
+# and the Gateway API's CRDs (the exposure tests install them), from the same proxy.
 binaries:
 	@hack/k8s/build.sh >/dev/null
 	@hack/prometheus/build.sh >/dev/null
 	@hack/helm/build.sh >/dev/null
+	@hack/gateway-api/fetch.sh >/dev/null
 
 demo: setup binaries
 	$(BIN)/kubeml demo

@@ -25,8 +25,9 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from . import metrics
-from .controllers import CONTROLLERS, WATCHES, Watch
+from .controllers import CONTROLLERS, POLLED, WATCHES, Watch
 from .driver.cache import ObjectCache, newer_or_same
+from .driver.discovery import Discovery
 from .driver.engine import Driver
 from .driver.execute import Executor
 from .driver.leader import Elector
@@ -93,8 +94,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     api = client.api_client(identity)
     cache = ObjectCache()
     stores = Stores(ArtifactStore.from_env)
-    world = World(cache, ours, api, stores, prometheus_operator=_has_monitoring_api(api))
-    watched = {(w.api_version, w.kind) for w in WATCHES}
+    world = World(
+        cache,
+        ours,
+        api,
+        stores,
+        prometheus_operator=_has_monitoring_api(api),
+        served=Discovery(api, ours.discovery_seconds).served,
+    )
+    # Polled kinds are kept in the cache too (listed, and written through).
+    watched = {(w.api_version, w.kind) for w in (*WATCHES, *POLLED)}
     executor = Executor(api, cache, stores, watched, world.now)
     driver = Driver(world, executor, CONTROLLERS, workers=ours.workers)
     # Like an informer: the cache is complete before the first decision, so no
@@ -184,6 +193,15 @@ def _has_monitoring_api(api: ApiClient) -> bool:
 def _list_all(api: ApiClient, cache: ObjectCache, namespaces: tuple[str, ...]) -> None:
     for w in WATCHES:
         relist(api, cache, w, namespaces)
+    for w in POLLED:
+        try:
+            relist(api, cache, w, namespaces)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            # Not installed (now): whatever the cache held of it is gone with its CRD.
+            for ns, name in cache.keys(w.api_version, w.kind):
+                cache.remove(w.api_version, w.kind, ns, name)
 
 
 def relist(api: ApiClient, cache: ObjectCache, w: Watch, namespaces: tuple[str, ...]) -> None:

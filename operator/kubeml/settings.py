@@ -46,6 +46,9 @@ class Settings:
     # How often a Deployment with spec.capture.retention has its expired capture and
     # feedback partitions removed (they expire by the hour: a few minutes late is fine).
     retention_sweep_seconds: float = 600.0
+    # How often an optional API (the Gateway API) is looked for while a Deployment
+    # asks for it, and an HTTPRoute no Gateway has accepted yet is re-read.
+    discovery_seconds: float = 30.0
     # s3:// prefixes the cluster admin allows every namespace's ModelVersions to use
     # (read and serve, never delete). Otherwise a version may only point into its own
     # namespace's model space.
@@ -89,6 +92,7 @@ class Settings:
             retention_sweep_seconds=float(
                 e.get("KUBEML_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)
             ),
+            discovery_seconds=float(e.get("KUBEML_DISCOVERY_SECONDS", cls.discovery_seconds)),
             shared_artifact_prefixes=tuple(
                 p.strip() for p in e.get("KUBEML_SHARED_ARTIFACTS", "").split(",") if p.strip()
             ),

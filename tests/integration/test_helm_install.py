@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from kubeml.k8s import objects
 from kubeml_local import cluster
 from kubeml_local.readiness import poll
 from tests.support import helm as helm_support
@@ -40,6 +41,35 @@ def can_i(
     who = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     out = kubectl("auth", "can-i", verb, resource, "--as", who, "-n", where, *extra, check=False)
     return out.stdout.strip() == "yes"
+
+
+HTTPROUTES = ("gateway.networking.k8s.io", "httproutes")
+
+
+def allowed(
+    api: client.ApiClient, namespace: str, verb: str, what: tuple[str, str], where: str
+) -> bool:
+    """A SubjectAccessReview for the chart's ServiceAccount ((group, resource) of ``what``)."""
+    review = objects.request(
+        api,
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                "resourceAttributes": {
+                    "namespace": where,
+                    "verb": verb,
+                    "group": what[0],
+                    "resource": what[1],
+                },
+            },
+        },
+    )
+    return bool(review["status"].get("allowed"))
 
 
 def apply(kubectl: Kubectl, namespace: str, *files: Path) -> None:
@@ -88,6 +118,16 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
                 assert can_i(kubectl, release_namespace, verb, "services", namespace)
             for verb, resource in (("get", "pods"), ("create", "pods"), ("get", "pods/log")):
                 assert not can_i(kubectl, release_namespace, verb, resource, namespace)
+            # spec.exposure: Ingresses watched and written; HTTPRoutes read and written,
+            # never watched; neither updated with PUT.
+            for verb in ("list", "watch", "create", "patch", "delete"):
+                assert can_i(kubectl, release_namespace, verb, "ingresses", namespace)
+            for verb in ("get", "list", "create", "patch", "delete"):
+                # Asked of the apiserver itself: kubectl cannot name a kind that is
+                # not installed.
+                assert allowed(kube_api, release_namespace, verb, HTTPROUTES, namespace)
+            assert not allowed(kube_api, release_namespace, "watch", HTTPROUTES, namespace)
+            assert not can_i(kubectl, release_namespace, "update", "ingresses", namespace)
 
             out = run("test", RELEASE, "--timeout", "120s")
             assert out.returncode == 0, out.stdout + out.stderr
@@ -135,6 +175,26 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(f"http://{pod_ip}:{port}/v2/health/ready", timeout=10) as resp:
                 assert resp.status == 200
+
+            # Published through an Ingress under the chart's RBAC.
+            kubectl(
+                "patch",
+                "-n",
+                namespace,
+                "deployments.kubeml.io",
+                "iris",
+                "--type=merge",
+                "-p",
+                '{"spec":{"exposure":{"ingress":{"host":"iris.example.com"}}}}',
+            )
+            kube.wait_condition(
+                kube_api, namespace, "Deployment", "iris", "Exposed", status="True", timeout=60
+            )
+            poll(
+                lambda: objects.get(kube_api, "networking.k8s.io/v1", "Ingress", namespace, "iris"),
+                timeout=60,
+                what="the Ingress of iris",
+            )
 
             log = operator_log(kube_api, local_cluster.state_dir, release_namespace)
             forbidden = [line for line in log.splitlines() if "forbidden" in line.lower()]

@@ -18,3 +18,15 @@ def built(script: str) -> Path:
         timeout=3600,
     )
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def gateway_api_crds() -> Path:
+    """The Gateway API's standard-channel CRD files (hack/gateway-api/fetch.sh, cached)."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / "gateway-api" / "fetch.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])

@@ -40,6 +40,9 @@ class OperatorProcess:
             "KUBEML_ARTIFACT_RECHECK_SECONDS": "5",
             # Retention tests expect expired partitions gone within seconds.
             "KUBEML_RETENTION_SWEEP_SECONDS": "2",
+            # Gateway API CRDs installed by a test are noticed within seconds (30 s
+            # by default), and so is a route's status a Gateway wrote.
+            "KUBEML_DISCOVERY_SECONDS": "3",
             **(extra_env or {}),
         }
         self.log_dir = log_dir

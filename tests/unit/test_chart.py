@@ -319,6 +319,8 @@ EXPECTED_RULES = {
     ("", "services"): {"list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "create", "patch", "delete"},
     ("", "namespaces"): {"get"},
     ("monitoring.coreos.com", "servicemonitors"): {"create", "patch", "delete"},
     ("monitoring.coreos.com", "prometheusrules"): {"create", "patch", "delete"},
@@ -351,15 +353,18 @@ def test_cluster_role_grants_exactly_what_the_controllers_use(
     from kubeml.k8s.objects import PLURALS
 
     applied = {"Job", "Deployment", "Service", "HorizontalPodAutoscaler"}
-    applied |= {"ServiceMonitor", "PrometheusRule", "TrainingRun"}
+    applied |= {"ServiceMonitor", "PrometheusRule", "TrainingRun", "Ingress", "HTTPRoute"}
     for kind in applied:
         verbs = set().union(*(v for (_, r), v in EXPECTED_RULES.items() if r == PLURALS[kind]))
         assert {"create", "patch"} <= verbs, kind
     # Every kind the cache is fed from can be listed and watched.
-    from kubeml.controllers import WATCHES
+    from kubeml.controllers import POLLED, WATCHES
 
     for w in WATCHES:
         assert {"list", "watch"} <= EXPECTED_RULES[(w.group, w.plural)], w.kind
+    # Polled kinds are listed and re-read one by one.
+    for w in POLLED:
+        assert {"list", "get"} <= EXPECTED_RULES[(w.group, w.plural)], w.kind
 
 
 def test_watch_namespaces_get_roles_not_a_cluster_role(

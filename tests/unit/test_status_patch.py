@@ -38,3 +38,18 @@ def test_a_new_object_or_a_changed_type_is_sent_whole() -> None:
         "c": {"d": 2},
     }
     assert status_patch({}, {}) == {}
+
+
+def test_applied_as_a_merge_patch_it_gives_exactly_the_new_status() -> None:
+    from tests.support.cases import merge_patch
+
+    old = {
+        "exposure": {"httpRoute": {"name": "iris"}, "message": "no Gateway API"},
+        "endpoint": "http://iris.ml.svc:80",
+        "conditions": [{"type": "Ready"}],
+    }
+    new = {"exposure": {"httpRoute": {"name": "iris", "parents": []}}, "conditions": []}
+    patch = status_patch(old, new)
+    assert patch["exposure"]["message"] is None and patch["endpoint"] is None
+    # As the apiserver applies a merge patch (RFC 7386).
+    assert merge_patch(old, patch) == new

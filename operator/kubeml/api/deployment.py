@@ -343,6 +343,109 @@ IMMEDIATE_WITH_STEPS = (
 )
 
 
+# Gateway API's Hostname and an Ingress rule's host: a DNS name, optionally with
+# one leading wildcard label; never an IP address (neither API routes by those).
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NOT_AN_IP = validations(cel("!self.matches('^[0-9.]+$')", "must be a DNS name, not an IP address"))
+Hostname = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN),
+    Field(json_schema_extra=NOT_AN_IP),
+]
+
+
+def _not_an_ip(host: str) -> str:
+    if all(c.isdigit() or c == "." for c in host):
+        raise ValueError("must be a DNS name, not an IP address")
+    return host
+
+
+class ParentReference(KubeModel):
+    """The Gateway (a listener of it) the route attaches to, as Gateway API's
+    parentRefs name it."""
+
+    name: ObjectName
+    """Name of the Gateway."""
+    namespace: LabelName | None = None
+    """Its namespace (default: the Deployment's). A Gateway in another namespace
+    must allow routes from this one (its listener's allowedRoutes)."""
+    section_name: LabelName | None = None
+    """One listener of the Gateway (default: every listener that allows the route)."""
+
+
+class GatewayExposure(KubeModel):
+    """Publish the model through a Gateway: an HTTPRoute (gateway.networking.k8s.io/v1)
+    named after the Deployment, created when the Gateway API's CRDs are installed."""
+
+    parent_refs: Annotated[list[ParentReference], Field(min_length=1, max_length=32)]
+    """Gateways (or their listeners) to attach to."""
+    hostnames: Annotated[list[Hostname], Field(max_length=16)] | None = None
+    """Host headers the route answers (default: those of the listeners)."""
+
+    @model_validator(mode="after")
+    def _hosts(self) -> Self:
+        for i, host in enumerate(self.hostnames or []):
+            try:
+                _not_an_ip(host)
+            except ValueError as err:
+                raise FieldError(f"hostnames[{i}]", str(err)) from None
+        return self
+
+
+class IngressExposure(KubeModel):
+    """Publish the model through an Ingress (networking.k8s.io/v1) named after the
+    Deployment."""
+
+    class_name: LabelName | None = None
+    """IngressClass (default: the cluster's default class)."""
+    host: Hostname
+    """Host the rules answer."""
+    tls_secret_name: ObjectName | None = None
+    """A Secret in this namespace holding the certificate for host (TLS terminated
+    by the ingress controller; the operator never reads it)."""
+    annotations: (
+        Annotated[
+            dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=32)
+        ]
+        | None
+    ) = None
+    """Annotations for the ingress controller (e.g. rate limits)."""
+
+    @model_validator(mode="after")
+    def _host(self) -> Self:
+        try:
+            _not_an_ip(self.host)
+        except ValueError as err:
+            raise FieldError("host", str(err)) from None
+        return self
+
+
+class Exposure(
+    KubeModel,
+    json_schema_extra=validations(
+        cel("has(self.gateway) || has(self.ingress)", "set gateway, ingress or both")
+    ),
+):
+    """Publish the model outside the cluster. Both may be set (e.g. while moving
+    from an Ingress to a Gateway). The routes send the model's own paths, as the
+    server answers them, to the Deployment's Service (port http): every path
+    under /v2/models/MODEL (inference, metadata, readiness, versions, feedback),
+    and /v1/models/MODEL and /v1/models/MODEL:predict. Health and /metrics stay
+    inside the cluster. Paths carry the model name, so Deployments of different
+    models can share one host."""
+
+    gateway: GatewayExposure | None = None
+    """An HTTPRoute attached to a Gateway."""
+    ingress: IngressExposure | None = None
+    """An Ingress."""
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        if self.gateway is None and self.ingress is None:
+            raise ValueError("set gateway, ingress or both")
+        return self
+
+
 class DeploymentSpec(
     KubeModel,
     json_schema_extra=validations(
@@ -393,6 +496,8 @@ class DeploymentSpec(
     """Optional continuous-improvement policy."""
     capture: Capture | None = None
     """Capture requests and accept ground-truth feedback (off when absent)."""
+    exposure: Exposure | None = None
+    """Publish the model outside the cluster through a Gateway or an Ingress."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -581,6 +686,44 @@ class RetrainingStatus(StatusModel):
     last_promotion: Promotion | None = None
 
 
+class RouteCondition(StatusModel):
+    """A condition a Gateway reported on the route (Accepted, ResolvedRefs, ...)."""
+
+    type: Annotated[str, StringConstraints(max_length=316)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    message: Annotated[str, StringConstraints(max_length=32768)] | None = None
+
+
+class RouteParent(StatusModel):
+    """What one Gateway said about the HTTPRoute (its status.parents)."""
+
+    parent: Annotated[str, StringConstraints(max_length=512)]
+    """NAMESPACE/NAME of the Gateway, with /LISTENER when the route names one."""
+    controller: Annotated[str, StringConstraints(max_length=253)] | None = None
+    conditions: Annotated[list[RouteCondition], Field(max_length=8)] = Field(default_factory=list)
+
+
+class PublishedRoute(StatusModel):
+    """An object the operator published the model with."""
+
+    name: ObjectName
+    hostnames: Annotated[list[str], Field(max_length=16)] = Field(default_factory=list)
+    parents: Annotated[list[RouteParent], Field(max_length=32)] | None = None
+    """HTTPRoute: the Gateways' verdicts (empty until a Gateway controller answers)."""
+    addresses: Annotated[list[str], Field(max_length=16)] | None = None
+    """Ingress: the addresses its controller published."""
+
+
+class ExposureStatus(StatusModel):
+    """What spec.exposure published."""
+
+    http_route: PublishedRoute | None = None
+    ingress: PublishedRoute | None = None
+    message: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    """Why something asked for is not published (e.g. no Gateway API)."""
+
+
 class DeploymentStatus(ObservedStatus):
     """Served versions and health; summary condition Ready, plus Progressing and Degraded."""
 
@@ -605,6 +748,8 @@ class DeploymentStatus(ObservedStatus):
     rollout: RolloutStatus | None = None
     """The progressive rollout, when a new version came under spec.rollout or the
     default steps of a retraining promotion (the last one, once it ended)."""
+    exposure: ExposureStatus | None = None
+    """What spec.exposure published; condition Exposed says whether it all is."""
 
 
 class Deployment(Resource):
@@ -627,6 +772,12 @@ class Deployment(Resource):
             PrinterColumn("Ready", ".status.readyReplicas", type="integer"),
             condition_column("Status", "Ready"),
             PrinterColumn("Endpoint", ".status.endpoint", priority=1),
+            PrinterColumn(
+                "Exposed",
+                '.status.conditions[?(@.type=="Exposed")].status',
+                description="Whether spec.exposure is published (condition Exposed)",
+                priority=1,
+            ),
             AGE,
         ),
     )

@@ -3,7 +3,7 @@ outcome to the driver; and what to watch. No kopf here: ``kubeml.manager`` wires
 the watches to kopf."""
 
 from . import dataset, deployment, registry, trainingrun
-from .watches import WATCHES, Watch
+from .watches import POLLED, WATCHES, Watch
 
 CONTROLLERS = {
     c.kind: c
@@ -15,4 +15,4 @@ CONTROLLERS = {
     )
 }
 
-__all__ = ["CONTROLLERS", "WATCHES", "Watch"]
+__all__ = ["CONTROLLERS", "POLLED", "WATCHES", "Watch"]

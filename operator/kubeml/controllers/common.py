@@ -16,6 +16,8 @@ APPS = ("apps/v1", "Deployment")
 PODS = ("v1", "Pod")
 SERVICES = ("v1", "Service")
 HPAS = ("autoscaling/v2", "HorizontalPodAutoscaler")
+INGRESSES = ("networking.k8s.io/v1", "Ingress")
+HTTPROUTES = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 # Server-side label selectors: the operator watches only the children it made.
 OURS = f"{MANAGED_BY}={MANAGER}"
 SERVERS = f"{OURS},{COMPONENT}=server"

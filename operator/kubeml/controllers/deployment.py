@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 import urllib.request
 from datetime import datetime
 from typing import Any
@@ -11,13 +13,14 @@ from ..api.deployment import retention_hours
 from ..conditions import is_true
 from ..driver.engine import Controller
 from ..driver.world import World
-from ..labels import DEPLOYMENT, RETRAINING_FOR, TRACK
-from ..reconcile import analysis, prometheus, retention, retraining, server_objects
+from ..k8s import objects
+from ..labels import DEPLOYMENT, MANAGED_BY, MANAGER, RETRAINING_FOR, TRACK
+from ..reconcile import analysis, exposure, prometheus, retention, retraining, server_objects
 from ..reconcile import deployment as decide
 from ..reconcile.outcome import Outcome, S3Delete
 from ..storage import StorageError, layout
 from . import prometheus_source
-from .common import APPS, KUBEML, PODS, SERVICES, deleting, labels_of
+from .common import APPS, HTTPROUTES, INGRESSES, KUBEML, PODS, SERVICES, deleting, labels_of
 from .trainingrun import versions_of
 
 log = logging.getLogger("kubeml")
@@ -54,7 +57,49 @@ def observe(world: World, body: dict[str, Any]) -> decide.DeploymentView:
         runs,
         canary_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "canary")),
         shadow_service=world.cache.get(*SERVICES, ns, server_objects.app_name(name, "shadow")),
+        exposed=observe_exposure(world, body),
     )
+
+
+def observe_exposure(world: World, body: dict[str, Any]) -> exposure.Observed:
+    """The Deployment's Ingress and HTTPRoute, as far as the decision needs them.
+
+    The watch holds only Ingresses we labelled: before the first apply, the name is
+    looked up, so someone else's Ingress is reported rather than taken over. The
+    Gateway API is looked for only while a gateway is asked for, and the route,
+    which no watch keeps fresh, is re-read until every Gateway accepted it. Every
+    read is at most once per discovery_seconds."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    wanted = (body.get("spec") or {}).get("exposure") or {}
+    ingress = world.cache.get(*INGRESSES, ns, name)
+    route = world.cache.get(*HTTPROUTES, ns, name)
+    if wanted.get("ingress") and ingress is None:
+        ingress = _read(world, INGRESSES, ns, name)
+    served = False
+    if wanted.get("gateway"):
+        served = world.served(exposure.GATEWAY_GROUP_VERSION, "httproutes")
+        if served and not exposure.accepted_by_all(route):
+            route = _read(world, HTTPROUTES, ns, name)
+    return exposure.Observed(served, route, ingress)
+
+
+def _read(world: World, kind: tuple[str, str], ns: str, name: str) -> dict[str, Any] | None:
+    """GET one object, or the answer of the last GET if it is recent. Ours (by label)
+    goes into the cache, where the driver's writes and deletes look for it."""
+    memo = world.memory("exposure-reads")
+    now = time.monotonic()
+    hit = memo.get((kind, ns, name))
+    if hit is None or now - hit[0] >= world.settings.discovery_seconds:
+        obj = objects.get(world.api, *kind, ns, name)
+        if obj is None:
+            world.cache.remove(*kind, ns, name)
+        else:
+            obj.setdefault("apiVersion", kind[0])
+            obj.setdefault("kind", kind[1])
+            if labels_of(obj).get(MANAGED_BY) == MANAGER:
+                world.cache.put(obj)
+        hit = memo[(kind, ns, name)] = (now, obj)
+    return copy.deepcopy(hit[1])
 
 
 def read_drift(world: World, namespace: str, name: str) -> retraining.DriftReading:

@@ -15,7 +15,19 @@ from ..conditions import find
 from ..driver.cache import ObjectCache
 from ..labels import DEPLOYMENT, OWNER_KIND, OWNER_NAME, RETRAINING_FOR
 from ..reconcile.trainingrun import SUCCEEDED
-from .common import APPS, HPAS, JOBS, KUBEML, OURS, PODS, SERVERS, SERVICES, labels_of
+from .common import (
+    APPS,
+    HPAS,
+    HTTPROUTES,
+    INGRESSES,
+    JOBS,
+    KUBEML,
+    OURS,
+    PODS,
+    SERVERS,
+    SERVICES,
+    labels_of,
+)
 
 Key = tuple[str, str, str]  # (controller, namespace, name)
 Keys = Callable[[ObjectCache, Mapping[str, Any]], Iterator[Key]]
@@ -130,7 +142,14 @@ WATCHES = (
     Watch(*APPS, "deployments", server_keys, SERVERS),
     Watch(*SERVICES, "services", server_keys, SERVERS),
     Watch(*HPAS, "horizontalpodautoscalers", server_keys, SERVERS),
+    Watch(*INGRESSES, "ingresses", server_keys, SERVERS),
     # Server pods: their addresses, for reading drift; a pod's change wakes nothing
     # (its Deployment reports readiness).
     Watch(*PODS, "pods", no_keys, SERVERS),
 )
+
+POLLED = (Watch(*HTTPROUTES, "httproutes", server_keys, SERVERS),)
+"""Kinds of optional APIs: listed into the cache at start and at each resync when
+served (skipped when not), never watched: kopf resolves its watches once at start,
+and a watch whose CRD is removed later would end the operator. The Deployment
+controller re-reads its own HTTPRoute while no Gateway has accepted it."""

@@ -29,6 +29,8 @@ class World:
     api: ApiClient
     store_for: Callable[[str], ArtifactStore]
     prometheus_operator: bool = False
+    # (group/version, plural) -> whether the apiserver serves it now (driver.discovery).
+    served: Callable[[str, str], bool] = lambda group_version, plural: False
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Facts a controller keeps between reconciles that are not worth a status write
     # (e.g. when an artifact was last looked at). Lost on restart, by design.

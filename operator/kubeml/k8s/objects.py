@@ -20,6 +20,8 @@ PLURALS = {
     "Job": "jobs",
     "Deployment": "deployments",
     "Service": "services",
+    "Ingress": "ingresses",
+    "HTTPRoute": "httproutes",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ServiceMonitor": "servicemonitors",
     "PrometheusRule": "prometheusrules",

@@ -15,7 +15,7 @@ from ..conditions import find
 from ..schedules import parse_time
 from ..settings import Settings
 from ..storage import layout
-from . import analysis, registry, retraining, rollout, server_objects
+from . import analysis, exposure, registry, retraining, rollout, server_objects
 from .modelversion import artifact_refusal
 from .outcome import Create, Outcome, Patch, Ref
 from .step import Step
@@ -111,6 +111,8 @@ class DeploymentView:
     sample: analysis.Sample | None = None
     # For spec.shadow: the stable servers' shadow counters, when due (status.shadow).
     shadow_reading: analysis.Sample | None = None
+    # For spec.exposure (and to withdraw what it published).
+    exposed: exposure.Observed = field(default_factory=lambda: exposure.Observed(False))
 
 
 def decide(
@@ -252,6 +254,12 @@ def _serve(view: DeploymentView, settings: Settings, now: str) -> tuple[Step, bo
         mirror = _rollout_mirroring(view, spec, canary_mv)
     _children(step, view, spec, stable_mv, canary_mv, replicas, settings, percent, mirror)
     _children_of_shadow(step, spec, settings, shadow)
+    published = exposure.decide(
+        step, spec.model, spec.exposure, view.exposed, settings.discovery_seconds
+    )
+    step.out.apply += published.apply
+    step.out.delete += published.delete
+    step.out.look_again(published.look_again)
     _report(step, view, spec, stable_mv, canary_mv, replicas, percent)
     _report_shadow(step, view, shadow)
     _rollout_conditions(step)
