@@ -362,7 +362,7 @@ def test_finished_pipelines_show_where_their_time_went(
     run = kube.get(stack.api, stack.ns, "TrainingRun", "iris-a")
     assert run is not None
     names = [s["name"] for s in run["status"]["stages"]]
-    assert names == ["pod", "fetch", "fit", "evaluate", "upload"]
+    assert names == ["pod", "fetch", "fit", "evaluate", "upload", "report"]
     per_stage = query(
         stack.prometheus,
         'sum by (stage) (kubeml_pipeline_stage_duration_seconds_count{kind="TrainingRun"})',

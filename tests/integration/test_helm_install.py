@@ -120,7 +120,7 @@ def test_helm_install_runs_the_iris_pipeline_under_the_charts_rbac(
                 assert not can_i(kubectl, release_namespace, verb, resource, namespace)
             # spec.exposure: Ingresses watched and written; HTTPRoutes read and written,
             # never watched; neither updated with PUT.
-            for verb in ("list", "watch", "create", "patch", "delete"):
+            for verb in ("get", "list", "watch", "create", "patch", "delete"):
                 assert can_i(kubectl, release_namespace, verb, "ingresses", namespace)
             for verb in ("get", "list", "create", "patch", "delete"):
                 # Asked of the apiserver itself: kubectl cannot name a kind that is

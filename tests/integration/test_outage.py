@@ -165,7 +165,9 @@ def test_sigkill_at_random_points_of_the_pipeline(
     finally:
         if not operator.alive():
             operator.start()
-    assert sum(kills.values()) >= 5 and all(kills.values()), f"seed {seed}: {kills}"
+    # Every stage was killed under way at least once (a second kill is drawn, but the
+    # stage may finish first: how often depends on the machine, not on the operator).
+    assert all(kills.values()), f"seed {seed}: {kills}"
     # Exactly one Job per stage and one version.
     assert len(kube.jobs(kube_api, ns, "kubeml.io/owner-kind=Dataset")) == 1, f"seed {seed}"
     assert len(kube.jobs(kube_api, ns, "kubeml.io/owner-kind=TrainingRun")) == 1, f"seed {seed}"

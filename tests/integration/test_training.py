@@ -63,7 +63,7 @@ def test_grid_search_run_registers_a_verified_version(
     assert set(st["bestParams"]) >= {"n_estimators", "max_depth"}
     assert kube.condition(tr, "Ready")["status"] == "True"  # type: ignore[index]
     names = [s["name"] for s in st["stages"]]
-    assert names == ["pod", "fetch", "search", "fit", "evaluate", "upload"]
+    assert names == ["pod", "fetch", "search", "fit", "evaluate", "upload", "report"]
     assert all(s["seconds"] >= 0 for s in st["stages"])
     mv = kube.wait_condition(
         kube_api, iris_ns, "ModelVersion", "iris-classifier-v1", "Ready", status="True"

@@ -319,7 +319,7 @@ EXPECTED_RULES = {
     ("", "services"): {"list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
-    ("networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "ingresses"): {"get", "list", "watch", "create", "patch", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "create", "patch", "delete"},
     ("", "namespaces"): {"get"},
     ("monitoring.coreos.com", "servicemonitors"): {"create", "patch", "delete"},

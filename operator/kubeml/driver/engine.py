@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -137,6 +138,13 @@ class Driver:
         return outcome
 
     async def _failed(self, key: Key, err: Exception) -> None:
+        if namespace_terminating(err):
+            # Nothing can be created there any more, and the object goes with its
+            # namespace: not a failure to retry or report.
+            self.backoff.success(key)
+            metrics.RECONCILES.labels(key.kind, "ok").inc()
+            log.info("%s: its namespace is being deleted; leaving it", key)
+            return
         attempt, delay = self.backoff.failure(key)
         metrics.RECONCILES.labels(key.kind, "error").inc()
         metrics.ERRORS.labels(key.kind, type(err).__name__).inc()
@@ -148,7 +156,10 @@ class Driver:
             log.error("%s: unexpected error", key, exc_info=err)
         self.queue.add(key, delay)
         if attempt >= REPORT_AFTER_FAILURES:
-            message = f"{what} (attempt {attempt}; retrying in {delay:.0f}s)"
+            # Nothing in it may change from one attempt to the next: a different
+            # message is a status write, whose watch event would reconcile the object
+            # again at once, past its backoff (a hot loop on a lasting error).
+            message = f"{what} (failed {REPORT_AFTER_FAILURES} or more times; retrying with backoff)"
             await asyncio.get_running_loop().run_in_executor(
                 self._threads, self._report, key, message
             )
@@ -175,7 +186,27 @@ def _without_synced(write: StatusWrite) -> StatusWrite:
     return StatusWrite(write.seen, status)
 
 
+def _api_message(err: ApiException) -> str:
+    """The message of the Status the API answered with, or ""."""
+    try:
+        doc = json.loads(err.body or "{}")
+    except (TypeError, ValueError):
+        return ""
+    return str(doc.get("message") or "") if isinstance(doc, dict) else ""
+
+
+def namespace_terminating(err: Exception) -> bool:
+    """Whether the API refused a write because the namespace is being deleted."""
+    return (
+        isinstance(err, ApiException)
+        and err.status == 403
+        and "because it is being terminated" in _api_message(err)
+    )
+
+
 def describe_error(err: Exception) -> str:
     if isinstance(err, ApiException):
-        return f"Kubernetes API answered {err.status} {err.reason}"
+        said = _api_message(err)
+        tail = f": {said[:300]}" if said else ""
+        return f"Kubernetes API answered {err.status} {err.reason}{tail}"
     return f"{type(err).__name__}: {err}"
