@@ -159,7 +159,7 @@ class Driver:
             # Nothing in it may change from one attempt to the next: a different
             # message is a status write, whose watch event would reconcile the object
             # again at once, past its backoff (a hot loop on a lasting error).
-            message = f"{what} (failed {REPORT_AFTER_FAILURES} or more times; retrying with backoff)"
+            message = f"{what} (failed {REPORT_AFTER_FAILURES}+ times; retrying with backoff)"
             await asyncio.get_running_loop().run_in_executor(
                 self._threads, self._report, key, message
             )
