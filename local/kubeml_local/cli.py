@@ -58,6 +58,13 @@ def local() -> None:
     is_flag=True,
     help="A bare cluster: do not install KubeML's chart (run `kubeml operator run` yourself).",
 )
+@click.option(
+    "--images/--no-images",
+    default=None,
+    help="Run every pod inside its container image (built here with `kubeml local images`) "
+    "instead of on the host's Python; an image not built is ErrImagePull. Default: as the "
+    "cluster last ran (off for a new one).",
+)
 @click.option("--timeout", type=float, default=cluster.UP_TIMEOUT_S, show_default=True)
 def up(
     state_dir: Path | None,
@@ -66,6 +73,7 @@ def up(
     crds_dir: Path | None,
     no_agent: bool,
     no_operator: bool,
+    images: bool | None,
     timeout: float,
 ) -> None:
     """Start the cluster with KubeML installed (or show it, if it is already running)."""
@@ -77,6 +85,7 @@ def up(
             bin_dir=bin_dir,
             crds_dir=crds_dir,
             with_agent=not no_agent,
+            images=images,
             timeout=timeout,
             echo=_echo,
         )

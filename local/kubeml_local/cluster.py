@@ -155,14 +155,23 @@ def up(
     bin_dir: Path | None = None,
     crds_dir: Path | None = None,
     with_agent: bool = True,
+    images: bool | None = None,
     timeout: float = UP_TIMEOUT_S,
     echo: Echo = print,
 ) -> Connection:
+    """Start the cluster. ``images``: run pods inside their images (None: as last time)."""
     layout = Layout.at(state_dir)
     layout.create()
     with _locked(layout):
         report = status(layout.root)
         if report.healthy:
+            running_cfg = read_config(layout.cluster_json)
+            if images is not None and running_cfg and running_cfg.images != images:
+                now_mode = "inside images" if running_cfg.images else "on the host"
+                raise ClusterError(
+                    f"the cluster in {layout.root} is running with pods {now_mode}; "
+                    "run `kubeml local down` first to switch"
+                )
             echo("local cluster already running")
             for line in report.lines():
                 echo(line)
@@ -179,7 +188,7 @@ def up(
                 f"(phase {report.phase}); run `kubeml local down` first"
             )
         _kill_leftovers(layout, echo)
-        cfg = _write_config(layout, node_name, bin_dir, crds_dir)
+        cfg = _write_config(layout, node_name, bin_dir, crds_dir, images)
         layout.progress_log.write_text("")
         # Forget the previous run's phase and message; the supervisor fills in its own.
         write_json(layout.status_json, Status(phase="starting"))
@@ -201,9 +210,15 @@ def up(
 
 
 def _write_config(
-    layout: Layout, node_name: str | None, bin_dir: Path | None, crds_dir: Path | None
+    layout: Layout,
+    node_name: str | None,
+    bin_dir: Path | None,
+    crds_dir: Path | None,
+    images: bool | None = None,
 ) -> ClusterConfig:
     previous = read_config(layout.cluster_json)
+    if images is None:
+        images = previous.images if previous else False
     resolved_crds = crds_dir or bootstrap.default_crds_dir()
     cfg = ClusterConfig(
         node_name=node_name or (previous.node_name if previous else DEFAULT_NODE),
@@ -215,6 +230,7 @@ def _write_config(
             previous.service_cidr if previous else None,
             legacy_data=previous is not None and any(layout.etcd_data.glob("*")),
         ),
+        images=images,
     )
     write_json(layout.cluster_json, cfg)
     return cfg

@@ -188,4 +188,5 @@ def agent(cfg: ClusterConfig, layout: Layout) -> list[str]:
         # The proxy listens only on ClusterIPs of this cluster's own range.
         "--service-cidr",
         cfg.require_service_cidr(),
+        *(["--images"] if cfg.images else []),
     ]

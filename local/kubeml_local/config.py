@@ -51,6 +51,8 @@ class ClusterConfig(BaseModel):
     # This cluster's ClusterIPs: a loopback /20 of its own (service_range.py). None only
     # in a cluster.json written before there was a choice; `up` then picks one.
     service_cidr: str | None = None
+    # Pods run inside their images (`kubeml local up --images`; the node agent's --images).
+    images: bool = False
 
     @property
     def service_ip(self) -> str:

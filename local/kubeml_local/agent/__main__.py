@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from ipaddress import ip_network
 from pathlib import Path
 
 from kubeml_local.agent.agent import HOST_IP, Agent, AgentConfig
+from kubeml_local.agent.imagestore import ImageStore
 from kubeml_local.agent.kubelet import Serving
 from kubeml_local.agent.node import default_resources
 
@@ -60,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls-cert-file", type=Path, help="the kubelet API's serving certificate")
     p.add_argument("--tls-private-key-file", type=Path)
     p.add_argument("--client-ca-file", type=Path, help="CA of the apiserver's client cert")
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="run each container inside its image from buildah's local store (needs root "
+        "and buildah; an image not there is ErrImagePull)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -75,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     # urllib3 logs every retry while the apiserver restarts; our own messages say enough.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    if args.images:
+        why = ImageStore.available() or (
+            None if os.geteuid() == 0 else "running pods inside images needs root (mounts, chroot)"
+        )
+        if why:
+            print(f"--images: {why}", file=sys.stderr)
+            return 2
     resources = default_resources(args.cpu, args.memory)
     resources = type(resources)(cpu=resources.cpu, memory=resources.memory, pods=args.max_pods)
     kubelet = None
@@ -103,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_seconds=args.heartbeat_seconds,
         run_as_pod_user=args.run_as_pod_user,
         service_cidr=args.service_cidr,
+        images=args.images,
     )
 
     async def amain() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from kubeml_local.agent import runtime
 from kubeml_local.agent.binder import Binder
 from kubeml_local.agent.credentials import endpoint_from_kubeconfig
+from kubeml_local.agent.imagestore import ImageStore
 from kubeml_local.agent.ipam import LoopbackIPAM
 from kubeml_local.agent.kubeapi import Kube, PodReflector, describe
 from kubeml_local.agent.kubelet import ContainerLog, KubeletServer, Serving
@@ -54,6 +55,8 @@ class AgentConfig:
     run_as_pod_user: str = "auto"  # auto | always | never
     # ClusterIPs the service proxy may listen on (None: no proxy).
     service_cidr: str | None = None
+    # Run containers inside their images (buildah's store) instead of on the host's files.
+    images: bool = False
 
 
 def instance_marker(state_dir: Path, node: str) -> str:
@@ -168,6 +171,7 @@ class Agent:
             switch_users=switch_users,
             marker=f"{self.marker}:{os.getpid()}",
             services=self.proxy,
+            images=ImageStore(f"kubeml-{self.marker}") if cfg.images else None,
         )
         self.workers: dict[str, PodWorker] = {}
         self._recently_gone: deque[str] = deque(maxlen=1024)
@@ -181,6 +185,8 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         runtime.kill_strays(self.marker, mine=False)
+        if self.ctx.images is not None:
+            await self.ctx.images.remove_leftovers()
         self.ctx.logs_root.mkdir(parents=True, exist_ok=True)
         if self.kubelet is not None:  # listening before the Node advertises its port
             await self.kubelet.start()
@@ -229,6 +235,8 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             # Safety net: nothing this agent started may outlive it.
             runtime.kill_strays(self.marker, mine=True)
+            if self.ctx.images is not None:
+                await self.ctx.images.remove_leftovers()
             self.ctx.ipam.release_all()
             log.info("node agent stopped")
 

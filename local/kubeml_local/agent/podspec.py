@@ -27,10 +27,13 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeml.quantity import ceil_divide, memory_bytes, value
 from kubeml_local.agent.expansion import expand, mapping_for
+
+if TYPE_CHECKING:
+    from kubeml_local.agent.imageplan import Sandbox
 
 Json = dict[str, Any]
 
@@ -96,6 +99,8 @@ class ProcessPlan:
     rewriter: PathRewriter
     # Directories the container expects to exist (subPath targets, workingDir).
     make_dirs: tuple[str, ...] = ()
+    # Set when the container runs inside its image (imageplan.py): the launcher's orders.
+    sandbox: Sandbox | None = None
 
     def exec_argv(self, command: Iterable[str]) -> tuple[str, ...]:
         """argv of an exec probe, with the same rewriting and expansion as the container."""

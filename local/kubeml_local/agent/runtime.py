@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubeml_local.agent.memory import kill_group, kill_session, scan, session_members
-from kubeml_local.agent.podspec import ProcessPlan
+from kubeml_local.agent.podspec import Identity, ProcessPlan
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +35,53 @@ class StartError(Exception):
     """The process could not be started (containerd: StartError, exit code 128)."""
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How to start a plan's argv: directly as the pod's user, or (inside an image) through
+    the launcher, which runs as root until it has entered the image and then drops."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    identity: Identity
+
+
+def launch(plan: ProcessPlan, argv: tuple[str, ...]) -> Launch:
+    box = plan.sandbox
+    if box is None:
+        return Launch(argv, plan.cwd, plan.identity)
+    who = plan.identity
+    groups = ",".join(str(g) for g in who.groups)
+    wrapped = (
+        sys.executable,
+        "-I",  # the container's PYTHON* variables are for the container, not the launcher
+        "-m",
+        "kubeml_local.agent.enter",
+        json.dumps(box.to_json(), separators=(",", ":")),
+        str(who.uid if who.uid is not None else 0),
+        str(who.gid if who.gid is not None else 0),
+        groups,
+        plan.cwd,
+        "--",
+        *argv,
+    )
+    return Launch(wrapped, "/", Identity(None, None, ()))
+
+
 async def spawn(
     plan: ProcessPlan, log_path: Path, extra_env: Mapping[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**plan.env, **(extra_env or {})}
-    who = plan.identity
+    how = launch(plan, plan.argv)
+    who = how.identity
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         return await asyncio.create_subprocess_exec(
-            *plan.argv,
+            *how.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=fd,
             stderr=asyncio.subprocess.STDOUT,
-            cwd=plan.cwd,
+            cwd=how.cwd,
             env=env,
             start_new_session=True,
             user=who.uid,
@@ -61,18 +97,19 @@ async def spawn(
 
 async def run_exec(plan: ProcessPlan, argv: tuple[str, ...], timeout: float) -> bool:
     """An exec probe: the command in the container's context; success is exit code 0."""
+    how = launch(plan, argv)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *how.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            cwd=plan.cwd,
+            cwd=how.cwd,
             env=dict(plan.env),
             start_new_session=True,
-            user=plan.identity.uid,
-            group=plan.identity.gid,
-            extra_groups=list(plan.identity.groups) if plan.identity.uid is not None else None,
+            user=how.identity.uid,
+            group=how.identity.gid,
+            extra_groups=list(how.identity.groups) if how.identity.uid is not None else None,
         )
     except (OSError, ValueError):
         return False

@@ -32,6 +32,8 @@ from kubeml_local.agent.credentials import (
     token_request_body,
     wants_token,
 )
+from kubeml_local.agent.imageplan import plan_in_image
+from kubeml_local.agent.imagestore import ImageError, ImageStore
 from kubeml_local.agent.ipam import LoopbackIPAM
 from kubeml_local.agent.kubeapi import Kube, describe, status_of
 from kubeml_local.agent.kubelet import ContainerLog
@@ -104,6 +106,8 @@ class AgentContext:
     marker: str
     # The service proxy, which knows the Services for pods' environment variables.
     services: ServiceEnv | None = None
+    # Set with ``--images``: containers run inside their images (imageplan.py).
+    images: ImageStore | None = None
 
     def log_path(self, namespace: str, pod: str, container: str) -> Path:
         return self.logs_root / namespace / pod / f"{container}.log"
@@ -586,6 +590,8 @@ class PodWorker:
         if self.ctx.services is not None:
             # Under the agent's own variables: KUBERNETES_SERVICE_* stay the apiserver's.
             base_env = {**await self.ctx.services.env_for(self.pod), **base_env}
+        if self.ctx.images is not None:
+            return await self._plan_in_image(self.ctx.images, container, lookups, base_env)
         plan = plan_process(
             self.pod,
             container,
@@ -602,6 +608,48 @@ class PodWorker:
                 path.mkdir(parents=True, exist_ok=True)
                 path.chmod(0o777)
         return plan
+
+    async def _plan_in_image(
+        self,
+        store: ImageStore,
+        container: Mapping[str, Any],
+        lookups: Lookups,
+        base_env: Mapping[str, str],
+    ) -> ProcessPlan:
+        image = str(container.get("image") or "")
+        try:
+            config = await store.config(image)
+        except ImageError as exc:
+            raise ConfigError(f'Failed to pull image "{image}": {exc}', "ErrImagePull") from exc
+        if config is None:
+            raise ConfigError(
+                f'Failed to pull image "{image}": not in this node\'s image store and this '
+                "cluster pulls nothing (build it with `kubeml local images`)",
+                "ErrImagePull",
+            )
+        rootfs = await store.create(store.container_name(self.uid, container["name"]), image)
+        try:
+            return plan_in_image(
+                self.pod,
+                container,
+                image_ref=image,
+                image=config,
+                root=rootfs.path,
+                passwd=rootfs.passwd,
+                group=rootfs.group,
+                rt=self.runtime_info(),
+                lookups=lookups,
+                base_env=base_env,
+                volume_dirs=self.volume_dirs,
+            )
+        except BaseException:
+            await store.remove(rootfs.name)
+            raise
+
+    async def release(self, plan: ProcessPlan, container: str) -> None:
+        """After a run inside an image: its working container (and writable layer) goes."""
+        if plan.sandbox is not None and self.ctx.images is not None:
+            await self.ctx.images.remove(self.ctx.images.container_name(self.uid, container))
 
     # -- status ----------------------------------------------------------------------
     def build_status(self) -> Json:
@@ -699,6 +747,7 @@ class ContainerRunner:
         self.kill_reason = ""
         self.oom = False
         self.crashes = 0
+        self.pull_failures = 0
         self.task: asyncio.Task[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
@@ -764,6 +813,8 @@ class ContainerRunner:
                 reason, message = termination_reason(code, self.oom), ""
                 if self.oom:
                     message = f"memory limit {plan.memory_limit} bytes exceeded"
+            finally:
+                await self.worker.release(plan, rec.name)
             finished = now()
             rec.state = terminated(code, reason, started, finished, rec.container_id, message)
             rec.ready = rec.started = False
@@ -794,16 +845,35 @@ class ContainerRunner:
     async def _plan(self) -> ProcessPlan | None:
         """The process plan, or None after waiting out a configuration error."""
         try:
-            return await self.worker.plan_for(self.container)
+            plan = await self.worker.plan_for(self.container)
+            self.pull_failures = 0
+            return plan
         except ConfigError as exc:
             reason, message = exc.reason, exc.message
+        except ImageError as exc:  # the store itself failed: retry like a config error
+            reason, message = "CreateContainerError", str(exc)
         except Exception as exc:  # API trouble: retry like a config error
             reason, message = "CreateContainerConfigError", describe(exc)
-        if self.record.state.get("waiting", {}).get("message") != message:
+        delay = 2.0
+        if reason == "ErrImagePull":
+            # Like a kubelet: the failed attempt shows ErrImagePull, the wait before the
+            # next one ImagePullBackOff (10 s doubling to 5 min there; shorter here, where
+            # an image appears by building it, not by a registry coming back).
+            self.pull_failures += 1
+            delay = min(2.0 * 2 ** (self.pull_failures - 1), 30.0)
+            log.warning("%s/%s: %s: %s", self.worker.name, self.record.name, reason, message)
+            self.record.state = waiting(reason, message)
+            self._changed()
+            await self._sleep(1.0)
+            if self.stopping:
+                return None
+            image = self.container.get("image") or ""
+            reason, message = "ImagePullBackOff", f'Back-off pulling image "{image}"'
+        elif self.record.state.get("waiting", {}).get("message") != message:
             log.warning("%s/%s: %s: %s", self.worker.name, self.record.name, reason, message)
         self.record.state = waiting(reason, message)
         self._changed()
-        await self._sleep(2.0)
+        await self._sleep(delay)
         return None
 
     async def _supervise(
