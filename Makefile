@@ -67,7 +67,7 @@ KUBECTL ?= kubectl
 KIND_NAMESPACE ?= ml
 MINIO_PASSWORD_FILE := .kubeml/kind-minio-password
 
-.PHONY: helm chart-crds chart-lint images kind-up kind-load kind-install kind-iris kind-down
+.PHONY: helm chart-crds chart-lint images images-local kind-up kind-load kind-install kind-iris kind-down
 
 helm:
 	@$(HELM_BUILD)
@@ -82,6 +82,12 @@ chart-lint:
 images:
 	$(DOCKER) build -f images/operator/Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
 	$(DOCKER) build -f images/runtime/Dockerfile -t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG) .
+
+# The same two images without Docker or registry access: buildah (chroot isolation) on a
+# Debian base made by mmdebstrap, tagged ghcr.io/kubeml/<name>:<appVersion> and cached by
+# content (docs/install.md, "Building the images without Docker").
+images-local: setup
+	$(BIN)/kubeml local images
 
 kind-up:
 	$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml

@@ -216,6 +216,24 @@ def _cat(path: Path, follow: bool) -> None:
                 return
 
 
+@local.command()
+@click.option("--rebuild", is_flag=True, help="Build the base and both images even if cached.")
+def images(rebuild: bool) -> None:
+    """Build the operator and runtime images here, without Docker (buildah, mmdebstrap).
+
+    A Debian base from mmdebstrap stands in for the official Python image; each image is
+    tagged as the chart references it and rebuilt only when what goes into it changed.
+    """
+    from kubeml_local import images as images_module
+
+    try:
+        results = images_module.build_all(_echo, rebuild=rebuild)
+    except images_module.ImagesError as err:
+        raise click.ClickException(str(err)) from err
+    for result in results:
+        click.echo(result.line())
+
+
 @click.command("demo")
 @state_dir_option
 def demo(state_dir: Path | None) -> None:

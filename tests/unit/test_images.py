@@ -1,7 +1,8 @@
 """The Dockerfiles under images/ and what the operator runs in them.
 
-No Docker here, so the Dockerfiles are parsed, not built: basic invariants (multi-stage,
-pinned bases, non-root, no build tools or health checks in the final stage). And every
+Parsed, not built (tests/integration/test_images.py builds them with buildah): basic
+invariants (multi-stage, pinned bases, non-root, no build tools or health checks in the
+final stage). And every
 command the operator or the chart puts in a pod spec must be an entry point of the
 installed package, so the images and the code cannot drift apart.
 """
@@ -66,6 +67,8 @@ class Stage:
 class Dockerfile:
     directives: dict[str, str]
     stages: list[Stage]
+    # ARGs declared before the first FROM, with their defaults: only these reach FROM lines.
+    global_args: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> Stage:
@@ -94,6 +97,7 @@ def parse(path: Path) -> Dockerfile:
         current = ""
     assert not current, f"{path}: dangling line continuation"
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for text in logical:
         keyword, _, args = text.partition(" ")
         keyword = keyword.upper()
@@ -102,9 +106,19 @@ def parse(path: Path) -> Dockerfile:
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name))
             continue
+        if keyword == "ARG" and not stages:
+            key, _, default = args.strip().partition("=")
+            global_args[key] = default
+            continue
         assert stages, f"{path}: {keyword} before FROM"
         stages[-1].instructions.append(Instruction(keyword, args.strip()))
-    return Dockerfile(directives, stages)
+    return Dockerfile(directives, stages, global_args)
+
+
+def expand(text: str, args: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` replaced by the ARG defaults, as a build without
+    --build-arg sees them."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args[m[1]], text)
 
 
 DOCKERFILES = {name: parse(d / "Dockerfile") for name, d in IMAGES.items()}
@@ -116,9 +130,13 @@ def test_dockerfile_is_multi_stage_with_pinned_bases(name: str) -> None:
     df = DOCKERFILES[name]
     assert len(df.stages) >= 2, "a build stage and a final stage"
     assert df.stages[0].name == "build"
+    # Every stage's base is the BASE_IMAGE build argument (so a build without registry
+    # access, `make images-local`, can pass a local Debian base), pinned by its default.
+    assert [s.base for s in df.stages] == ["${BASE_IMAGE}"] * len(df.stages)
     for stage in df.stages:
-        assert PINNED_BASE.match(stage.base), f"{stage.base} is not pinned to an exact version"
-        assert "latest" not in stage.base
+        base = expand(stage.base, df.global_args)
+        assert PINNED_BASE.match(base), f"{base} is not pinned to an exact version"
+        assert "latest" not in base
     # The same base in both stages: wheels built for the interpreter that runs them.
     assert len({s.base for s in df.stages}) == 1
     # The frontend too: RUN --mount needs dockerfile syntax >= 1.2.
