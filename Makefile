@@ -1,6 +1,6 @@
 # The two commands a newcomer needs:
 #   make demo   the whole lifecycle on the embedded local control plane
-#   make test   every test (unit, integration, e2e), as CI runs them
+#   make test   every test (unit, integration, e2e), as CI runs them (builds the images first)
 # Both set up what they need on a fresh machine (virtualenv, control-plane binaries).
 
 PYTHON ?= python3
@@ -36,7 +36,7 @@ down: setup
 unit: setup
 	$(BIN)/python -m pytest tests/unit
 
-test: setup binaries
+test: setup binaries images-local
 	$(BIN)/python -m pytest tests
 
 lint: setup
