@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
+
+# Options and command shapes several commands share.
+namespace_option = click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
+)
+check_option = click.option(
+    "--check", is_flag=True, help="Exit 1 if the files differ instead of writing."
+)
 
 
 @click.group()
@@ -24,7 +33,7 @@ def main() -> None:
     show_default=True,
     help="Directory to write the CRD YAML files into.",
 )
-@click.option("--check", is_flag=True, help="Exit 1 if the files differ instead of writing.")
+@check_option
 def crds(out: Path, check: bool) -> None:
     """Generate the CustomResourceDefinitions from the API models."""
     from . import crdgen
@@ -50,7 +59,7 @@ def crds(out: Path, check: bool) -> None:
     show_default=True,
     help="The same scripts as an argocd-cm patch.",
 )
-@click.option("--check", is_flag=True, help="Exit 1 if the files differ instead of writing.")
+@check_option
 def health_checks(out: Path, argocd_cm: Path, check: bool) -> None:
     """Generate the Argo CD health checks (Lua) from the health rules."""
     from . import health
@@ -163,8 +172,13 @@ def operator_run(namespaces: tuple[str, ...], prometheus_url: str | None) -> Non
     manager.run(settings)
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def runtime_command(f: Callable[[tuple[str, ...]], None]) -> click.Command:
+    """A command that hands all its arguments, unparsed, to a runtime entry point."""
+    f = click.argument("args", nargs=-1, type=click.UNPROCESSED)(f)
+    return main.command(context_settings={"ignore_unknown_options": True})(f)
+
+
+@runtime_command
 def prepare(args: tuple[str, ...]) -> None:
     """Prepare a dataset version (runs inside the preparation Job)."""
     from .runtime.prepare import main as prepare_main
@@ -172,8 +186,7 @@ def prepare(args: tuple[str, ...]) -> None:
     sys.exit(prepare_main(list(args)))
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@runtime_command
 def train(args: tuple[str, ...]) -> None:
     """Train, tune and measure a model (runs inside the training Job)."""
     from .runtime.train import main as train_main
@@ -181,8 +194,7 @@ def train(args: tuple[str, ...]) -> None:
     sys.exit(train_main(list(args)))
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@runtime_command
 def serve(args: tuple[str, ...]) -> None:
     """Serve a ModelVersion over HTTP (runs inside the server pods)."""
     from .runtime.serve import main as serve_main
@@ -194,9 +206,7 @@ def serve(args: tuple[str, ...]) -> None:
 @click.argument("model")
 @click.argument("version", type=int)
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
-@click.option(
-    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
-)
+@namespace_option
 def promote(model: str, version: int, alias: str, namespace: str | None) -> None:
     """Point ALIAS at VERSION of MODEL (the operator moves it from the old holder)."""
     from .k8s import aliases, client
@@ -211,9 +221,7 @@ def promote(model: str, version: int, alias: str, namespace: str | None) -> None
 
 @main.command()
 @click.argument("model")
-@click.option(
-    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
-)
+@namespace_option
 @click.option(
     "-o",
     "--output",
@@ -256,9 +264,7 @@ main.add_command(runs, "experiments")
 
 @main.command()
 @click.argument("ref", metavar="KIND/NAME")
-@click.option(
-    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
-)
+@namespace_option
 @click.option(
     "-o",
     "--output",
@@ -315,9 +321,7 @@ def lineage(ref: str, namespace: str | None, output: str) -> None:
 
 @main.command()
 @click.argument("version")
-@click.option(
-    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's)."
-)
+@namespace_option
 @click.option(
     "-o",
     "--output",

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -28,18 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from kubeml import dashboard
 from kubeml_local import cluster
 from kubeml_local.bootstrap import api_client
-from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
 from tests.support import kube
+from tests.support import prometheus as prom
 from tests.support.binaries import built
 from tests.support.cases import ROOT, load_yaml
-from tests.support.operator import OperatorProcess, free_port
+from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 REUSE_ENV = "KUBEML_TEST_REUSE_CLUSTER"
@@ -65,49 +63,12 @@ class Stack:
 
 
 def prometheus_config(conn: cluster.Connection, ns: str, operator_port: str) -> dict[str, Any]:
-    pki = Layout.at(conn.state_dir).pki
-    server = yaml.safe_load(conn.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    pods = {
-        "job_name": "kubeml-servers",
-        "kubernetes_sd_configs": [
-            {
-                "role": "pod",
-                "api_server": server,
-                "namespaces": {"names": [ns]},
-                "tls_config": {
-                    "ca_file": str(pki / "ca.crt"),
-                    "cert_file": str(pki / "admin.crt"),
-                    "key_file": str(pki / "admin.key"),
-                },
-            }
-        ],
-        "relabel_configs": [
-            {
-                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                "action": "keep",
-                "regex": "true",
-            },
-            {
-                "source_labels": [
-                    "__meta_kubernetes_pod_ip",
-                    "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                ],
-                "separator": ":",
-                "target_label": "__address__",
-            },
-            # The labels a ServiceMonitor's scrape adds too.
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        ],
-    }
+    pods = prom.pod_job(conn, ns, job="kubeml-servers")
     operator = {
         "job_name": "kubeml-operator",
         "static_configs": [{"targets": [f"127.0.0.1:{operator_port}"]}],
     }
-    return {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [pods, operator],
-    }
+    return prom.config(pods, operator)
 
 
 def query(base: str, expr: str) -> list[dict[str, Any]]:
@@ -134,31 +95,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     kube.add_s3_secret(api, ns, conn.s3.env())
     work = tmp_path_factory.mktemp("prometheus")
     config = prometheus_config(conn, ns, operator.env["KUBEML_METRICS_PORT"])
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    prom = subprocess.Popen(
-        [
-            str(built("prometheus") / "prometheus"),
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(work / "prometheus.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        # The operator's series (at zero) are scraped before any pipeline finishes, so
-        # the first finished run is an increase.
-        poll(
-            lambda: query(base, 'kubeml_pipeline_runs_total{kind="Dataset"}') or None,
-            timeout=90,
-            what="the operator scraped by Prometheus",
-        )
-        yield Stack(api, operator, ns, base)
+        with prom.running(built("prometheus"), work, config) as base:
+            # The operator's series (at zero) are scraped before any pipeline finishes, so
+            # the first finished run is an increase.
+            poll(
+                lambda: query(base, 'kubeml_pipeline_runs_total{kind="Dataset"}') or None,
+                timeout=90,
+                what="the operator scraped by Prometheus",
+            )
+            yield Stack(api, operator, ns, base)
     finally:
-        prom.terminate()
-        prom.wait(timeout=30)
         operator.stop()
         client.CoreV1Api(api).delete_namespace(ns, propagation_policy="Background")
         api.close()

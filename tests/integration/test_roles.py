@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -25,7 +24,7 @@ from tests.support import kube
 
 pytestmark = pytest.mark.integration
 
-Helm, Kubectl = helm_support.Helm, helm_support.Kubectl
+ChartInstall, Kubectl = helm_support.ChartInstall, helm_support.Kubectl
 CHART, IRIS, RELEASE = helm_support.CHART, helm_support.IRIS, helm_support.RELEASE
 
 KINDS = ("datasets", "trainingruns", "modelversions", "deployments")
@@ -55,144 +54,125 @@ def set_aliases(
 
 
 def test_edit_runs_pipelines_view_reads_and_promotion_can_be_reserved(
-    helm: str,
-    no_admin_operator: None,
+    chart: ChartInstall,
     local_cluster: cluster.Connection,
     kube_api: client.ApiClient,
     kubectl: Kubectl,
     release_namespace: str,
     namespace: str,
-    s3_env: dict[str, str],
-    tmp_path: Path,
 ) -> None:
-    run = Helm(helm, local_cluster, release_namespace)
     operator_sa = f"system:serviceaccount:{release_namespace}:{helm_support.SERVICE_ACCOUNT}"
-    values = helm_support.install_values(
-        tmp_path,
-        s3_env,
-        [namespace],
+    with chart(
         rbac={"promoteReservedToAdmins": True},
         operator={"replicas": 1, "leaderElection": False},
         tests={"enabled": False},
-    )
-    try:
-        with helm_support.logs_on_failure(kube_api, local_cluster.state_dir, release_namespace):
-            out = run("install", RELEASE, str(CHART), "--wait", "--timeout", "180s", *values)
-            assert out.returncode == 0, out.stderr
-            for user, role in USERS.items():
-                # As docs/install.md says it.
-                kubectl(
-                    "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}",
-                    f"--user={user}", "-n", namespace,
-                )  # fmt: skip
-            # The aggregation controller fills view/edit/admin asynchronously.
-            poll(
-                lambda: all(
-                    can_i(kubectl, u, namespace, "list", "datasets.kubeml.io") for u in USERS
-                ),
-                timeout=60,
-                what="kubeml rules aggregated into view, edit and admin",
-            )
-
-            # Every verb on every kind, as each user.
-            for kind in KINDS:
-                resource = f"{kind}.kubeml.io"
-                for verb in VERBS:
-                    got = {u: can_i(kubectl, u, namespace, verb, resource) for u in USERS}
-                    assert got == {"alice": True, "bob": verb in READ, "carol": True}, (verb, kind)
-                for user in USERS:
-                    assert can_i(kubectl, user, namespace, "get", resource, "--subresource=status")
-                    assert not can_i(
-                        kubectl, user, namespace, "patch", resource, "--subresource=status"
-                    ), (user, kind)
-                # Rights in the bound namespace only.
-                assert not can_i(kubectl, "alice", "default", "get", resource)
-            mvs = "modelversions.kubeml.io"
-            promote = {u: can_i(kubectl, u, namespace, "promote", mvs) for u in USERS}
-            assert promote == {"alice": False, "bob": False, "carol": True}
-            assert can_i(kubectl, operator_sa, namespace, "promote", mvs)
-
-            # alice runs the pipeline; bob may read it but not start one.
-            refused = kubectl(
-                "apply", "-n", namespace, "-f", str(IRIS / "dataset.yaml"), "--as", "bob",
-                check=False,
+    ) as run:
+        for user, role in USERS.items():
+            # As docs/install.md says it.
+            kubectl(
+                "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}",
+                f"--user={user}", "-n", namespace,
             )  # fmt: skip
-            assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
-            for f in ("dataset.yaml", "trainingrun.yaml"):
-                kubectl("apply", "-n", namespace, "-f", str(IRIS / f), "--as", "alice")
-            tr = kube.wait_condition(
-                kube_api,
-                namespace,
-                "TrainingRun",
-                "iris-rf",
-                "Succeeded",
-                status="True",
-                timeout=600,
-            )
-            mv = tr["status"]["modelVersion"]
-            # The operator registered it holding champion: its own alias move was admitted.
-            poll(
-                lambda: (
-                    "champion"
-                    in (kube.get(kube_api, namespace, "ModelVersion", mv) or {})
-                    .get("spec", {})
-                    .get("aliases", [])
-                ),
-                timeout=60,
-                what=f"{mv} holds champion",
-            )
+        # The aggregation controller fills view/edit/admin asynchronously.
+        poll(
+            lambda: all(can_i(kubectl, u, namespace, "list", "datasets.kubeml.io") for u in USERS),
+            timeout=60,
+            what="kubeml rules aggregated into view, edit and admin",
+        )
+
+        # Every verb on every kind, as each user.
+        for kind in KINDS:
+            resource = f"{kind}.kubeml.io"
+            for verb in VERBS:
+                got = {u: can_i(kubectl, u, namespace, verb, resource) for u in USERS}
+                assert got == {"alice": True, "bob": verb in READ, "carol": True}, (verb, kind)
             for user in USERS:
-                got = kubectl(
-                    "get", "-n", namespace, "modelversion", mv, "-o", "json", "--as", user
-                )
-                assert json.loads(got.stdout)["spec"]["model"] == "iris-classifier"
-                kubectl("get", "-n", namespace, "trainingrun", "iris-rf", "--as", user)
+                assert can_i(kubectl, user, namespace, "get", resource, "--subresource=status")
+                assert not can_i(
+                    kubectl, user, namespace, "patch", resource, "--subresource=status"
+                ), (user, kind)
+            # Rights in the bound namespace only.
+            assert not can_i(kubectl, "alice", "default", "get", resource)
+        mvs = "modelversions.kubeml.io"
+        promote = {u: can_i(kubectl, u, namespace, "promote", mvs) for u in USERS}
+        assert promote == {"alice": False, "bob": False, "carol": True}
+        assert can_i(kubectl, operator_sa, namespace, "promote", mvs)
 
-            # Promotion reserved: alice's alias change is refused, naming the right she lacks.
-            refused = set_aliases(kubectl, namespace, mv, "alice", ["champion", "staging"])
-            print(f"refused as alice: {refused.stderr}")
-            assert refused.returncode != 0 and "(Forbidden)" in refused.stderr
-            assert f"user alice may not change the aliases of modelversion {mv}" in refused.stderr
-            assert NEEDS_PROMOTE in refused.stderr and "kubeml-admin" in refused.stderr
-            # ... so is a new version that claims an alias at creation.
-            copy = kube.get(kube_api, namespace, "ModelVersion", mv)
-            assert copy is not None
-            copy = {
-                "apiVersion": copy["apiVersion"],
-                "kind": "ModelVersion",
-                "metadata": {"name": f"{mv}-copy"},
-                "spec": {**copy["spec"], "aliases": ["staging"]},
-            }
-            refused = kubectl(
-                "create", "-n", namespace, "-f", "-", "--as", "alice",
-                input=json.dumps(copy), check=False,
-            )  # fmt: skip
-            assert refused.returncode != 0 and NEEDS_PROMOTE in refused.stderr
-            # Other changes to a version need no promote (a label, here).
-            kubectl("label", "-n", namespace, "modelversion", mv, "reviewed=no", "--as", "alice")
-            # carol (admin) promotes.
-            done = set_aliases(kubectl, namespace, mv, "carol", ["champion", "staging"])
-            assert done.returncode == 0, done.stderr
+        # alice runs the pipeline; bob may read it but not start one.
+        refused = kubectl(
+            "apply", "-n", namespace, "-f", str(IRIS / "dataset.yaml"), "--as", "bob",
+            check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+        for f in ("dataset.yaml", "trainingrun.yaml"):
+            kubectl("apply", "-n", namespace, "-f", str(IRIS / f), "--as", "alice")
+        tr = kube.wait_condition(
+            kube_api,
+            namespace,
+            "TrainingRun",
+            "iris-rf",
+            "Succeeded",
+            status="True",
+            timeout=600,
+        )
+        mv = tr["status"]["modelVersion"]
+        # The operator registered it holding champion: its own alias move was admitted.
+        poll(
+            lambda: (
+                "champion"
+                in (kube.get(kube_api, namespace, "ModelVersion", mv) or {})
+                .get("spec", {})
+                .get("aliases", [])
+            ),
+            timeout=60,
+            what=f"{mv} holds champion",
+        )
+        for user in USERS:
+            got = kubectl("get", "-n", namespace, "modelversion", mv, "-o", "json", "--as", user)
+            assert json.loads(got.stdout)["spec"]["model"] == "iris-classifier"
+            kubectl("get", "-n", namespace, "trainingrun", "iris-rf", "--as", user)
 
-            # Not reserved (the default): editors promote too.
-            out = run(
-                "upgrade", RELEASE, str(CHART), "--reuse-values", "--wait", "--timeout", "180s",
-                "--set", "rbac.promoteReservedToAdmins=false",
-            )  # fmt: skip
-            assert out.returncode == 0, out.stderr
-            poll(
-                lambda: can_i(kubectl, "alice", namespace, "promote", mvs),
-                timeout=60,
-                what="promote aggregated into edit",
-            )
-            assert not can_i(kubectl, "bob", namespace, "promote", mvs)
-            done = set_aliases(kubectl, namespace, mv, "alice", ["champion"])
-            assert done.returncode == 0, done.stderr
+        # Promotion reserved: alice's alias change is refused, naming the right she lacks.
+        refused = set_aliases(kubectl, namespace, mv, "alice", ["champion", "staging"])
+        print(f"refused as alice: {refused.stderr}")
+        assert refused.returncode != 0 and "(Forbidden)" in refused.stderr
+        assert f"user alice may not change the aliases of modelversion {mv}" in refused.stderr
+        assert NEEDS_PROMOTE in refused.stderr and "kubeml-admin" in refused.stderr
+        # ... so is a new version that claims an alias at creation.
+        copy = kube.get(kube_api, namespace, "ModelVersion", mv)
+        assert copy is not None
+        copy = {
+            "apiVersion": copy["apiVersion"],
+            "kind": "ModelVersion",
+            "metadata": {"name": f"{mv}-copy"},
+            "spec": {**copy["spec"], "aliases": ["staging"]},
+        }
+        refused = kubectl(
+            "create", "-n", namespace, "-f", "-", "--as", "alice",
+            input=json.dumps(copy), check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and NEEDS_PROMOTE in refused.stderr
+        # Other changes to a version need no promote (a label, here).
+        kubectl("label", "-n", namespace, "modelversion", mv, "reviewed=no", "--as", "alice")
+        # carol (admin) promotes.
+        done = set_aliases(kubectl, namespace, mv, "carol", ["champion", "staging"])
+        assert done.returncode == 0, done.stderr
 
-            log = helm_support.operator_log(kube_api, local_cluster.state_dir, release_namespace)
-            forbidden = [line for line in log.splitlines() if "forbidden" in line.lower()]
-            assert not forbidden, "the operator hit denials:\n" + "\n".join(forbidden[:20])
-    finally:
-        run("uninstall", RELEASE, "--wait", "--timeout", "120s")
-        # No operator is left to run the versions' finalizers.
-        helm_support.strip_finalizers(kubectl, namespace)
+        # Not reserved (the default): editors promote too.
+        out = run(
+            "upgrade", RELEASE, str(CHART), "--reuse-values", "--wait", "--timeout", "180s",
+            "--set", "rbac.promoteReservedToAdmins=false",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        poll(
+            lambda: can_i(kubectl, "alice", namespace, "promote", mvs),
+            timeout=60,
+            what="promote aggregated into edit",
+        )
+        assert not can_i(kubectl, "bob", namespace, "promote", mvs)
+        done = set_aliases(kubectl, namespace, mv, "alice", ["champion"])
+        assert done.returncode == 0, done.stderr
+
+        log = helm_support.operator_log(kube_api, local_cluster.state_dir, release_namespace)
+        forbidden = [line for line in log.splitlines() if "forbidden" in line.lower()]
+        assert not forbidden, "the operator hit denials:\n" + "\n".join(forbidden[:20])

@@ -4,8 +4,6 @@ passes on Prometheus' numbers; unreachable: inconclusive, never a rollback)."""
 
 from __future__ import annotations
 
-import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,15 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from kubernetes import client
 from sklearn.datasets import load_iris
 
 from kubeml_local import cluster
-from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
 from tests.integration.test_serving import ROWS, ClientLoop, _deployment, _run, service_url
 from tests.support import kube
+from tests.support import prometheus as prom
 from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess, free_port
 
@@ -62,76 +59,10 @@ def prometheus(
     """A real Prometheus scraping the namespace's annotated pods the common way:
     namespace, pod, and the pod's labels by labelmap (kubeml.io/deployment becomes
     kubeml_io_deployment)."""
-    tmp = tmp_path_factory.mktemp("prometheus")
-    pki = Layout.at(local_cluster.state_dir).pki
-    server = yaml.safe_load(local_cluster.kubeconfig.read_text())["clusters"][0]["cluster"][
-        "server"
-    ]
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "kubeml-pods",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "api_server": server,
-                        "namespaces": {"names": [ns]},
-                        "tls_config": {
-                            "ca_file": str(pki / "ca.crt"),
-                            "cert_file": str(pki / "admin.crt"),
-                            "key_file": str(pki / "admin.key"),
-                        },
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "action": "keep",
-                        "regex": "true",
-                    },
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_ip",
-                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                        ],
-                        "separator": ":",
-                        "target_label": "__address__",
-                    },
-                    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
-            }
-        ],
-    }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(prometheus_bin / "prometheus"),
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(tmp / "prom.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        poll(ready, timeout=60, what="Prometheus ready")
+    conf = prom.config(prom.pod_job(local_cluster, ns, labelmap=True), interval="1s")
+    with prom.running(prometheus_bin, tmp_path_factory.mktemp("prometheus"), conf) as url:
+        prom.wait_ready(url)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @contextmanager

@@ -10,24 +10,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from kubernetes import client
 
 from kubeml import models
 from kubeml.schedules import parse_time
 from kubeml.storage import parse_uri
-from kubeml_local.layout import Layout
 from kubeml_local.readiness import poll
 from tests.support import kube
+from tests.support import prometheus as prom
 from tests.support.cases import ROOT, load_yaml
-from tests.support.operator import OperatorProcess, free_port
+from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]
@@ -56,42 +54,20 @@ def served(
     operator: OperatorProcess, kube_api: client.ApiClient, s3_env: dict[str, str]
 ) -> Iterator[str]:
     """A namespace with the iris data and two versions of iris-classifier (v1 champion)."""
-    core = client.CoreV1Api(kube_api)
-    ns = f"t-serving-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=ns, labels={"pod-security.kubernetes.io/enforce": "restricted"}
-            )
-        )
-    )
-    poll(
-        lambda: core.read_namespaced_service_account("default", ns),
-        timeout=30,
-        what="default ServiceAccount",
-    )
-    core.create_namespaced_secret(
-        ns,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubeml-s3"),
-            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        ),
-    )
-    kube.create(kube_api, ns, load_yaml(ROOT / "examples" / "iris" / "dataset.yaml"))
-    kube.wait_condition(kube_api, ns, "Dataset", "iris", "Ready", status="True")
-    kube.create(kube_api, ns, _run("iris-a", "iris-classifier", n_estimators=20, max_depth=2))
-    kube.wait_condition(
-        kube_api, ns, "ModelVersion", "iris-classifier-v1", "Ready", status="True", timeout=300
-    )
-    kube.create(kube_api, ns, _run("iris-b", "iris-classifier", n_estimators=40))
-    kube.wait_condition(
-        kube_api, ns, "ModelVersion", "iris-classifier-v2", "Ready", status="True", timeout=300
+    ns = kube.namespace_with_versions(
+        kube_api,
+        "t-serving",
+        s3_env,
+        [
+            _run("iris-a", "iris-classifier", n_estimators=20, max_depth=2),
+            _run("iris-b", "iris-classifier", n_estimators=40),
+        ],
     )
     # The served Deployment every test here can use (it follows champion = v1).
     kube.create(kube_api, ns, _deployment("iris"))
     kube.wait_condition(kube_api, ns, "Deployment", "iris", "Ready", status="True", timeout=300)
     yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
+    client.CoreV1Api(kube_api).delete_namespace(ns, propagation_policy="Background")
 
 
 def ready_pods(
@@ -516,62 +492,9 @@ def test_prometheus_discovers_and_scrapes_the_server_pods(
     tmp_path: Path,
     prometheus_bin: Path,
 ) -> None:
-    binary = str(prometheus_bin / "prometheus")
     kube.wait_condition(kube_api, served, "Deployment", "iris", "Ready", status="True", timeout=300)
-    pki = Layout.at(local_cluster.state_dir).pki
-    server = yaml.safe_load(local_cluster.kubeconfig.read_text())["clusters"][0]["cluster"][
-        "server"
-    ]
-    config = {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [
-            {
-                "job_name": "kubeml-pods",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "api_server": server,
-                        "namespaces": {"names": [served]},
-                        "tls_config": {
-                            "ca_file": str(pki / "ca.crt"),
-                            "cert_file": str(pki / "admin.crt"),
-                            "key_file": str(pki / "admin.key"),
-                        },
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "action": "keep",
-                        "regex": "true",
-                    },
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_ip",
-                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                        ],
-                        "separator": ":",
-                        "target_label": "__address__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
-            }
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    prom = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(tmp_path / "prom.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    conf = prom.config(prom.pod_job(local_cluster, served))
+    with prom.running(prometheus_bin, tmp_path, conf) as base:
         for pod in ready_pods(kube_api, served, "iris"):
             post(
                 f"http://{pod.status.pod_ip}:8080/v1/models/iris-classifier:predict",
@@ -580,7 +503,7 @@ def test_prometheus_discovers_and_scrapes_the_server_pods(
 
         def query() -> list[Any] | None:
             url = (
-                f"http://127.0.0.1:{port}/api/v1/query?query="
+                f"{base}/api/v1/query?query="
                 f"sum%20by%20(pod)%20(kubeml_requests_total%7Bnamespace%3D%22{served}%22%7D)"
             )
             with urllib.request.urlopen(url, timeout=5) as resp:
@@ -593,9 +516,6 @@ def test_prometheus_discovers_and_scrapes_the_server_pods(
         assert {r["metric"]["pod"] for r in result} >= {
             p.metadata.name for p in ready_pods(kube_api, served, "iris")
         }
-    finally:
-        prom.terminate()
-        prom.wait(timeout=30)
 
 
 def test_drift_shows_up_in_the_server_metrics(kube_api: client.ApiClient, served: str) -> None:

@@ -5,7 +5,6 @@ agreement the stable servers count equals a hand computation from both artifacts
 from __future__ import annotations
 
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,6 @@ from tests.integration.test_serving import (
     service_url,
 )
 from tests.support import kube
-from tests.support.cases import ROOT, load_yaml
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -38,42 +36,17 @@ def two_versions(
     operator: OperatorProcess, kube_api: client.ApiClient, s3_env: dict[str, str]
 ) -> Iterator[str]:
     """A namespace with two differently trained versions of iris-classifier."""
-    core = client.CoreV1Api(kube_api)
-    ns = f"t-shadow-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=ns, labels={"pod-security.kubernetes.io/enforce": "restricted"}
-            )
-        )
-    )
-    poll(
-        lambda: core.read_namespaced_service_account("default", ns),
-        timeout=30,
-        what="default ServiceAccount",
-    )
-    core.create_namespaced_secret(
-        ns,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubeml-s3"),
-            string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        ),
-    )
-    kube.create(kube_api, ns, load_yaml(ROOT / "examples" / "iris" / "dataset.yaml"))
-    kube.wait_condition(kube_api, ns, "Dataset", "iris", "Ready", status="True")
-    kube.create(kube_api, ns, _run("iris-a", "iris-classifier", n_estimators=20, max_depth=2))
-    kube.wait_condition(
-        kube_api, ns, "ModelVersion", "iris-classifier-v1", "Ready", status="True", timeout=300
-    )
     # Another family: linear boundaries part from stable's trees away from the data.
     challenger = _run("iris-b", "iris-classifier")
     challenger["spec"]["estimator"] = {"name": "logistic-regression", "params": {"max_iter": 1000}}
-    kube.create(kube_api, ns, challenger)
-    kube.wait_condition(
-        kube_api, ns, "ModelVersion", "iris-classifier-v2", "Ready", status="True", timeout=300
+    ns = kube.namespace_with_versions(
+        kube_api,
+        "t-shadow",
+        s3_env,
+        [_run("iris-a", "iris-classifier", n_estimators=20, max_depth=2), challenger],
     )
     yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
+    client.CoreV1Api(kube_api).delete_namespace(ns, propagation_policy="Background")
 
 
 def _metrics(pod: client.V1Pod) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

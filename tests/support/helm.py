@@ -145,6 +145,31 @@ def strip_finalizers(kubectl: Kubectl, namespace: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def installed(
+    helm: str,
+    conn: cluster.Connection,
+    api: client.ApiClient,
+    kubectl: Kubectl,
+    release_namespace: str,
+    namespace: str,
+    values: list[str],
+) -> Iterator[Helm]:
+    """The chart installed (`helm install --wait`) into the release namespace with
+    `values`, for a workload namespace; yields the release's helm. On the way out: the
+    operator's log if the body failed, `helm uninstall`, and the workload namespace's
+    versions let go (no operator is left to run their finalizers)."""
+    run = Helm(helm, conn, release_namespace)
+    try:
+        with logs_on_failure(api, conn.state_dir, release_namespace):
+            out = run("install", RELEASE, str(CHART), "--wait", "--timeout", "180s", *values)
+            assert out.returncode == 0, out.stderr
+            yield run
+    finally:
+        run("uninstall", RELEASE, "--wait", "--timeout", "120s")
+        strip_finalizers(kubectl, namespace)
+
+
 # Fixtures, for test modules to import by name.
 @pytest.fixture(scope="module")
 def helm() -> str:
@@ -159,3 +184,30 @@ def no_admin_operator(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def release_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     yield from new_release_namespace(kube_api)
+
+
+ChartInstall = Callable[..., contextlib.AbstractContextManager[Helm]]  # the `chart` fixture
+
+
+@pytest.fixture
+def chart(
+    helm: str,
+    no_admin_operator: None,
+    local_cluster: cluster.Connection,
+    kube_api: client.ApiClient,
+    kubectl: Kubectl,
+    release_namespace: str,
+    namespace: str,
+    s3_env: dict[str, str],
+    tmp_path: Path,
+) -> ChartInstall:
+    """`with chart(**values) as run:` the chart installed for the workload `namespace`
+    (its S3 Secret made by the chart) with extra values, the admin operator paused."""
+
+    def install(**extra: Any) -> contextlib.AbstractContextManager[Helm]:
+        values = install_values(tmp_path, s3_env, [namespace], **extra)
+        return installed(
+            helm, local_cluster, kube_api, kubectl, release_namespace, namespace, values
+        )
+
+    return install

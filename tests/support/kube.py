@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client
@@ -10,6 +12,7 @@ from kubernetes import client
 from kubeml.api import KINDS
 from kubeml.k8s import objects
 from kubeml_local.readiness import poll
+from tests.support.cases import EXAMPLES, load_yaml
 
 PLURALS = {kind: cls.crd.plural for kind, cls in KINDS.items()}
 
@@ -105,3 +108,20 @@ def add_s3_secret(api: client.ApiClient, namespace: str, s3_env: dict[str, str])
             string_data={k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
         ),
     )
+
+
+def namespace_with_versions(
+    api: client.ApiClient, prefix: str, s3_env: dict[str, str], runs: Iterable[dict[str, Any]]
+) -> str:
+    """A restricted namespace `<prefix>-<random>` with the S3 credentials Secret, the iris
+    Dataset Ready, and `runs` (TrainingRuns of one model) trained one after the other:
+    run n makes version n, Ready before run n+1 starts. The caller deletes it."""
+    name = new_namespace(api, f"{prefix}-{uuid.uuid4().hex[:6]}", RESTRICTED)
+    add_s3_secret(api, name, s3_env)
+    create(api, name, load_yaml(EXAMPLES / "iris" / "dataset.yaml"))
+    wait_condition(api, name, "Dataset", "iris", "Ready", status="True")
+    for n, run in enumerate(runs, start=1):
+        create(api, name, run)
+        version = f"{run['spec']['model']}-v{n}"
+        wait_condition(api, name, "ModelVersion", version, "Ready", status="True", timeout=300)
+    return name

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubeml.k8s.objects import status_patch
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as the apiserver applies it."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge(out.get(key), value)
-    return out
+from tests.support.cases import merge_patch as merge
 
 
 def test_fields_dropped_inside_nested_objects_are_removed() -> None:

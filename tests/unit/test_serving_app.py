@@ -26,17 +26,8 @@ from kubeml.serving.loader import Loaded
 from kubeml.serving.predictor import Predictor
 from kubeml.serving.signature import CompiledSignature
 from kubeml.serving.worker import PredictWorker
-
-FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-SIG = {
-    "task": "classification",
-    "inputs": [{"name": f, "dtype": "number"} for f in FEATURES],
-    "outputs": [
-        {"name": "predict", "dtype": "integer"},
-        {"name": "predict_proba", "dtype": "number"},
-    ],
-    "classes": ["0", "1", "2"],
-}
+from tests.support.server import FEATURES
+from tests.support.server import SIGNATURE as SIG
 
 
 @pytest.fixture(scope="module")

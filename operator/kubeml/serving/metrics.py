@@ -53,72 +53,71 @@ class DriftCollector(Collector):
         yield rows
 
 
-class CaptureMetrics:
-    """Request capture: records written, dropped (and why), bytes sent to S3.
-    Called from the loop thread (buffer full) and the thread reading what the
-    writer process reports."""
+class WriteMetrics:
+    """Records a writer sends to S3 (captured requests, feedback): written, bytes if
+    counted, and dropped by reason (buffer_full, write_failed). Called from the loop
+    thread (buffer full) and the thread reading what the writer process reports."""
 
-    def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        r: CollectorRegistry,
+        *,
+        written: tuple[str, str],
+        dropped: tuple[str, str],
+        nbytes: tuple[str, str] | None = None,
+    ) -> None:
         base = ["model", "version"]
-        self._written = Counter(
-            "kubeml_capture_records",
-            "Captured requests written to S3",
-            base,
-            registry=r,
-        ).labels(model, version)
-        self._bytes = Counter(
-            "kubeml_capture_bytes",
-            "Bytes of Parquet written to S3 by request capture",
-            base,
-            registry=r,
-        ).labels(model, version)
-        dropped = Counter(
-            "kubeml_capture_dropped_records",
-            "Sampled requests not captured: buffer_full (S3 slower than traffic) or "
-            "write_failed (S3 refused or unreachable)",
-            [*base, "reason"],
-            registry=r,
-        )
+        self._written = Counter(*written, base, registry=r).labels(model, version)
+        self._bytes = Counter(*nbytes, base, registry=r).labels(model, version) if nbytes else None
+        counter = Counter(*dropped, [*base, "reason"], registry=r)
         self._dropped = {
-            reason: dropped.labels(model, version, reason)
+            reason: counter.labels(model, version, reason)
             for reason in ("buffer_full", "write_failed")
         }
 
     def captured(self, written: int, nbytes: int) -> None:
         self._written.inc(written)
-        self._bytes.inc(nbytes)
+        if self._bytes is not None:
+            self._bytes.inc(nbytes)
 
     def dropped(self, reason: str, n: int) -> None:
         self._dropped[reason].inc(n)
 
 
-class WriterMetrics:
-    """Feedback records written to S3 and dropped (the same reasons as captures)."""
+class TargetOutcomes:
+    """Requests this server sent to another version (target_version), counted by outcome
+    and timed; an outcome that sent nothing (`unsent`) is counted, never timed."""
 
-    def __init__(self, model: str, version: str, r: CollectorRegistry) -> None:
-        base = ["model", "version"]
-        self._written = Counter(
-            "kubeml_feedback_written_records",
-            "Feedback records written to S3",
-            base,
-            registry=r,
-        ).labels(model, version)
-        dropped = Counter(
-            "kubeml_feedback_dropped_records",
-            "Feedback records accepted but not written: buffer_full or write_failed",
-            [*base, "reason"],
-            registry=r,
-        )
-        self._dropped = {
-            reason: dropped.labels(model, version, reason)
-            for reason in ("buffer_full", "write_failed")
-        }
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        r: CollectorRegistry,
+        *,
+        requests: tuple[str, str],
+        duration: tuple[str, str],
+        unsent: str,
+    ) -> None:
+        self.model, self.version, self.unsent = model, version, unsent
+        base = ["model", "version", "target_version"]
+        self._requests = Counter(*requests, [*base, "outcome"], registry=r)
+        self._duration = Histogram(*duration, base, buckets=LATENCY_BUCKETS, registry=r)
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def captured(self, written: int, nbytes: int) -> None:
-        self._written.inc(written)
-
-    def dropped(self, reason: str, n: int) -> None:
-        self._dropped[reason].inc(n)
+    def record(self, target: str, outcome: str, seconds: float) -> None:
+        key = (target, outcome)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = (
+                self._requests.labels(self.model, self.version, target, outcome),
+                self._duration.labels(self.model, self.version, target),
+            )
+            self._children[key] = pair
+        pair[0].inc()
+        if outcome != self.unsent:
+            pair[1].observe(seconds)
 
 
 class LiveCollector(Collector):
@@ -203,36 +202,37 @@ class ServerMetrics:
             registry=r,
         )
         self._status_reason: str | None = None
-        self._forwarded = Counter(
-            "kubeml_forwarded_requests",
-            "Inference requests this server sent to the canary version (target_version), "
-            "by outcome: answered (relayed), error or unreachable (answered here instead), "
-            "saturated (forwarding at its connection bound: answered here)",
-            [*base, "target_version", "outcome"],
-            registry=r,
+        self._forwarded = TargetOutcomes(
+            model,
+            version,
+            r,
+            requests=(
+                "kubeml_forwarded_requests",
+                "Inference requests this server sent to the canary version (target_version), "
+                "by outcome: answered (relayed), error or unreachable (answered here instead), "
+                "saturated (forwarding at its connection bound: answered here)",
+            ),
+            duration=(
+                "kubeml_forwarded_request_duration_seconds",
+                "Time from a complete request to the canary's answer (or the fallback decision)",
+            ),
+            unsent="saturated",
         )
-        self._forward_duration = Histogram(
-            "kubeml_forwarded_request_duration_seconds",
-            "Time from a complete request to the canary's answer (or the fallback decision)",
-            [*base, "target_version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self._forward_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._shadow = Counter(
-            "kubeml_shadow_requests",
-            "Inference requests this server mirrored to the shadow version (target_version), "
-            "whose answers are discarded, by outcome: answered, error (not 2xx or "
-            "unreadable), unreachable, skipped (mirroring at its connection bound)",
-            [*base, "target_version", "outcome"],
-            registry=r,
-        )
-        self._shadow_duration = Histogram(
-            "kubeml_shadow_request_duration_seconds",
-            "Time from mirroring a request to the shadow's answer (or its failure)",
-            [*base, "target_version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self._shadow = TargetOutcomes(
+            model,
+            version,
+            r,
+            requests=(
+                "kubeml_shadow_requests",
+                "Inference requests this server mirrored to the shadow version (target_version), "
+                "whose answers are discarded, by outcome: answered, error (not 2xx or "
+                "unreadable), unreachable, skipped (mirroring at its connection bound)",
+            ),
+            duration=(
+                "kubeml_shadow_request_duration_seconds",
+                "Time from mirroring a request to the shadow's answer (or its failure)",
+            ),
+            unsent="skipped",
         )
         self._shadow_compared = Counter(
             "kubeml_shadow_rows_compared",
@@ -247,11 +247,30 @@ class ServerMetrics:
             [*base, "target_version"],
             registry=r,
         )
-        self._shadow_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.drift = DriftCollector(model, version)
         r.register(self.drift)
-        self.capture = CaptureMetrics(model, version, r)
-        self.feedback_writer = WriterMetrics(model, version, r)
+        self.capture = WriteMetrics(
+            model,
+            version,
+            r,
+            written=("kubeml_capture_records", "Captured requests written to S3"),
+            nbytes=("kubeml_capture_bytes", "Bytes of Parquet written to S3 by request capture"),
+            dropped=(
+                "kubeml_capture_dropped_records",
+                "Sampled requests not captured: buffer_full (S3 slower than traffic) or "
+                "write_failed (S3 refused or unreachable)",
+            ),
+        )
+        self.feedback_writer = WriteMetrics(
+            model,
+            version,
+            r,
+            written=("kubeml_feedback_written_records", "Feedback records written to S3"),
+            dropped=(
+                "kubeml_feedback_dropped_records",
+                "Feedback records accepted but not written: buffer_full or write_failed",
+            ),
+        )
         self.live = LiveCollector(model, version)
         r.register(self.live)
         self._feedback = Counter(
@@ -282,30 +301,10 @@ class ServerMetrics:
         pair[1].observe(seconds)
 
     def forwarded(self, target: str, outcome: str, seconds: float) -> None:
-        key = (target, outcome)
-        pair = self._forward_children.get(key)
-        if pair is None:
-            pair = (
-                self._forwarded.labels(self.model, self.version, target, outcome),
-                self._forward_duration.labels(self.model, self.version, target),
-            )
-            self._forward_children[key] = pair
-        pair[0].inc()
-        if outcome != "saturated":
-            pair[1].observe(seconds)
+        self._forwarded.record(target, outcome, seconds)
 
     def shadow(self, target: str, outcome: str, seconds: float) -> None:
-        key = (target, outcome)
-        pair = self._shadow_children.get(key)
-        if pair is None:
-            pair = (
-                self._shadow.labels(self.model, self.version, target, outcome),
-                self._shadow_duration.labels(self.model, self.version, target),
-            )
-            self._shadow_children[key] = pair
-        pair[0].inc()
-        if outcome != "skipped":
-            pair[1].observe(seconds)
+        self._shadow.record(target, outcome, seconds)
 
     def shadow_rows(self, target: str, compared: int, agreed: int) -> None:
         self._shadow_compared.labels(self.model, self.version, target).inc(compared)
