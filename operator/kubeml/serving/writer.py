@@ -544,7 +544,17 @@ def main() -> int:
             sink.connect()
         except Exception as err:  # missing credentials: every write will fail and count
             log.error("capture: cannot make an S3 client for %s: %s", sink.bucket, err)
-    for line in sys.stdin.buffer:
+    pump(sys.stdin.buffer, writers)
+    ok = all(writer.close(3600) for writer, _, _ in writers.values())
+    return 0 if ok else 1
+
+
+Writers = Mapping[bytes, tuple[BatchWriter[Any], Kind, Spec]]
+
+
+def pump(stream: IO[bytes], writers: Writers) -> None:
+    """Every record line of ``stream`` to its kind's writer, until end of input."""
+    for line in stream:
         entry = writers.get(line[:1])
         if entry is None:
             continue
@@ -555,8 +565,6 @@ def main() -> int:
             log.warning("capture writer: a malformed record line was skipped")
             continue
         writer.offer(rec, kind.cost(spec, rec))
-    ok = all(writer.close(3600) for writer, _, _ in writers.values())
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
