@@ -139,6 +139,11 @@ def test_the_published_version_records_its_base_and_stays_while_the_base_refresh
     assert waiting.job is None
     ready = find(waiting.status["conditions"], "Ready")
     assert ready is not None and ready["status"] == "True"
+    # Its next version: prepared anew while the published one stays usable.
+    _, rebased = decide(b, base(V2))
+    assert rebased.job is not None
+    ready = find(rebased.status["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Refreshing")
 
 
 def frame(**cols: list[Any]) -> pd.DataFrame:

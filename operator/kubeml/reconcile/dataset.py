@@ -331,8 +331,14 @@ def _preparing(
     # The same words whether the Job was just created or seen running: its own events
     # then change nothing, and cost no status write.
     verb = "running"
+    # A new base version (source.production.appendTo) is a refresh too: the
+    # published version stays usable while the next one is prepared.
+    rebased = t.base is not None and (status.get("base") or {}).get("version") not in (
+        None,
+        t.base.version,
+    )
     refreshing = bool(
-        t.tick
+        (t.tick or rebased)
         and status.get("version")
         and ready is not None
         and ready.get("observedGeneration") == gen
