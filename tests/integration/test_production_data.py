@@ -340,3 +340,84 @@ def test_a_dataset_from_production_trains_and_low_live_accuracy_retrains_on_it(
     )
     assert again["spec"]["datasetRef"]["name"] == "prod"
     assert again["spec"]["datasetRef"]["version"] != first  # the refreshed production data
+
+
+def production_dataset(name: str, deployment: str, base: str) -> dict[str, Any]:
+    """The README's example (examples/dataset-production.yaml) under other names,
+    without its daily refresh."""
+    doc = load_yaml(ROOT / "examples" / "dataset-production.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"]["source"]["production"].update(deployment=deployment, appendTo={"dataset": base})
+    del doc["spec"]["refresh"]
+    return doc
+
+
+def test_production_rows_appended_to_a_dataset_are_versioned_and_train(
+    kube_api: client.ApiClient, trained: str, s3_client: Any, s3_env: dict[str, str]
+) -> None:
+    ns, bucket = trained, s3_env["KUBEML_BUCKET"]
+    base = serve(kube_api, ns, deployment("appended", samplePercent=100))
+    labelled = send_labelled(base, list(range(0, 150, 4)), wrong_every=3)
+    for prefix in (layout.capture_prefix(ns, "appended"), layout.feedback_prefix(ns, "appended")):
+        poll(
+            lambda p=prefix: at_least(stored_rows(s3_client, bucket, p), labelled),
+            timeout=60,
+            what=f"{labelled} records under {prefix}",
+        )
+    iris = kube.wait_condition(kube_api, ns, "Dataset", "iris", "Ready", status="True")
+    kube.create(kube_api, ns, production_dataset("iris-plus", "appended", "iris"))
+    plus = kube.wait_condition(
+        kube_api, ns, "Dataset", "iris-plus", "Ready", status="True", timeout=300
+    )
+    st = plus["status"]
+    assert st["rows"]["total"] == iris["status"]["rows"]["total"] + labelled == 150 + labelled
+    assert st["base"] == {"dataset": "iris", "version": iris["status"]["version"]}
+    assert st["version"] != iris["status"]["version"]
+    assert {c["name"] for c in st["columns"]} == {c["name"] for c in iris["status"]["columns"]}
+
+    # A base with other columns: a failed condition naming the columns and both Datasets.
+    narrow = load_yaml(ROOT / "examples" / "iris" / "dataset.yaml")
+    narrow["metadata"]["name"] = "iris-narrow"
+    narrow["spec"]["features"] = ["sepal length (cm)", "petal length (cm)"]
+    kube.create(kube_api, ns, narrow)
+    kube.create(kube_api, ns, production_dataset("narrow-plus", "appended", "iris-narrow"))
+    bad = kube.wait_condition(
+        kube_api, ns, "Dataset", "narrow-plus", "Ready", reasons=("ColumnMismatch",), timeout=300
+    )
+    message = kube.condition(bad, "Ready")["message"]  # type: ignore[index]
+    assert "extra columns 'sepal width (cm)', 'petal width (cm)'" in message, message
+    assert f"dataset {ns}/narrow-plus" in message and "dataset iris-narrow" in message
+
+    # The base's next version is the next preparation: it now fits.
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "kubeml.io", "v1alpha1", ns, "datasets", "iris-narrow", {"spec": {"features": None}}
+    )  # fmt: skip
+
+    def refitted() -> dict[str, Any] | None:
+        narrow_now = kube.get(kube_api, ns, "Dataset", "iris-narrow") or {}
+        version = (narrow_now.get("status") or {}).get("version")
+        body = kube.get(kube_api, ns, "Dataset", "narrow-plus") or {}
+        ready = kube.condition(body, "Ready") or {}
+        based = ((body.get("status") or {}).get("base") or {}).get("version")
+        return body if ready.get("status") == "True" and version and based == version else None
+
+    fixed = poll(refitted, timeout=300, what="narrow-plus prepared on iris-narrow's new version")
+    assert fixed["status"]["rows"]["total"] == 150 + labelled
+
+    # Trained through the ordinary TrainingRun path.
+    run = {
+        "apiVersion": "kubeml.io/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "plus-train"},
+        "spec": {
+            "datasetRef": {"name": "iris-plus"},
+            "model": "iris-appended",
+            "estimator": {"name": "decision-tree-classifier", "params": {"random_state": 0}},
+        },
+    }
+    kube.create(kube_api, ns, run)
+    done = kube.wait_condition(
+        kube_api, ns, "TrainingRun", "plus-train", "Succeeded", status="True", timeout=300
+    )
+    mv = kube.get(kube_api, ns, "ModelVersion", done["status"]["modelVersion"])
+    assert mv is not None and mv["spec"]["lineage"]["datasetVersion"] == st["version"]

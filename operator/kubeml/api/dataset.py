@@ -120,6 +120,15 @@ class SyntheticSource(
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
+class AppendTo(KubeModel):
+    """Another Dataset of this namespace whose current version the production rows
+    are appended to. Only a name: never a namespace, a key or a version."""
+
+    dataset: ObjectName
+    """The Dataset (same namespace) whose current version's rows come first; its
+    columns and target must be exactly the production rows' columns and target."""
+
+
 class ProductionSource(
     KubeModel,
     json_schema_extra=validations(
@@ -140,6 +149,12 @@ class ProductionSource(
     """Only requests captured at or after this time (RFC 3339)."""
     until: Timestamp | None = None
     """Only requests captured before this time (RFC 3339)."""
+    append_to: AppendTo | None = None
+    """Append the production rows to another Dataset's current version: its rows
+    (train, validation and test together) then the labelled production rows, split,
+    validated and profiled anew. A new version of the base Dataset starts a new
+    preparation; new production rows arrive with a refresh. status.base records the
+    base version used."""
 
     @model_validator(mode="after")
     def _range(self) -> Self:
@@ -385,6 +400,15 @@ class DatasetVersionRecord(StatusModel):
     rows: Annotated[int, Field(ge=0)] | None = None
 
 
+class BaseVersion(StatusModel):
+    """The version of another Dataset that a version's rows include."""
+
+    dataset: ObjectName
+    """The Dataset (same namespace)."""
+    version: Sha256
+    """Its version whose rows come first."""
+
+
 class DatasetStatus(ObservedStatus):
     """The published version and how it came about."""
 
@@ -398,6 +422,9 @@ class DatasetStatus(ObservedStatus):
     """Rows per partition."""
     removed: RemovedRows | None = None
     """Rows spec.cleaning removed, per rule (only the rules that are on)."""
+    base: BaseVersion | None = None
+    """The Dataset version the production rows were appended to
+    (source.production.appendTo)."""
     columns: Annotated[list[ColumnInfo], Field(max_length=10001)] | None = None
     """Columns with their types."""
     profile: ArtifactRef | None = None

@@ -16,7 +16,11 @@ def reconcile(world: World, namespace: str, name: str) -> Outcome | None:
     body = world.cache.get(KUBEML, "Dataset", namespace, name)
     if body is None or deleting(body):
         return None  # its Jobs go with it (owner references)
-    target = decide.target(body, world.clock())
+    base_name = decide.base_name(body)
+    base = decide.resolve_base(
+        body, world.cache.get(KUBEML, "Dataset", namespace, base_name) if base_name else None
+    )
+    target = decide.target(body, world.clock(), base)
     job = world.cache.get(*JOBS, namespace, target.job_name)
     others = world.cache.list(
         *JOBS,

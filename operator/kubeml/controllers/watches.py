@@ -14,6 +14,7 @@ from typing import Any
 from ..conditions import find
 from ..driver.cache import ObjectCache
 from ..labels import DEPLOYMENT, OWNER_KIND, OWNER_NAME, RETRAINING_FOR
+from ..reconcile.dataset import base_name
 from ..reconcile.trainingrun import SUCCEEDED
 from .common import (
     APPS,
@@ -62,10 +63,12 @@ def _retraining_deployments(cache: ObjectCache, ns: str) -> Iterator[Key]:
 
 
 def dataset_keys(cache: ObjectCache, obj: Mapping[str, Any]) -> Iterator[Key]:
-    """A Dataset's change wakes itself, the runs waiting for it, and the retraining
-    loops that may train on its new version."""
+    """A Dataset's change wakes itself, the Datasets appending to it, the runs
+    waiting for it, and the retraining loops that may train on its new version."""
     ns, name = _where(obj)
     yield "Dataset", ns, name
+    for d in cache.list(KUBEML, "Dataset", ns, lambda d: base_name(d) == name):
+        yield "Dataset", ns, d["metadata"]["name"]
 
     def waiting(run: Mapping[str, Any]) -> bool:
         spec, status = run.get("spec") or {}, run.get("status") or {}

@@ -71,3 +71,42 @@ def _typed(truth: np.ndarray) -> pd.Series:
             return as_int.astype("int64")
         return series.astype(str)
     return series.astype("float64")
+
+
+def append(
+    base: pd.DataFrame,
+    rows: pd.DataFrame,
+    *,
+    target: str,
+    base_target: str,
+    label: str,
+    base_label: str,
+) -> pd.DataFrame:
+    """The base Dataset's rows, then the production rows, in the base's column order.
+
+    Both must hold exactly the same columns and target: a model trained on the
+    result sees one table, not two with holes. ``label`` and ``base_label`` name the
+    two sides in the message of a mismatch."""
+    if target != base_target:
+        raise DataError(
+            "ColumnMismatch",
+            f"{label} cannot be appended to {base_label}: the target is {target!r} "
+            f"here and {base_target!r} there",
+        )
+    missing = [c for c in base.columns if c not in rows.columns]
+    extra = [c for c in rows.columns if c not in base.columns]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {_columns(missing)} that {base_label} has")
+        if extra:
+            parts.append(f"extra {_columns(extra)} that {base_label} lacks")
+        raise DataError(
+            "ColumnMismatch", f"{label} cannot be appended to {base_label}: " + "; ".join(parts)
+        )
+    return pd.concat([base, rows[list(base.columns)]], ignore_index=True)
+
+
+def _columns(names: list[str]) -> str:
+    listed = ", ".join(repr(n) for n in names)
+    return f"column {listed}" if len(names) == 1 else f"columns {listed}"

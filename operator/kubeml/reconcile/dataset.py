@@ -31,14 +31,59 @@ DEFAULT_DEADLINE = 3600
 IN_PROGRESS = frozenset({"Preparing", "Refreshing", "Pending", "StorageUnavailable"})
 
 
-def spec_digest(spec: dict[str, Any], tick: str = "") -> str:
+def spec_digest(spec: dict[str, Any], tick: str = "", base: str = "") -> str:
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{canonical}|{tick}".encode()).hexdigest()
+    # Without a base the digest is what it always was: no Job is re-run on upgrade.
+    extra = f"|{base}" if base else ""
+    return hashlib.sha256(f"{canonical}|{tick}{extra}".encode()).hexdigest()
 
 
-def job_name(name: str, spec: dict[str, Any], tick: str = "") -> str:
+def job_name(name: str, spec: dict[str, Any], tick: str = "", base: str = "") -> str:
+    """One preparation per spec, occasion and (source.production.appendTo) base
+    version: a new version of the base Dataset is a new preparation."""
     # The Job controller copies the Job name into pod labels (<= 63 chars).
-    return f"{name[:44]}-prep-{spec_digest(spec, tick)[:8]}"
+    return f"{name[:44]}-prep-{spec_digest(spec, tick, base)[:8]}"
+
+
+def base_name(body: Mapping[str, Any]) -> str | None:
+    """The Dataset whose rows a Dataset's production rows are appended to, if any."""
+    production = ((body.get("spec") or {}).get("source") or {}).get("production") or {}
+    name = (production.get("appendTo") or {}).get("dataset")
+    return str(name) if name else None
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base Dataset (source.production.appendTo) as resolved now: its current
+    version, or (version None) why the preparation has to wait or cannot be."""
+
+    name: str
+    version: str | None
+    reason: str = ""
+    message: str = ""
+
+
+def resolve_base(body: Mapping[str, Any], base: Mapping[str, Any] | None) -> Base | None:
+    """None when the Dataset appends to nothing; ``base`` is the named Dataset of the
+    same namespace as observed (None if absent)."""
+    name = base_name(body)
+    if name is None:
+        return None
+    me = body["metadata"]["name"]
+    where = f"dataset {name} (source.production.appendTo)"
+    if name == me:
+        return Base(name, None, "InvalidSpec", f"dataset {me} cannot append to itself")
+    if base is None:
+        return Base(name, None, "BaseDatasetNotFound", f"{where} does not exist")
+    if base_name(base) == me:
+        return Base(name, None, "InvalidSpec", f"datasets {me} and {name} append to each other")
+    status = base.get("status") or {}
+    ready = find(status.get("conditions"), READY)
+    current = status.get("version")
+    if ready is None or ready.get("status") != "True" or not current:
+        why = f"{ready.get('reason')}: {ready.get('message')}" if ready else "not prepared yet"
+        return Base(name, None, "BaseDatasetNotReady", f"{where} is not ready ({why})")
+    return Base(name, str(current))
 
 
 def result_key(namespace: str, name: str, job: str) -> str:
@@ -46,19 +91,31 @@ def result_key(namespace: str, name: str, job: str) -> str:
 
 
 def build_job(
-    body: dict[str, Any], model: Dataset, name: str, settings: Settings, tick: str = ""
+    body: dict[str, Any],
+    model: Dataset,
+    name: str,
+    settings: Settings,
+    tick: str = "",
+    base: Base | None = None,
 ) -> dict[str, Any]:
     meta = body["metadata"]
     spec = model.spec
     res = pods.resources(spec.resources)
     limit = pods.memory_limit(res)
     wire_spec = body["spec"]
-    payload = {
+    payload: dict[str, Any] = {
         "namespace": meta["namespace"],
         "name": meta["name"],
         "generation": meta.get("generation"),
         "spec": wire_spec,
     }
+    if base is not None and base.version:
+        # The namespace's own content address: the Job reads nothing the spec names.
+        payload["base"] = {
+            "name": base.name,
+            "version": base.version,
+            "uri": layout.dataset_uri(settings.bucket, meta["namespace"], base.version),
+        }
     env: list[dict[str, Any]] = [
         {"name": "KUBEML_DATASET", "value": json.dumps(payload, sort_keys=True)},
         {"name": "KUBEML_RESULT_KEY", "value": result_key(meta["namespace"], meta["name"], name)},
@@ -123,9 +180,10 @@ class Target:
     next_in: float | None = None  # seconds until the schedule's next occasion
     schedule_error: str = ""
     schedule_never: str = ""  # valid cron that never fires (e.g. "0 0 30 2 *")
+    base: Base | None = None  # source.production.appendTo, resolved
 
 
-def target(body: Mapping[str, Any], now: datetime) -> Target:
+def target(body: Mapping[str, Any], now: datetime, base: Base | None = None) -> Target:
     meta = body["metadata"]
     schedule = (body["spec"].get("refresh") or {}).get("schedule")
     due = schedules.due(schedule, meta.get("creationTimestamp") or "", now)
@@ -133,8 +191,8 @@ def target(body: Mapping[str, Any], now: datetime) -> Target:
         (meta.get("annotations") or {}).get(labels.REFRESH_REQUESTED), now
     )
     tick = max(due.tick, requested)
-    name = job_name(meta["name"], body["spec"], tick)
-    return Target(name, tick, due.next_in, due.error, due.never)
+    name = job_name(meta["name"], body["spec"], tick, (base.version or "") if base else "")
+    return Target(name, tick, due.next_in, due.error, due.never, base)
 
 
 def result_needed(body: Mapping[str, Any], job: Mapping[str, Any] | None, t: Target) -> str | None:
@@ -184,6 +242,9 @@ def decide(
     except ManifestError as err:
         step.cond(READY, "False", "InvalidSpec", f"dataset {meta['name']}: {err}")
         return step.out
+    if t.base is not None and t.base.version is None:
+        _waiting_for_base(step, t.base)
+        return step.out
     if _finished_before(body, t):
         # Terminal states are sticky: a finished preparation is never re-run nor
         # re-published, whether or not its Job still exists.
@@ -227,6 +288,23 @@ def _record_stages(
     )
 
 
+def _waiting_for_base(step: Step, base: Base) -> None:
+    """No preparation without the base Dataset's version. A version already published
+    for this spec stays Ready meanwhile (a base being refreshed is no reason to stop
+    training on it); the next base version starts the next preparation."""
+    name, gen = step.body["metadata"]["name"], step.body["metadata"].get("generation")
+    ready = find(step.status.get("conditions"), READY)
+    published = (
+        base.reason != "InvalidSpec"
+        and bool(step.status.get("version"))
+        and ready is not None
+        and ready.get("status") == "True"
+        and ready.get("observedGeneration") == gen
+    )
+    if not published:
+        step.cond(READY, "False", base.reason, f"dataset {name}: {base.message}")
+
+
 def _schedule_condition(step: Step, t: Target) -> None:
     """An unusable schedule (admitted by an older CRD, or one that never fires) is
     shown, not silently ignored; a valid one makes the reconcile look again at its
@@ -248,13 +326,19 @@ def _preparing(
     ready = find(status.get("conditions"), READY)
     if state is None:
         step.out.create.append(
-            Create(build_job(dict(step.body), model, t.job_name, settings, t.tick))
+            Create(build_job(dict(step.body), model, t.job_name, settings, t.tick, t.base))
         )
     # The same words whether the Job was just created or seen running: its own events
     # then change nothing, and cost no status write.
     verb = "running"
+    # A new base version (source.production.appendTo) is a refresh too: the
+    # published version stays usable while the next one is prepared.
+    rebased = t.base is not None and (status.get("base") or {}).get("version") not in (
+        None,
+        t.base.version,
+    )
     refreshing = bool(
-        t.tick
+        (t.tick or rebased)
         and status.get("version")
         and ready is not None
         and ready.get("observedGeneration") == gen
@@ -301,10 +385,18 @@ def _published(step: Step, doc: Mapping[str, Any]) -> None:
         "Unchanged" if reused else "Prepared",
         f"version {_short(doc['version'])}: {rows.get('total', 0)} rows "
         f"(train {rows.get('train', 0)}, validation {rows.get('validation', 0)}, "
-        f"test {rows.get('test', 0)})" + _removed_note(doc.get("removed") or {}),
+        f"test {rows.get('test', 0)})"
+        + _base_note(doc.get("base") or {})
+        + _removed_note(doc.get("removed") or {}),
     )
     if not reused:
         step.event("Normal", "Prepared", f"published version {_short(doc['version'])}")
+
+
+def _base_note(base: Mapping[str, Any]) -> str:
+    if not base.get("dataset") or not base.get("version"):
+        return ""
+    return f"; production rows appended to dataset {base['dataset']} {_short(base['version'])}"
 
 
 def _removed_note(removed: Mapping[str, int]) -> str:
@@ -368,5 +460,9 @@ def _publish(status: dict[str, Any], result: dict[str, Any], now: str) -> None:
         status["removed"] = result["removed"]
     else:
         status.pop("removed", None)
+    if result.get("base"):
+        status["base"] = result["base"]
+    else:
+        status.pop("base", None)
     status["columns"] = result["columns"]
     status["profile"] = result["profile"]

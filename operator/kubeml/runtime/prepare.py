@@ -24,7 +24,7 @@ from ..data.files import content_version, write_prepared
 from ..data.pipeline import prepare_frame
 from ..storage import ArtifactStore, S3Settings, StorageError
 from . import stages
-from .fetch import load_source
+from .fetch import Loaded, load_source
 from .prepare_request import PrepareRequest, memory_limit, read_request, result_key
 from .publish import MANIFEST, Published, publish
 from .stages import Stopwatch
@@ -120,6 +120,8 @@ def prepare_dataset(
             namespace=request.namespace,
             target=spec.target,
         )
+        if request.base is not None:
+            loaded = with_base(loaded, request, store)
         lap("fetch")
         prepared = prepare_frame(loaded.frame, spec, source=loaded.label)
         del loaded  # the splits hold copies; let the source table go
@@ -153,7 +155,38 @@ def prepare_dataset(
             timings,
         )
     result = success(published, store, rows, columns, removed)
+    if request.base is not None:
+        result["base"] = {"dataset": request.base.name, "version": request.base.version}
     return Outcome(result, EXIT_OK, timings, published.uploaded_bytes)
+
+
+def with_base(loaded: Loaded, request: PrepareRequest, store: ArtifactStore) -> Loaded:
+    """The base Dataset's version (every split, verified against its manifest) with
+    the production rows appended (source.production.appendTo)."""
+    import pandas as pd
+
+    from ..data import production
+    from .training.dataset import load_dataset
+    from .training.errors import TrainError
+
+    base = request.base
+    assert base is not None
+    try:
+        ds = load_dataset(store, name=base.name, version=base.version, uri=base.uri)
+    except TrainError as err:
+        raise DataError(err.reason, err.message, transient=err.transient) from err
+    columns = [name for name, _ in ds.features] + [ds.target]
+    frame = pd.concat([ds.train, ds.validation, ds.test], ignore_index=True)[columns]
+    base_label = f"dataset {base.name} (version {base.version[:12]})"
+    merged = production.append(
+        frame,
+        loaded.frame,
+        target=request.spec.target,
+        base_target=ds.target,
+        label=f"the production rows of {request.display}",
+        base_label=base_label,
+    )
+    return Loaded(merged, f"{loaded.label} appended to {base_label}", loaded.size)
 
 
 def _write_result(store: ArtifactStore, key: str, outcome: Outcome) -> int:

@@ -17,11 +17,22 @@ MEMORY_LIMIT_ENV = "KUBEML_MEMORY_LIMIT_BYTES"
 
 
 @dataclass(frozen=True)
+class BaseDataset:
+    """The version of another Dataset to append the production rows to, as the
+    operator resolved it (source.production.appendTo)."""
+
+    name: str
+    version: str
+    uri: str
+
+
+@dataclass(frozen=True)
 class PrepareRequest:
     namespace: str
     name: str
     generation: int | None
     spec: DatasetSpec
+    base: BaseDataset | None = None
 
     @property
     def display(self) -> str:
@@ -60,8 +71,29 @@ def read_request(env: Mapping[str, str]) -> PrepareRequest:
         raise _spec_error(err, f"dataset {namespace}/{name}") from err
     generation = doc.get("generation")
     return PrepareRequest(
-        namespace, name, int(generation) if isinstance(generation, int) else None, spec
+        namespace,
+        name,
+        int(generation) if isinstance(generation, int) else None,
+        spec,
+        _base(doc.get("base"), spec, f"dataset {namespace}/{name}"),
     )
+
+
+def _base(raw: object, spec: DatasetSpec, what: str) -> BaseDataset | None:
+    production = spec.source.production
+    wanted = production.append_to.dataset if production and production.append_to else None
+    if wanted is None:
+        return None
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k), str) and raw[k] for k in ("name", "version", "uri")
+    ):
+        raise DataError("InvalidRequest", f"{what}: {DATASET_ENV} names no base dataset version")
+    if raw["name"] != wanted:
+        raise DataError(
+            "InvalidRequest",
+            f"{what}: the base dataset {raw['name']} is not appendTo's {wanted}",
+        )
+    return BaseDataset(raw["name"], raw["version"], raw["uri"])
 
 
 def _spec_error(err: ValidationError, what: str) -> DataError:

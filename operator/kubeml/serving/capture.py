@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 
 from .writer import (
+    NS_PER_HOUR,
     BatchWriter,
     LocalChannel,
     PipeChannel,
@@ -39,6 +40,7 @@ from .writer import (
     Stats,
     WriterProcess,
     batch_writer,
+    offer_records,
 )
 
 # Values are counted, not bytes: a row of F features holds F values in memory.
@@ -241,23 +243,186 @@ def partition(model: str, version: int) -> str:
 
 class _CaptureKind:
     def writer(self, spec: Spec, sink: Sink, stats: Stats) -> BatchWriter[Any]:
+        if spec["numeric"]:
+            return BatchWriter(
+                name="capture",
+                bucket=spec["bucket"],
+                key_prefix=spec["key_prefix"],
+                writer_id=spec["writer_id"],
+                max_values=spec["max_values"],
+                flush_seconds=spec["flush_seconds"],
+                batch_records=spec["batch_records"],
+                encode=lambda table: encode_block(table, spec),
+                group=block_hours,
+                sink=sink,
+                stats=stats,
+            )
         return batch_writer("capture", spec, sink, stats, lambda recs: encode(recs, spec))
 
-    def cost(self, spec: Spec, record: Any) -> int:
-        return int(record["n"]) * int(spec["width"])
+    def take(self, writer: BatchWriter[Any], spec: Spec, lines: bytes) -> int:
+        width = int(spec["width"])
+        if not spec["numeric"]:
+            return offer_records(writer, lines, lambda rec: int(rec["n"]) * width)
+        block = parse_block(lines)
+        if block.num_rows == 0:
+            return 0
+        # A buffered request costs the values it held when it arrived.
+        costs = (block.column("n").to_numpy() * width).tolist()
+        return writer.offer_block(block, costs, lambda b, mask: b.filter(mask))
 
     def warm(self, spec: Spec) -> None:
-        """Import pyarrow's Parquet writer and encode once."""
+        """Import pyarrow's JSON reader and Parquet writer, and encode once."""
         width = len(spec["kept"])
         x: Any = [[0.0] * width] if spec["numeric"] else [[None] for _ in range(width)]
-        encode([{"id": "warm-up", "t": 0, "p": "v2", "n": 1, "x": x, "y": [0], "pp": None}], spec)
+        rec = {"id": "warm-up", "t": 0, "p": "v2", "n": 1, "x": x, "y": [0], "pp": None}
+        if spec["numeric"]:
+            encode_block(parse_block(orjson.dumps(rec) + b"\n"), spec)
+        else:
+            encode([rec], spec)
 
 
 CAPTURE = _CaptureKind()
 
 
+def _line_schema() -> Any:
+    import pyarrow as pa
+
+    # y (predictions) is left to the reader: numbers, booleans or strings, as sent.
+    matrix = pa.list_(pa.list_(pa.float64()))
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("t", pa.int64()),
+            ("p", pa.string()),
+            ("n", pa.int64()),
+            ("x", matrix),
+            ("pp", matrix),
+        ]
+    )
+
+
+def parse_block(lines: bytes) -> Any:
+    """An Arrow table of the records of JSON lines from a numeric signature, parsed in
+    one call of pyarrow's C++ JSON reader: no Python object per record. Lines that
+    are not JSON are skipped (and logged), as one by one."""
+    import pyarrow as pa
+
+    try:
+        return _read_json(lines)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    # Some line is not JSON, or its predictions differ in kind from the others':
+    # decode one by one, skipping what is not JSON, and build the same table.
+    from .writer import decode_lines
+
+    recs = decode_lines(lines)
+    try:
+        return _read_json(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        counts = [len(r["y"]) for r in recs]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        preds = _labels([v for r in recs for v in r["y"]])
+        table = pa.Table.from_pylist(
+            [{k: r.get(k) for k in ("id", "t", "p", "n", "x", "pp")} for r in recs],
+            schema=_line_schema(),
+        )
+        return table.append_column("y", pa.ListArray.from_arrays(offsets, preds))
+
+
+def _read_json(lines: bytes) -> Any:
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    return pj.read_json(
+        pa.BufferReader(lines),
+        # One block for the whole input (a record may be larger than the default
+        # block), on this thread: the writer is background work.
+        read_options=pj.ReadOptions(use_threads=False, block_size=max(len(lines) + 1, 1 << 16)),
+        parse_options=pj.ParseOptions(
+            explicit_schema=_line_schema(), unexpected_field_behavior="infer"
+        ),
+    )
+
+
+def block_hours(blocks: list[Any]) -> dict[int, Any]:
+    """The records of a flush's blocks, one table per hour (in order of first
+    appearance), each in arrival order."""
+    import pyarrow as pa
+
+    try:
+        table = pa.concat_tables(blocks, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Predictions of one kind in some blocks, of another in others: as strings.
+        blocks = [
+            b.set_column(b.schema.get_field_index("y"), "y", _str_list(b["y"])) for b in blocks
+        ]
+        table = pa.concat_tables(blocks, promote_options="permissive")
+    hours = table.column("t").to_numpy() // NS_PER_HOUR
+    if hours.min() == hours.max():  # the common case: a flush within one hour
+        return {int(hours[0]): table}
+    found, first = np.unique(hours, return_index=True)
+    return {int(h): table.filter(pa.array(hours == h)) for h in found[np.argsort(first)]}
+
+
+def _str_list(column: Any) -> Any:
+    import pyarrow as pa
+
+    return column.cast(pa.list_(pa.string()))
+
+
+def encode_block(table: Any, spec: Spec) -> bytes:
+    """One Parquet file of whole records from a parsed block: the same columns, types
+    and values as ``encode`` writes from the records one by one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = table.combine_chunks()
+    counts = table.column("n").to_numpy().astype(np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+
+    def listed(values: Any) -> Any:
+        return pa.ListArray.from_arrays(offsets, values)
+
+    kept = spec["kept"]
+    inputs = []
+    if kept:
+        flat = pc.list_flatten(pc.list_flatten(table.column("x"))).to_numpy(zero_copy_only=False)
+        # NaN and infinities travel as null (JSON has neither): stored as null, as
+        # NaN always was.
+        matrix = np.asarray(flat, dtype=np.float64).reshape(-1, len(kept))
+        if matrix.shape[0] != int(counts.sum()):
+            raise ValueError("captured inputs do not match their row counts")
+        for j, name in enumerate(kept):
+            values = pa.array(matrix[:, j], type=pa.float64(), from_pandas=True)
+            inputs.append((name, listed(values)))
+    preds = pc.list_flatten(table.column("y")).combine_chunks()
+    t = preds.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        preds = preds.cast(pa.string())
+    outputs: list[tuple[str, Any]] = [("predict", listed(preds))]
+    pp = table.column("pp")
+    if pp.null_count < len(pp):
+        outputs.append(("predict_proba", pp.combine_chunks()))
+    n = table.num_rows
+    cols: dict[str, Any] = {
+        "id": table.column("id").combine_chunks(),
+        "time": table.column("t").combine_chunks().cast(pa.timestamp("ns", tz="UTC")),
+        "modelversion": pa.array([spec["modelversion"]] * n, type=pa.string()),
+        "protocol": table.column("p").combine_chunks(),
+        "rows": pa.array(counts, type=pa.int32()),
+    }
+    if inputs:
+        cols["inputs"] = pa.StructArray.from_arrays([a for _, a in inputs], [n for n, _ in inputs])
+    cols["outputs"] = pa.StructArray.from_arrays([a for _, a in outputs], [n for n, _ in outputs])
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf, compression="zstd")
+    return buf.getvalue()
+
+
 def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
-    """One Parquet file of whole records, from records as the server sent them."""
+    """One Parquet file of whole records, from records as the server sent them (the
+    path of signatures with non-numeric inputs)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -269,18 +434,9 @@ def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
 
     inputs = []
     kept, types = spec["kept"], spec["types"]
-    if spec["numeric"]:
-        # NaN and infinities travel as null (JSON has neither): stored as null, as
-        # NaN always was.
-        flat = [v for r in recs for row in r["x"] for v in row]
-        matrix = np.array(flat, dtype=np.float64).reshape(-1, len(kept) or 1)
-        for j, name in enumerate(kept):
-            values = pa.array(matrix[:, j], type=pa.float64(), from_pandas=True)
-            inputs.append((name, listed(values)))
-    else:
-        for j, (name, dtype) in enumerate(zip(kept, types, strict=True)):
-            column = [v for r in recs for v in r["x"][j]]
-            inputs.append((name, listed(pa.array(column, type=_arrow_type(dtype)))))
+    for j, (name, dtype) in enumerate(zip(kept, types, strict=True)):
+        column = [v for r in recs for v in r["x"][j]]
+        inputs.append((name, listed(pa.array(column, type=_arrow_type(dtype)))))
     preds = [v for r in recs for v in r["y"]]
     outputs: list[tuple[str, Any]] = [("predict", listed(_labels(preds)))]
     if any(r["pp"] is not None for r in recs):

@@ -223,8 +223,10 @@ class _FeedbackKind:
         task = spec["task"]
         return batch_writer("feedback", spec, sink, stats, lambda recs: encode(recs, task))
 
-    def cost(self, spec: Mapping[str, Any], record: Any) -> int:
-        return len(record["truth"])
+    def take(self, writer: Any, spec: Mapping[str, Any], lines: bytes) -> int:
+        from .writer import offer_records
+
+        return offer_records(writer, lines, lambda rec: len(rec["truth"]))
 
     def warm(self, spec: Mapping[str, Any]) -> None:
         encode([{"id": "warm-up", "t": 0, "truth": [], "scored": False}], spec["task"])
