@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeml_local import cluster, install
+from kubeml_local import cluster, images, install
 from kubeml_local.agent.agent import instance_marker
 from kubeml_local.agent.runtime import AGENT_MARKER_ENV
 from kubeml_local.bootstrap import api_client
@@ -42,6 +42,7 @@ IRIS = ROOT / "examples" / "iris"
 KUBEML = str(Path(sys.executable).with_name("kubeml"))
 POD_UID = 65532
 NEVER_BUILT = "ghcr.io/kubeml/never-built:0.0.0"
+RUNTIME_IMAGE = f"ghcr.io/kubeml/runtime:{images.version(ROOT)}"
 
 
 @dataclass
@@ -283,3 +284,95 @@ def test_an_image_never_built_is_err_image_pull(env: Env) -> None:
         assert f"default/{name}" not in env.watcher.seen
     finally:
         core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+def _restricted(container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **container,
+        "image": RUNTIME_IMAGE,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def _pod(name: str, containers: list[dict[str, Any]], policy: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": policy,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "containers": [_restricted(c) for c in containers],
+        },
+    }
+
+
+def test_exit_codes_memory_limits_and_exec_probes_inside_the_image(env: Env) -> None:
+    """What the agent does for host processes holds inside images: the exit code, an OOM
+    kill at the memory limit, and an exec probe run in the container's own filesystem (the
+    file it checks exists only in the pod's /tmp volume, not on the host)."""
+    core = client.CoreV1Api(env.api)
+    marker = f"ready-{uuid.uuid4().hex[:8]}"
+    ends = f"ends-{uuid.uuid4().hex[:6]}"
+    probed = f"probed-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_pod(
+        "default",
+        _pod(
+            ends,
+            [
+                {"name": "exits", "command": ["python", "-c", "import sys; sys.exit(3)"]},
+                {
+                    "name": "hog",
+                    "command": ["python", "-c", 'b = b"x" * (400 << 20); input()'],
+                    "resources": {"limits": {"memory": "128Mi"}},
+                },
+                {"name": "root-ro", "command": ["sh", "-c", "touch /etc/x"]},
+            ],
+            "Never",
+        ),
+    )
+    core.create_namespaced_pod(
+        "default",
+        _pod(
+            probed,
+            [
+                {
+                    "name": "main",
+                    "command": ["sh", "-c", f"touch /tmp/{marker}; exec sleep 3600"],
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", f"/tmp/{marker}"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+            "Always",
+        ),
+    )
+    try:
+
+        def terminated() -> dict[str, Any] | None:
+            statuses = core.read_namespaced_pod(ends, "default").status.container_statuses or []
+            done = {s.name: s.state.terminated for s in statuses if s.state.terminated}
+            return done if len(done) == 3 else None
+
+        done = poll(terminated, timeout=120, what=f"pod {ends}'s containers ended")
+        assert done["exits"].exit_code == 3, done["exits"]
+        assert done["hog"].reason == "OOMKilled", done["hog"]
+        assert done["root-ro"].exit_code != 0, done["root-ro"]  # read-only root filesystem
+        assert not Path("/tmp", marker).exists()
+
+        def ready() -> bool:
+            conditions = core.read_namespaced_pod(probed, "default").status.conditions or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        poll(ready, timeout=120, what=f"pod {probed} Ready by its exec probe")
+        assert not Path("/tmp", marker).exists()  # the probe looked inside the pod, not here
+    finally:
+        for name in (ends, probed):
+            core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
