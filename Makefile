@@ -79,9 +79,13 @@ chart-crds:
 chart-lint:
 	"$$($(HELM_BUILD))" lint charts/kubeml --strict
 
+# BASE_IMAGE (optional) replaces the Dockerfiles' default base, e.g. a mirror of it.
+BASE_IMAGE ?=
+BASE_IMAGE_ARG := $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
+
 images:
-	$(DOCKER) build -f images/operator/Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
-	$(DOCKER) build -f images/runtime/Dockerfile -t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG) .
+	$(DOCKER) build $(BASE_IMAGE_ARG) -f images/operator/Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
+	$(DOCKER) build $(BASE_IMAGE_ARG) -f images/runtime/Dockerfile -t $(IMAGE_REGISTRY)/runtime:$(IMAGE_TAG) .
 
 # The same two images without Docker or registry access: buildah (chroot isolation) on a
 # Debian base made by mmdebstrap, tagged ghcr.io/kubeml/<name>:<appVersion> and cached by

@@ -217,7 +217,9 @@ def _cat(path: Path, follow: bool) -> None:
 
 
 @local.command()
-@click.option("--rebuild", is_flag=True, help="Build the base and both images even if cached.")
+@click.option(
+    "--rebuild", is_flag=True, help="Make the base, the wheelhouse and both images even if cached."
+)
 def images(rebuild: bool) -> None:
     """Build the operator and runtime images here, without Docker (buildah, mmdebstrap).
 

@@ -285,11 +285,11 @@ def _host_ca_bundle() -> Path | None:
     return None
 
 
-def ensure_wheelhouse(root: Path, echo: Echo) -> tuple[Path, bool, float]:
+def ensure_wheelhouse(root: Path, echo: Echo, *, rebuild: bool = False) -> tuple[Path, bool, float]:
     """The dependency wheels for this pyproject and base: (dir, cached, seconds)."""
     t0 = time.monotonic()
     out = wheels_dir(root)
-    if (out / ".complete").exists():
+    if (out / ".complete").exists() and not rebuild:
         return out, True, time.monotonic() - t0
     reqs = requirements(root)
     echo(f">> wheelhouse {out}: pip wheel of {len(reqs)} requirements inside {BASE_TAG}")
@@ -333,6 +333,8 @@ def ensure_wheelhouse(root: Path, echo: Echo) -> tuple[Path, bool, float]:
     finally:
         subprocess.run(["buildah", "rm", container], capture_output=True)
     (partial / ".complete").touch()
+    # An incomplete (or --rebuild) wheelhouse of the same key is replaced whole.
+    shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     # Older dependency sets are of no further use.
     for other in out.parent.iterdir():
@@ -427,7 +429,7 @@ def build_all(echo: Echo, *, rebuild: bool = False) -> list[Result]:
         base = ensure_base(echo, rebuild=rebuild)
         base_info = inspect(BASE_TAG)
         assert base_info is not None
-        wheels, wheels_cached, wheels_s = ensure_wheelhouse(root, echo)
+        wheels, wheels_cached, wheels_s = ensure_wheelhouse(root, echo, rebuild=rebuild)
         if not wheels_cached:
             echo(f">> wheelhouse filled in {wheels_s:.1f} s")
         results = [base]
