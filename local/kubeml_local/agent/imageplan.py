@@ -33,9 +33,10 @@ from kubeml_local.agent.podspec import (
     ProcessPlan,
     container_env,
     container_mounts,
-    field_value,
     memory_limit,
+    security_value,
     spec,
+    static_env,
 )
 
 # Host files a container sees as its own (a runtime writes its own copies; ours are the
@@ -165,10 +166,9 @@ def identity_in_image(
     group: str,
 ) -> Identity:
     psc = spec(pod).get("securityContext") or {}
-    csc = container.get("securityContext") or {}
 
     def pick(key: str) -> Any:
-        return csc[key] if csc.get(key) is not None else psc.get(key)
+        return security_value(pod, container, key)
 
     uid, gid = pick("runAsUser"), pick("runAsGroup")
     if uid is None:
@@ -216,16 +216,7 @@ def plan_in_image(
     volume_dirs: Mapping[str, str],
 ) -> ProcessPlan:
     who = identity_in_image(pod, container, image, passwd, group)
-    static_env = {
-        e["name"]: (
-            field_value(pod, e["valueFrom"]["fieldRef"]["fieldPath"], rt)
-            if (e.get("valueFrom") or {}).get("fieldRef")
-            else str(e.get("value", ""))
-        )
-        for e in container.get("env") or []
-        if not e.get("valueFrom") or e["valueFrom"].get("fieldRef")
-    }
-    mounts = _mounts(container, volume_dirs, static_env)
+    mounts = _mounts(container, volume_dirs, static_env(pod, container, rt))
     agent_env = {k: v for k, v in base_env.items() if k not in HOST_ONLY_ENV}
     layered = {**image.env_map(), **agent_env}
     layered.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

@@ -267,6 +267,23 @@ def _safe_relative(path: str, what: str) -> str:
     return norm
 
 
+def static_env(
+    pod: Mapping[str, Any], container: Mapping[str, Any], rt: PodRuntime
+) -> dict[str, str]:
+    """The container's literal and fieldRef variables: what ``subPathExpr`` may use here
+    (the kubelet expands it with the whole env; this covers its documented use,
+    ``$(POD_NAME)``), known before Secrets, ConfigMaps and path rewriting."""
+    return {
+        e["name"]: (
+            field_value(pod, e["valueFrom"]["fieldRef"]["fieldPath"], rt)
+            if (e.get("valueFrom") or {}).get("fieldRef")
+            else str(e.get("value", ""))
+        )
+        for e in container.get("env") or []
+        if not e.get("valueFrom") or e["valueFrom"].get("fieldRef")
+    }
+
+
 def container_mounts(
     container: Mapping[str, Any], volume_dirs: Mapping[str, str], env: Mapping[str, str]
 ) -> list[tuple[str, str]]:
@@ -382,6 +399,14 @@ def _value_from(
 # -- identity -------------------------------------------------------------------------------
 
 
+def security_value(pod: Mapping[str, Any], container: Mapping[str, Any], key: str) -> Any:
+    """A securityContext field: the container's, else the pod's."""
+    csc = container.get("securityContext") or {}
+    if csc.get(key) is not None:
+        return csc[key]
+    return (spec(pod).get("securityContext") or {}).get(key)
+
+
 def identity(pod: Mapping[str, Any], container: Mapping[str, Any], switch_users: bool) -> Identity:
     """Who the process runs as.
 
@@ -392,10 +417,9 @@ def identity(pod: Mapping[str, Any], container: Mapping[str, Any], switch_users:
     group, often 0); runAsNonRoot without runAsUser runs as nobody. Otherwise everything
     runs as the agent's own user. runAsNonRoot with runAsUser 0 is refused either way."""
     psc = spec(pod).get("securityContext") or {}
-    csc = container.get("securityContext") or {}
 
     def pick(key: str) -> Any:
-        return csc[key] if csc.get(key) is not None else psc.get(key)
+        return security_value(pod, container, key)
 
     uid, gid, non_root = pick("runAsUser"), pick("runAsGroup"), pick("runAsNonRoot")
     if non_root and uid == 0:
@@ -439,16 +463,7 @@ def plan_process(
     # Mounts first (subPathExpr may use env, but env values need the rewriter): the kubelet
     # also expands subPathExpr with the container env; we use literal and fieldRef values
     # only, which covers its documented use ($(POD_NAME)).
-    static_env = {
-        e["name"]: (
-            field_value(pod, e["valueFrom"]["fieldRef"]["fieldPath"], rt)
-            if (e.get("valueFrom") or {}).get("fieldRef")
-            else str(e.get("value", ""))
-        )
-        for e in container.get("env") or []
-        if not e.get("valueFrom") or e["valueFrom"].get("fieldRef")
-    }
-    mounts = container_mounts(container, volume_dirs, static_env)
+    mounts = container_mounts(container, volume_dirs, static_env(pod, container, rt))
     rewriter = PathRewriter.build(mounts)
     make_dirs = [host for _, host in mounts if host not in volume_dirs.values()]
 
