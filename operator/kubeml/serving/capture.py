@@ -375,7 +375,6 @@ def encode_block(table: Any, spec: Spec) -> bytes:
     and values as ``encode`` writes from the records one by one."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     table = table.combine_chunks()
     counts = table.column("n").to_numpy().astype(np.int32)
@@ -412,19 +411,13 @@ def encode_block(table: Any, spec: Spec) -> bytes:
         "protocol": table.column("p").combine_chunks(),
         "rows": pa.array(counts, type=pa.int32()),
     }
-    if inputs:
-        cols["inputs"] = pa.StructArray.from_arrays([a for _, a in inputs], [n for n, _ in inputs])
-    cols["outputs"] = pa.StructArray.from_arrays([a for _, a in outputs], [n for n, _ in outputs])
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf, compression="zstd")
-    return buf.getvalue()
+    return _parquet(cols, inputs, outputs)
 
 
 def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
     """One Parquet file of whole records, from records as the server sent them (the
     path of signatures with non-numeric inputs)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     counts = np.array([r["n"] for r in recs], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
@@ -452,12 +445,7 @@ def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
         "protocol": pa.array([r["p"] for r in recs], type=pa.string()),
         "rows": pa.array(counts, type=pa.int32()),
     }
-    if inputs:
-        cols["inputs"] = pa.StructArray.from_arrays([a for _, a in inputs], [n for n, _ in inputs])
-    cols["outputs"] = pa.StructArray.from_arrays([a for _, a in outputs], [n for n, _ in outputs])
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf, compression="zstd")
-    return buf.getvalue()
+    return _parquet(cols, inputs, outputs)
 
 
 def _arrow_type(dtype: str) -> Any:
@@ -482,3 +470,16 @@ def _labels(preds: list[Any]) -> Any:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         return arr
     return pa.array([str(p) for p in preds], type=pa.string())
+
+
+def _parquet(cols: dict[str, Any], inputs: list[Any], outputs: list[Any]) -> bytes:
+    """Both encoders' last step: inputs and outputs as struct columns, zstd Parquet."""
+    import pyarrow as pa  # in the writer child only, like the encoders' own imports
+    import pyarrow.parquet as pq
+
+    if inputs:
+        cols["inputs"] = pa.StructArray.from_arrays([a for _, a in inputs], [n for n, _ in inputs])
+    cols["outputs"] = pa.StructArray.from_arrays([a for _, a in outputs], [n for n, _ in outputs])
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf, compression="zstd")
+    return buf.getvalue()
