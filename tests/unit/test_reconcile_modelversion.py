@@ -104,17 +104,116 @@ def test_a_version_without_a_check_this_time_keeps_its_verdict() -> None:
     assert status_of(out, "iris-classifier-v1")["conditions"] == b["status"]["conditions"]
 
 
+class Store:
+    """The API server's part in these tests: one revision counter, and writes that
+    are conditional on a resourceVersion, carried out as the driver does (patches,
+    then status writes, stopping at the first conflict)."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        self.objs = {o["metadata"]["name"]: copy.deepcopy(o) for o in objs}
+        self.rev = max(int(o["metadata"]["resourceVersion"]) for o in objs)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.objs[name])
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.get(n) for n in self.objs]
+
+    def _write(self, name: str, rv: str, change: dict[str, Any]) -> str | None:
+        obj = self.objs[name]
+        if obj["metadata"]["resourceVersion"] != rv:
+            return None
+        for part, fields in change.items():
+            if part == "status":  # the driver's status write replaces its fields
+                obj["status"] = copy.deepcopy(fields)
+            else:
+                obj.setdefault(part, {}).update(copy.deepcopy(fields))
+        self.rev += 1
+        obj["metadata"]["resourceVersion"] = str(self.rev)
+        return str(self.rev)
+
+    def claim(self, name: str, alias: str) -> None:
+        """A user's write (kubeml promote)."""
+        obj = self.objs[name]
+        self._write(name, obj["metadata"]["resourceVersion"], {"spec": {"aliases": [alias]}})
+
+    def run(self, out: Outcome) -> bool:
+        """Whether every write of the outcome landed."""
+        written: dict[str, str] = {}
+        for p in out.patches:
+            rv = self._write(p.ref.name, written.get(p.ref.name, p.resource_version), p.patch)
+            if rv is None:
+                return False
+            written[p.ref.name] = rv
+        for w in out.statuses:
+            name = w.seen["metadata"]["name"]
+            if w.status == (w.seen.get("status") or {}):
+                continue
+            seen = str(w.seen["metadata"]["resourceVersion"])
+            rv = self._write(name, written.get(name, seen), {"status": {**w.status}})
+            if rv is None:
+                return False
+            written[name] = rv
+        return True
+
+    def settle(self) -> None:
+        """Decide from what is there until a decision changes nothing."""
+        for _ in range(10):
+            before = self.rev
+            self.run(decide(*self.all()))
+            if self.rev == before:
+                return
+        raise AssertionError("the registry never settled")
+
+    def holders(self, alias: str) -> list[str]:
+        return [n for n, o in self.objs.items() if alias in o["spec"]["aliases"]]
+
+
 def test_the_later_claim_wins_whatever_the_version_numbers() -> None:
     # Bug: claiming an alias on v3 and then on v2 within 100 ms left it on v3; the
     # higher version won when the operator saw both claims before acknowledging one.
     v3 = version(3, claims=["champion"], rv=200)
     v2 = version(2, claims=["champion"], rv=201)
-    out = decide(v3, v2)
-    (patch,) = out.patches
+    first = decide(v3, v2)
+    assert not first.patches  # both claims are recorded before anything else is written
+    assert status_of(first, "iris-classifier-v3")["claims"] == [
+        {"name": "champion", "claimVersion": "200"}
+    ]
+    store = Store(v3, v2)
+    assert store.run(first)
+    (patch,) = decide(*store.all()).patches
     assert patch.ref.name == "iris-classifier-v3" and patch.patch == {"spec": {"aliases": []}}
-    assert patch.resource_version == "200"  # conditional on what was decided from
-    (held,) = status_of(out, "iris-classifier-v2")["aliases"]
+    assert (
+        patch.resource_version == store.objs["iris-classifier-v3"]["metadata"]["resourceVersion"]
+    )  # conditional on what was decided from
+    store.settle()
+    assert store.holders("champion") == ["iris-classifier-v2"]
+    (held,) = store.objs["iris-classifier-v2"]["status"]["aliases"]
     assert (held["name"], held["claimVersion"]) == ("champion", "201")
+
+
+def test_an_earlier_claim_stays_earlier_when_a_write_fails_midway() -> None:
+    # Bug (1 CI run in 3): claims on v3, then on v2, settled on v3. The operator saw
+    # v3's claim but not yet v2's; its outcome added v3's finalizer, then failed on
+    # v2 (changed meanwhile) before acknowledging anything; v3's claim was then dated
+    # by the finalizer write, later than v2's claim.
+    v1 = version(
+        1, claims=["champion"], held=[{"name": "champion", "since": "t0", "claimVersion": "90"}]
+    )
+    v2, v3 = version(2, rv=101), version(3, rv=102)
+    for v in (v2, v3):
+        v["metadata"]["finalizers"] = []  # new versions: the operator has not been by yet
+    store = Store(v1, v2, v3)
+    store.claim("iris-classifier-v3", "champion")
+    cache = [store.get("iris-classifier-v1"), store.get("iris-classifier-v3"), v2]
+    store.claim("iris-classifier-v2", "champion")  # the operator has not seen this yet
+    assert not store.run(decide(*cache))  # v2's finalizer patch conflicts
+    store.settle()
+    assert store.holders("champion") == ["iris-classifier-v2"]
+    two = store.objs["iris-classifier-v2"]
+    assert [a["name"] for a in two["status"]["aliases"]] == ["champion"]
+    assert mv.FINALIZER in two["metadata"]["finalizers"]  # added after the claim's record
+    assert mv.FINALIZER in store.objs["iris-classifier-v3"]["metadata"]["finalizers"]
 
 
 def test_a_new_claim_moves_the_alias_and_both_sides_record_it() -> None:
@@ -146,8 +245,9 @@ def test_an_acknowledged_claim_outranks_an_older_unacknowledged_one() -> None:
         rv=310,
     )
     v2 = version(2, claims=["champion"], rv=250)
-    out = decide(v1, v2)
-    assert [p.ref.name for p in out.patches] == ["iris-classifier-v2"]
+    store = Store(v1, v2)
+    store.settle()
+    assert store.holders("champion") == ["iris-classifier-v1"]
 
 
 def test_an_artifact_in_another_namespaces_space_is_refused_never_checked() -> None:

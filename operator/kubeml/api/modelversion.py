@@ -114,6 +114,16 @@ class AliasHolding(StatusModel):
     versions claim an alias, the later claim wins."""
 
 
+class AliasClaim(StatusModel):
+    """An alias spec.aliases claims, dated when the operator first saw the claim."""
+
+    name: LabelName
+    claim_version: Annotated[str, StringConstraints(max_length=64)]
+    """The resourceVersion at which the claim was first seen: when two versions claim
+    an alias, the later claim wins. Recorded before the operator writes anything else
+    to this version, so its own writes never make a claim look later."""
+
+
 class AliasMove(StatusModel):
     """One recorded alias move involving this version."""
 
@@ -135,6 +145,8 @@ class ModelVersionStatus(ObservedStatus):
     """When the artifact was last verified."""
     verified_etag: Annotated[str, StringConstraints(max_length=256)] | None = None
     """The object's ETag when it was hashed; a changed ETag triggers a re-hash."""
+    claims: Annotated[list[AliasClaim], Field(max_length=16)] | None = None
+    """Every alias spec.aliases claims, with when the claim was first seen."""
     aliases: Annotated[list[AliasHolding], Field(max_length=16)] | None = None
     """Aliases held now."""
     alias_list: Annotated[str, StringConstraints(max_length=1024)] | None = None

@@ -166,6 +166,18 @@ def decide(view: ModelView, settings: Settings, *, now: str) -> Outcome:
             finalizers = [*(mv["metadata"].get("finalizers") or []), FINALIZER]
             out.patches.append(_meta_patch(mv, {"finalizers": finalizers}, "add finalizer"))
         out.status(mv, status)
+    # A version with a claim seen for the first time gets only its status write now
+    # (which records the claim's revision); its patches wait for the next decision,
+    # which that write triggers. Written first, a patch would make the claim look as
+    # late as the patch (registry.py).
+    # A version being deleted only gives its claims up.
+    waiting = {
+        b["metadata"]["name"]
+        for b in view.versions
+        if changes[b["metadata"]["name"]].new_claims and not b["metadata"].get("deletionTimestamp")
+    }
+    if waiting:
+        out.patches[:] = [p for p in out.patches if p.ref.name not in waiting]
     return out
 
 
@@ -255,6 +267,10 @@ def _record_aliases(
                 why="alias moved to a newer claim",
             )
         )
+    if change.claims:
+        status["claims"] = change.claims
+    else:
+        status.pop("claims", None)
     status["aliases"] = change.status_aliases
     names = sorted(a["name"] for a in change.status_aliases)
     if names:

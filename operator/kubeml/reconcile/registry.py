@@ -3,14 +3,15 @@
 Aliases live in `ModelVersion.spec.aliases` (a user or `kubeml promote` sets
 them); the operator records in `status.aliases` since when each is held.
 When two versions claim one alias the later claim wins, judged by the
-resourceVersion at which each claim was first seen (recorded in status): on etcd
-these are the revisions of the writes, so they order claims made on different
-objects even milliseconds apart, whichever the operator happens to see first. A
-claim not yet acknowledged is dated by the object's current resourceVersion; every
-status write the operator makes acknowledges or removes the claims it saw, so that
-date is never later than the claim's own write by any write of ours. Moving an
-alias is one write by the user, and everyone who resolves it (Deployments, gates)
-sees the new holder at once.
+resourceVersion at which each claim was first seen: on etcd these are the
+revisions of the writes, so they order claims made on different objects even
+milliseconds apart, whichever the operator happens to see first. Every claim is
+recorded with that revision in `status.claims`; until then it is dated by the
+object's current resourceVersion, so the record must be the operator's first write
+to a version after a new claim (see modelversion.decide): a finalizer or spec patch
+landing first would date the claim by the operator's own write, and an earlier
+claim could beat a later one. Moving an alias is one write by the user, and
+everyone who resolves it (Deployments, gates) sees the new holder at once.
 """
 
 from __future__ import annotations
@@ -39,16 +40,48 @@ def _revision(value: Any) -> int | None:
 def claim_order(body: Body, alias: str) -> tuple[int, int]:
     """Sort key of a version's claim on ``alias``: later claims sort higher.
 
-    (1, revision) when the claim's revision is known: acknowledged claims carry the
+    (1, revision) when the claim's revision is known: a recorded claim carries the
     one recorded when first seen, others the object's current one. A revision that
-    is not an integer (not etcd) falls back to: acknowledged before unacknowledged.
+    is not an integer (not etcd) falls back to: recorded before unrecorded.
     """
-    for held in (body.get("status") or {}).get("aliases") or []:
-        if held.get("name") == alias:
-            recorded = _revision(held.get("claimVersion"))
-            return (1, recorded) if recorded is not None else (0, 0)
+    recorded = recorded_claims(body)
+    if alias in recorded:
+        revision = _revision(recorded[alias])
+        return (1, revision) if revision is not None else (0, 0)
     current = _revision((body.get("metadata") or {}).get("resourceVersion"))
     return (1, current) if current is not None else (2, 0)
+
+
+def recorded_claims(body: Body) -> dict[str, str]:
+    """Alias -> the revision its claim was first seen at, as status records it (held
+    aliases recorded it before status.claims existed)."""
+    status = body.get("status") or {}
+    out = {
+        str(h["name"]): str(h["claimVersion"])
+        for h in status.get("aliases") or []
+        if h.get("name") and h.get("claimVersion")
+    }
+    out.update(
+        (str(c["name"]), str(c["claimVersion"]))
+        for c in status.get("claims") or []
+        if c.get("name") and c.get("claimVersion")
+    )
+    return out
+
+
+def claim_records(body: Body) -> tuple[list[dict[str, str]], bool]:
+    """What status.claims must say for the claims spec makes now, and whether any
+    claim is new (seen now for the first time: dated by this resourceVersion)."""
+    recorded = recorded_claims(body)
+    seen_at = _revision((body.get("metadata") or {}).get("resourceVersion"))
+    records, new = [], False
+    for alias in _claims(body):
+        if alias in recorded:
+            records.append({"name": alias, "claimVersion": recorded[alias]})
+        elif seen_at is not None:
+            records.append({"name": alias, "claimVersion": str(seen_at)})
+            new = True
+    return records, new
 
 
 def _claims(body: Body) -> list[str]:
@@ -69,6 +102,8 @@ class AliasChange:
 
     spec_aliases: list[str] | None = None  # new spec.aliases, if it must change
     status_aliases: list[dict[str, str]] = field(default_factory=list)
+    claims: list[dict[str, str]] = field(default_factory=list)  # status.claims
+    new_claims: bool = False  # a claim seen for the first time: record it before any patch
     history: list[dict[str, Any]] = field(default_factory=list)  # new entries, newest first
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -78,7 +113,10 @@ def reconcile_aliases(versions: list[Body], now: str) -> dict[str, AliasChange]:
     changes: dict[str, AliasChange] = {}
     for b in versions:
         held = (b.get("status") or {}).get("aliases") or []
-        changes[b["metadata"]["name"]] = AliasChange(status_aliases=[dict(h) for h in held])
+        claims, new = claim_records(b)
+        changes[b["metadata"]["name"]] = AliasChange(
+            status_aliases=[dict(h) for h in held], claims=claims, new_claims=new
+        )
 
     aliases = sorted({a for b in versions for a in _claims(b)})
     # Aliases a version held but no longer claims (removed by the user).
@@ -115,9 +153,9 @@ def reconcile_aliases(versions: list[Body], now: str) -> dict[str, AliasChange]:
         wch = changes[wname]
         if not any(h["name"] == alias for h in wch.status_aliases):
             holding = {"name": alias, "since": now}
-            seen_at = _revision((winner.get("metadata") or {}).get("resourceVersion"))
+            seen_at = next((c["claimVersion"] for c in wch.claims if c["name"] == alias), None)
             if seen_at is not None:
-                holding["claimVersion"] = str(seen_at)
+                holding["claimVersion"] = seen_at
             wch.status_aliases.append(holding)
             entry: dict[str, Any] = {"alias": alias, "action": "Assigned", "time": now}
             if previous:
