@@ -1,6 +1,8 @@
 """CPU per captured record, measured in CPU time (not wall time, so a busy machine
-changes it little): the server's share (``Capture.offer``: one JSON line) and the
-writer child's share (reading the lines from its pipe, buffering, Parquet encoding),
+changes it little): the server's share (``Capture.offer``: one JSON line per predict
+call's batch of requests) and the
+writer child's share (reading the lines from its pipe, splitting them into records,
+buffering, Parquet encoding),
 the latter with the child's own code (``kubeml.serving.writer.pump``) fed in
 pipe-sized chunks, a sink that keeps nothing, and everything flushed at the end.
 
@@ -11,7 +13,8 @@ The records are the capture benchmark's: iris rows (four float64 features), inte
 class predictions, no probabilities, all fields kept; ``--data random`` puts
 full-precision random floats in instead. ``--per-feed`` is how many records
 one read of the pipe returns (the server writes the pipe every 50 ms: at 6,000
-requests/s about 300).
+requests/s about 300); ``--batch`` how many requests one predict call answers (the
+micro-batcher's batches at 32 connections hold about 16).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class Collect:
         self.spec = spec
         return self
 
-    def send(self, line: bytes) -> bool:
+    def send(self, line: bytes, records: int = 1) -> bool:
         self.lines.append(line)
         return True
 
@@ -90,8 +93,10 @@ class Chunks(io.RawIOBase):
         return len(part)
 
 
-def server_side(n: int, rows: int, data: str = "iris") -> tuple[float, list[bytes], dict[str, Any]]:
-    from kubeml.serving.capture import Capture, CaptureConfig, Record
+def server_side(
+    n: int, rows: int, batch: int, data: str = "iris"
+) -> tuple[float, list[bytes], dict[str, Any]]:
+    from kubeml.serving.capture import Batch, Capture, CaptureConfig
 
     sink = Collect()
     cap = Capture(
@@ -117,23 +122,27 @@ def server_side(n: int, rows: int, data: str = "iris") -> tuple[float, list[byte
     preds = [rng.integers(0, 3, rows) for _ in range(n)]
     now = time.time_ns()
 
-    def record(i: int) -> Record:
-        # Fresh arrays, as a request's decoding makes them (hot in the cache).
-        return Record(ids[i], now + i, "v2", inputs[i].copy(), rows, preds[i].copy(), None)
+    def predicted(i: int) -> Batch:
+        # Fresh arrays, as a predict call makes them (hot in the cache).
+        k = min(batch, n - i)
+        x, y = np.concatenate(inputs[i : i + k]), np.concatenate(preds[i : i + k])
+        return Batch(ids[i : i + k], ["v2"] * k, [rows] * k, [False] * k, x, y, None, now + i)
 
     gc.collect()
     start = time.process_time()
-    for i in range(n):
-        record(i)
+    for i in range(0, n, batch):
+        predicted(i)
     making = time.process_time() - start
     start = time.process_time()
-    for i in range(n):
-        cap.offer(record(i))
+    for i in range(0, n, batch):
+        cap.offer(predicted(i))
     # The offers' share: the same loop without them subtracted.
     return time.process_time() - start - making, sink.lines, sink.spec
 
 
-def writer_side(lines: list[bytes], spec: dict[str, Any], per_feed: int) -> tuple[float, int]:
+def writer_side(
+    lines: list[bytes], spec: dict[str, Any], per_feed: int, records: int
+) -> tuple[float, int]:
     from kubeml.serving.capture import CAPTURE
     from kubeml.serving.writer import pump
 
@@ -147,7 +156,7 @@ def writer_side(lines: list[bytes], spec: dict[str, Any], per_feed: int) -> tupl
     pump(stream, {b"c": (writer, CAPTURE, spec)})
     assert writer.close(600)
     spent = time.process_time() - start
-    assert stats.written == len(lines) and stats.dropped_n == 0, (stats.written, stats.dropped_n)
+    assert stats.written == records and stats.dropped_n == 0, (stats.written, stats.dropped_n)
     return spent, sink.bytes
 
 
@@ -155,18 +164,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--rows", type=int, default=1, help="rows per request")
-    p.add_argument("--per-feed", type=int, default=300)
+    p.add_argument("--per-feed", type=int, default=300, help="records per pipe read")
+    p.add_argument("--batch", type=int, default=16, help="requests per predict call")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--data", choices=("iris", "random"), default="iris", help="input values")
     a = p.parse_args()
     server, writer = [], []
     for _ in range(a.repeat):
-        s, lines, spec = server_side(a.records, a.rows, a.data)
-        w, nbytes = writer_side(lines, spec, a.per_feed)
+        s, lines, spec = server_side(a.records, a.rows, a.batch, a.data)
+        w, nbytes = writer_side(lines, spec, max(1, a.per_feed // a.batch), a.records)
         server.append(s / a.records * 1e6)
         writer.append(w / a.records * 1e6)
     print(
-        f"{a.records} records of {a.rows} row(s) of {a.data} inputs, {a.per_feed} per pipe read, "
+        f"{a.records} records of {a.rows} row(s) of {a.data} inputs, {a.batch} per predict call, "
+        f"{a.per_feed} per pipe read, "
         f"{a.repeat} repeats (CPU time, µs per record; median [min-max])"
     )
     for name, xs in (("server (Capture.offer)", server), ("writer child", writer)):

@@ -15,7 +15,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from kubeml.serving.app import ModelServer
-from kubeml.serving.capture import Capture, CaptureConfig, Record
+from kubeml.serving.capture import Batch, Capture, CaptureConfig
 from kubeml.serving.config import ConfigError, ServerConfig
 from kubeml.serving.loader import Loaded
 from kubeml.serving.metrics import ServerMetrics
@@ -235,9 +235,9 @@ def test_offer_after_close_is_dropped() -> None:
         stats=metrics.capture,
     )
     assert cap.close(5)
-    rec = Record("a", 0, "v2", ROWS, 3, np.array([0, 1, 2]), None)
-    assert not cap.offer(rec)
-    assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 1
+    batch = Batch(["a", "b"], ["v2", "v1"], [2, 1], [False, False], ROWS, np.arange(3), None, 0)
+    assert cap.offer(batch) == 0
+    assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 2
 
 
 def test_capture_settings_from_the_environment() -> None:
@@ -284,42 +284,65 @@ def test_records_a_dead_writer_process_cannot_take_are_dropped_and_counted() -> 
     assert not proc.close(5)  # it did not exit cleanly
 
 
-def test_lines_parsed_as_a_block_are_written_record_by_record() -> None:
-    """The writer child parses a pipe read's lines in one call: each record still
-    holds its own inputs (NaN as null), predictions and probabilities, a line that
-    is not JSON is skipped, and records of two hours go to two objects."""
+def test_batch_lines_are_split_and_written_record_by_record() -> None:
+    """The server sends one line per predict call; the writer child parses a pipe
+    read's lines in one call and splits them into records: each holds its own inputs
+    (NaN as null), predictions, and probabilities if it asked for them; a line that
+    is not JSON is skipped (the same records, decoded one by one); records of two
+    hours go to two objects."""
     import orjson
 
     from kubeml.serving.capture import block_hours, encode_block, parse_block
 
     spec = {"kept": ["a", "b"], "modelversion": "m-v1"}
     hour = 3_600_000_000_000
-    recs = [
-        {"id": "r0", "t": 5 * hour, "p": "v2", "n": 1, "x": [[1.0, float("nan")]], "y": [2]},
-        {"id": "r1", "t": 6 * hour, "p": "v1", "n": 2, "x": [[3.0, 4.0], [5.0, 6.0]], "y": [0, 1]},
-        {"id": "r2", "t": 5 * hour + 1, "p": "v2", "n": 1, "x": [[7.0, 8.0]], "y": [1]},
-    ]
-    pp = [None, [[0.5, 0.5], [1.0, 0.0]], None]
-    lines = [orjson.dumps({**r, "pp": p}) for r, p in zip(recs, pp, strict=True)]
-    block = parse_block(b"\n".join([lines[0], b"{not json", *lines[1:]]) + b"\n")
+    batches = [
+        {
+            "id": ["r0", "r4"], "t": 5 * hour, "p": ["v2", "v2"], "n": [1, 1],
+            "x": [[1.0, float("nan")], [9.0, 9.5]], "y": [2, 0],
+            "pp": [[0.0, 1.0], [1.0, 0.0]], "wp": [True, False],
+        },
+        {
+            "id": ["r1"], "t": 6 * hour, "p": ["v1"], "n": [2], "x": [[3.0, 4.0], [5.0, 6.0]],
+            "y": [0, 1], "pp": [[0.5, 0.5], [1.0, 0.0]], "wp": [True],
+        },
+        {
+            "id": ["r2"], "t": 5 * hour + 1, "p": ["v2"], "n": [1], "x": [[7.0, 8.0]], "y": [1],
+            "pp": None, "wp": [False],
+        },
+    ]  # fmt: skip
+    lines = [orjson.dumps(b) for b in batches]
+    block = parse_block(b"\n".join(lines) + b"\n")
+    slow = parse_block(b"\n".join([lines[0], b"{not json", *lines[1:]]) + b"\n")
+    assert slow.select(block.column_names).to_pylist() == block.to_pylist()
     hours = block_hours([block])
     assert list(hours) == [5, 6]  # in order of first appearance
     written = {
         h: pq.read_table(io.BytesIO(encode_block(t, spec))).to_pylist() for h, t in hours.items()
     }
-    assert [r["id"] for r in written[5]] == ["r0", "r2"] and [r["id"] for r in written[6]] == ["r1"]
-    r0, r2 = written[5]
+    assert [r["id"] for r in written[5]] == ["r0", "r4", "r2"]
+    assert [r["id"] for r in written[6]] == ["r1"]
+    r0, r4, r2 = written[5]
     (r1,) = written[6]
     assert r0["inputs"] == {"a": [1.0], "b": [None]} and r0["rows"] == 1
+    assert r0["outputs"] == {"predict": [2], "predict_proba": [[0.0, 1.0]]}
+    assert r4["inputs"] == {"a": [9.0], "b": [9.5]}
+    assert r4["outputs"] == {"predict": [0], "predict_proba": None}  # it did not ask
     assert r1["inputs"] == {"a": [3.0, 5.0], "b": [4.0, 6.0]} and r1["protocol"] == "v1"
     assert r1["outputs"] == {"predict": [0, 1], "predict_proba": [[0.5, 0.5], [1.0, 0.0]]}
-    assert r2["outputs"] == {"predict": [1]}  # no probabilities in its hour: no column
+    assert r2["outputs"] == {"predict": [1], "predict_proba": None}
     assert r0["modelversion"] == "m-v1" and r0["time"].value == 5 * hour
+    assert r2["time"].value == 5 * hour + 1
+    # Every batch with probabilities (no Python step per batch): the same records.
+    both = parse_block(b"\n".join(lines[:2]) + b"\n")
+    assert both.to_pylist() == block.slice(0, 3).to_pylist()
     # Predictions of another kind in a later block: all written as strings.
     other = parse_block(
-        orjson.dumps({"id": "r3", "t": 5 * hour, "p": "v2", "n": 1, "x": [[0, 0]], "y": ["x"]})
-        + b"\n"
-    )
+        orjson.dumps(
+            {"id": ["r3"], "t": 5 * hour, "p": ["v2"], "n": [1], "x": [[0, 0]], "y": ["x"],
+             "pp": None, "wp": [False]}
+        ) + b"\n"
+    )  # fmt: skip
     mixed = block_hours([block, other])[5]
     got = pq.read_table(io.BytesIO(encode_block(mixed, spec))).to_pylist()
-    assert [r["outputs"]["predict"] for r in got] == [["2"], ["1"], ["x"]]
+    assert [r["outputs"]["predict"] for r in got] == [["2"], ["0"], ["1"], ["x"]]

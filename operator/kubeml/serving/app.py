@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from .batcher import Batcher, Job
-from .capture import Capture, Record
+from .capture import Batch, Capture
 from .config import ServerConfig
 from .decode import PREDICT, PREDICT_PROBA, Decoder, InferRequest, concat
 from .encode import Encoder, dumps, error_body
@@ -475,24 +475,15 @@ class ModelServer:
         capture = self.capture
         feedback = self.feedback
         # Sampled before predict: the decision is per request, not per outcome.
-        sampled = capture is not None and capture.sampled()
+        tag = (req.id, protocol) if capture is not None and capture.sampled() else None
 
         def finished(outcome: Any) -> None:
             self.inflight -= 1
             if feedback is not None and isinstance(outcome, Prediction):
                 feedback.recent.remember(req.id or "", outcome.pred)
-            if sampled and capture is not None and isinstance(outcome, Prediction):
-                # Before the response is sent: an acknowledged request is in the
-                # buffer, which SIGTERM flushes.
-                capture.offer(
-                    Record(
-                        req.id or "", time.time_ns(), protocol, req.rows, req.n,
-                        outcome.pred, outcome.proba,
-                    )
-                )  # fmt: skip
             done(outcome)
 
-        batcher.submit(Job(req.rows, req.n, req.want_proba, finished))
+        batcher.submit(Job(req.rows, req.n, req.want_proba, finished, tag))
 
     def _deliver(
         self, protocol: str, req: InferRequest, start: float, respond: Respond, outcome: Any
@@ -540,6 +531,7 @@ class ModelServer:
             log.exception("predict failed on a request of %d rows", jobs[0].n)
             return [err]
         self._observe(loaded, rows, pred)
+        self._capture(jobs, rows, pred, proba)
         out: list[Any] = []
         start = 0
         for j in jobs:
@@ -547,6 +539,40 @@ class ModelServer:
             out.append(Prediction(pred[start:end], None if proba is None else proba[start:end]))
             start = end
         return out
+
+    def _capture(
+        self, jobs: Sequence[Job], rows: Any, pred: np.ndarray, proba: np.ndarray | None
+    ) -> None:
+        """The batch's sampled requests, as one record each, before any of their answers
+        leaves (so SIGTERM's flush holds every acknowledged one). Here, on the worker
+        thread, the whole batch costs one encoding, and the loop thread answering the
+        previous batch's clients pays nothing."""
+        capture = self.capture
+        if capture is None:
+            return
+        picked = [j for j in jobs if j.capture is not None]
+        if not picked:
+            return
+        try:
+            if len(picked) < len(jobs):
+                mask = np.repeat([j.capture is not None for j in jobs], [j.n for j in jobs])
+                rows = rows[mask] if isinstance(rows, np.ndarray) else [c[mask] for c in rows]
+                pred = pred[mask]
+                proba = None if proba is None else proba[mask]
+            capture.offer(
+                Batch(
+                    ids=[j.capture[0] for j in picked if j.capture],
+                    protocols=[j.capture[1] for j in picked if j.capture],
+                    ns=[j.n for j in picked],
+                    want_proba=[j.want_proba for j in picked],
+                    rows=rows,
+                    pred=pred,
+                    proba=proba,
+                    time_ns=time.time_ns(),
+                )
+            )
+        except Exception:  # capture must never fail a prediction
+            log.exception("capturing a batch of %d requests failed", len(picked))
 
     def _observe(self, loaded: Loaded, rows: Any, pred: np.ndarray) -> None:
         # Monitoring must never fail a prediction that succeeded.

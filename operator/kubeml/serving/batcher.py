@@ -50,6 +50,9 @@ class Job:
     n: int
     want_proba: bool
     done: Callable[[Any], None]
+    # (request id, protocol) when this request is captured: its batch's predict
+    # captures it before any answer leaves.
+    capture: tuple[str, str] | None = None
 
 
 RunBatch = Callable[[Sequence[Job]], list[Any]]

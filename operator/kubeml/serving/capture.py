@@ -125,16 +125,18 @@ def split_prefix(uri: str) -> tuple[str, str]:
     return bucket, key if key.endswith("/") else key + "/"
 
 
-class Record(NamedTuple):
-    """One captured request as the server holds it for the moment it takes to encode."""
+class Batch(NamedTuple):
+    """The captured requests of one predict call, in order, as the worker thread has
+    them before any of their answers is sent."""
 
-    id: str
-    time_ns: int
-    protocol: str
-    rows: Any  # float64 (n, F) matrix, or one array per feature
-    n: int
+    ids: Sequence[str]
+    protocols: Sequence[str]
+    ns: Sequence[int]  # rows per request
+    want_proba: Sequence[bool]  # probabilities are kept for the requests that asked
+    rows: Any  # all their rows: a float64 (R, F) matrix, or one array per feature
     pred: np.ndarray
-    proba: np.ndarray | None
+    proba: np.ndarray | None  # None when no request of the predict call asked
+    time_ns: int
 
 
 class Capture:
@@ -193,24 +195,42 @@ class Capture:
     def sampled(self) -> bool:
         return self._rate >= 1.0 or (self._rate > 0.0 and random.random() < self._rate)
 
-    def offer(self, rec: Record) -> bool:
-        """On the loop thread: one small JSON encoding (numpy arrays are serialized
-        by orjson in C) and one append."""
-        rows = rec.rows
+    def offer(self, batch: Batch) -> int:
+        """One predict call's records, in a short encoding (numpy arrays are serialized
+        by orjson in C): the records that were accepted (the rest were dropped and
+        counted)."""
         if self.numeric:
-            inputs = rows if self._all_kept else rows[:, self.kept_idx]
-        else:
-            inputs = [rows[j] for j in self.kept_idx]
-        doc = {
-            "id": rec.id,
-            "t": rec.time_ns,
-            "p": rec.protocol,
-            "n": rec.n,
-            "x": inputs,
-            "y": rec.pred,
-            "pp": rec.proba,
-        }
-        return self.channel.send(orjson.dumps(doc, default=_plain, option=_NUMPY))
+            # The whole batch in one line: the writer splits it into records.
+            x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
+            doc = {
+                "id": batch.ids,
+                "t": batch.time_ns,
+                "p": batch.protocols,
+                "n": batch.ns,
+                "x": x,
+                "y": batch.pred,
+                "pp": batch.proba,
+                "wp": batch.want_proba,
+            }
+            line = orjson.dumps(doc, default=_plain, option=_NUMPY)
+            return len(batch.ids) if self.channel.send(line, len(batch.ids)) else 0
+        taken = start = 0
+        for rid, protocol, n, wants in zip(
+            batch.ids, batch.protocols, batch.ns, batch.want_proba, strict=True
+        ):
+            end = start + n
+            rec = {
+                "id": rid,
+                "t": batch.time_ns,
+                "p": protocol,
+                "n": n,
+                "x": [batch.rows[j][start:end] for j in self.kept_idx],
+                "y": batch.pred[start:end],
+                "pp": batch.proba[start:end] if wants and batch.proba is not None else None,
+            }
+            taken += self.channel.send(orjson.dumps(rec, default=_plain, option=_NUMPY), 1)
+            start = end
+        return taken
 
     def flush(self) -> None:
         self.channel.flush()
@@ -273,21 +293,22 @@ class _CaptureKind:
     def warm(self, spec: Spec) -> None:
         """Import pyarrow's JSON reader and Parquet writer, and encode once."""
         width = len(spec["kept"])
-        x: Any = [[0.0] * width] if spec["numeric"] else [[None] for _ in range(width)]
-        rec = {"id": "warm-up", "t": 0, "p": "v2", "n": 1, "x": x, "y": [0], "pp": None}
         if spec["numeric"]:
-            encode_block(parse_block(orjson.dumps(rec) + b"\n"), spec)
+            line = {"id": ["warm-up"], "t": 0, "p": ["v2"], "n": [1], "x": [[0.0] * width]}
+            line |= {"y": [0], "wp": [False]}
+            encode_block(parse_block(orjson.dumps(line) + b"\n"), spec)
         else:
-            encode([rec], spec)
+            rec = {"id": "warm-up", "t": 0, "p": "v2", "n": 1, "y": [0], "pp": None}
+            encode([{**rec, "x": [[None] for _ in range(width)]}], spec)
 
 
 CAPTURE = _CaptureKind()
 
 
-def _line_schema() -> Any:
+def _record_schema() -> Any:
+    """One captured request (the table the numeric path buffers and encodes)."""
     import pyarrow as pa
 
-    # y (predictions) is left to the reader: numbers, booleans or strings, as sent.
     matrix = pa.list_(pa.list_(pa.float64()))
     return pa.schema(
         [
@@ -301,35 +322,126 @@ def _line_schema() -> Any:
     )
 
 
+def _batch_schema() -> Any:
+    """One line from the server: a predict call's captured requests (Capture.offer).
+    y (predictions) is left to the reader: numbers, booleans or strings, as sent."""
+    import pyarrow as pa
+
+    matrix = pa.list_(pa.list_(pa.float64()))
+    return pa.schema(
+        [
+            ("id", pa.list_(pa.string())),
+            ("t", pa.int64()),
+            ("p", pa.list_(pa.string())),
+            ("n", pa.list_(pa.int64())),
+            ("x", matrix),
+            ("pp", matrix),
+            ("wp", pa.list_(pa.bool_())),
+        ]
+    )
+
+
 def parse_block(lines: bytes) -> Any:
-    """An Arrow table of the records of JSON lines from a numeric signature, parsed in
-    one call of pyarrow's C++ JSON reader: no Python object per record. Lines that
-    are not JSON are skipped (and logged), as one by one."""
+    """An Arrow table of the records (one row per request) in batch lines of a
+    numeric signature, parsed in one call of pyarrow's C++ JSON reader: no Python
+    object per record. Lines that are not JSON are skipped (and logged), as one by
+    one."""
     import pyarrow as pa
 
     try:
-        return _read_json(lines)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _records(_read_json(lines))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         pass
     # Some line is not JSON, or its predictions differ in kind from the others':
     # decode one by one, skipping what is not JSON, and build the same table.
     from .writer import decode_lines
 
-    recs = decode_lines(lines)
+    recs = [r for batch in decode_lines(lines) for r in _split(batch)]
     try:
-        return _read_json(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+        return _read_json(b"".join(orjson.dumps(r) + b"\n" for r in recs), _record_schema())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         counts = [len(r["y"]) for r in recs]
         offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
         preds = _labels([v for r in recs for v in r["y"]])
         table = pa.Table.from_pylist(
             [{k: r.get(k) for k in ("id", "t", "p", "n", "x", "pp")} for r in recs],
-            schema=_line_schema(),
+            schema=_record_schema(),
         )
         return table.append_column("y", pa.ListArray.from_arrays(offsets, preds))
 
 
-def _read_json(lines: bytes) -> Any:
+def _split(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A decoded batch line as one dict per record (the slow path)."""
+    out, start = [], 0
+    pp, wants = batch.get("pp"), batch.get("wp") or []
+    for i, (rid, protocol, n) in enumerate(zip(batch["id"], batch["p"], batch["n"], strict=True)):
+        end = start + n
+        keep = i < len(wants) and wants[i]
+        out.append(
+            {
+                "id": rid,
+                "t": batch["t"],
+                "p": protocol,
+                "n": n,
+                "x": batch["x"][start:end],
+                "y": batch["y"][start:end],
+                "pp": pp[start:end] if pp is not None and keep else None,
+            }
+        )
+        start = end
+    return out
+
+
+def _records(batches: Any) -> Any:
+    """Batch lines as parsed, one row per request: the rows split by each request's
+    row count, all in Arrow (a Python step per batch only when some batches have
+    probabilities and others not)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def col(name: str) -> Any:
+        return batches.column(name).combine_chunks()
+
+    per_batch = pc.list_value_length(col("id")).to_numpy(zero_copy_only=False)
+    ns = pc.list_flatten(col("n")).to_numpy(zero_copy_only=False)
+    rows = pc.list_flatten(col("x"))
+    preds = pc.list_flatten(col("y"))
+    if len(rows) != int(ns.sum()) or len(preds) != len(rows):
+        raise ValueError("a captured batch's rows do not match its row counts")
+    offsets = pa.array(np.concatenate([[0], np.cumsum(ns)]).astype(np.int32))
+    pp_type = pa.list_(pa.list_(pa.float64()))
+    pp = col("pp")
+    wants = pc.list_flatten(col("wp"))
+    if pp.null_count == len(pp):
+        proba = pa.nulls(len(ns), pp_type)
+    elif pp.null_count == 0:
+        proba = pa.ListArray.from_arrays(offsets, pc.list_flatten(pp), mask=pc.invert(wants))
+    else:
+        parts, first = [], 0
+        for i, count in enumerate(per_batch.tolist()):
+            mine = ns[first : first + count]
+            if pp[i].is_valid:
+                local = pa.array(np.concatenate([[0], np.cumsum(mine)]).astype(np.int32))
+                mask = pc.invert(wants.slice(first, count))
+                parts.append(pa.ListArray.from_arrays(local, pp[i].values, mask=mask))
+            else:
+                parts.append(pa.nulls(count, pp_type))
+            first += count
+        proba = pa.concat_arrays(parts)
+    return pa.table(
+        {
+            "id": pc.list_flatten(col("id")),
+            "t": pa.array(np.repeat(col("t").to_numpy(), per_batch), pa.int64()),
+            "p": pc.list_flatten(col("p")),
+            "n": pa.array(ns, pa.int64()),
+            "x": pa.ListArray.from_arrays(offsets, rows),
+            "pp": proba,
+            "y": pa.ListArray.from_arrays(offsets, preds),
+        }
+    )
+
+
+def _read_json(lines: bytes, schema: Any = None) -> Any:
     import pyarrow as pa
     import pyarrow.json as pj
 
@@ -339,7 +451,8 @@ def _read_json(lines: bytes) -> Any:
         # block), on this thread: the writer is background work.
         read_options=pj.ReadOptions(use_threads=False, block_size=max(len(lines) + 1, 1 << 16)),
         parse_options=pj.ParseOptions(
-            explicit_schema=_line_schema(), unexpected_field_behavior="infer"
+            explicit_schema=schema if schema is not None else _batch_schema(),
+            unexpected_field_behavior="infer",
         ),
     )
 

@@ -310,6 +310,16 @@ def decode_lines(lines: bytes) -> list[Any]:
     return out
 
 
+def _records_in(line: bytes) -> int:
+    """Records one line holds: a batch line lists its ids (a line cut short by a
+    partial write counts as one)."""
+    try:
+        ids = orjson.loads(line).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 1
+    return len(ids) if isinstance(ids, list) else 1
+
+
 def kinds() -> dict[bytes, Kind]:
     from .capture import CAPTURE
     from .feedback import FEEDBACK
@@ -342,7 +352,7 @@ def batch_writer(
 class Channel(Protocol):
     """Where a kind of record goes once the server has made it a JSON line."""
 
-    def send(self, line: bytes) -> bool: ...
+    def send(self, line: bytes, records: int = 1) -> bool: ...
     def flush(self) -> None: ...
     def close(self, timeout: float) -> bool: ...
 
@@ -355,7 +365,7 @@ class LocalChannel:
         self.spec = spec
         self.writer = self.kind.writer(spec, sink, stats)
 
-    def send(self, line: bytes) -> bool:
+    def send(self, line: bytes, records: int = 1) -> bool:
         return self.kind.take(self.writer, self.spec, line + b"\n") > 0
 
     def flush(self) -> None:
@@ -374,8 +384,8 @@ class PipeChannel:
         self.proc = proc
         self.kind = kind
 
-    def send(self, line: bytes) -> bool:
-        return self.proc.send(self.kind, line)
+    def send(self, line: bytes, records: int = 1) -> bool:
+        return self.proc.send(self.kind, line, records)
 
     def flush(self) -> None:
         self.proc.flush()
@@ -422,8 +432,9 @@ class WriterProcess:
             if self._proc is None:
                 self._spawn()
 
-    def send(self, kind: bytes, line: bytes) -> bool:
-        """On the loop thread: one append, or a counted drop."""
+    def send(self, kind: bytes, line: bytes, records: int = 1) -> bool:
+        """One append (a line may hold several records), or a counted drop. Called from
+        the predict worker and the loop thread."""
         with self._lock:
             full = self._closing or len(self._buf) + len(line) + 2 > self.max_bytes
             if not full:
@@ -433,7 +444,7 @@ class WriterProcess:
                 schedule = not self._scheduled
                 self._scheduled = True
         if full:
-            self.stats[kind].dropped("buffer_full", 1)
+            self.stats[kind].dropped("buffer_full", records)
             return False
         if schedule:
             self._schedule()
@@ -482,7 +493,7 @@ class WriterProcess:
         for line in bytes(self._buf).split(b"\n"):
             kind = line[:1]
             if kind in self.stats:
-                counts[kind] = counts.get(kind, 0) + 1
+                counts[kind] = counts.get(kind, 0) + _records_in(line[1:])
         for kind, n in counts.items():
             self.stats[kind].dropped("write_failed", n)
         log.error("capture writer unreachable (%s): %s records dropped", why, counts)
