@@ -1,9 +1,10 @@
 """Request capture: a sampled share of requests and their responses, written to S3
 as Parquet in batches, partitioned by model, version and hour.
 
-Capture must never slow or fail a request. The loop thread turns a sampled request
-into one short JSON line (kept fields only: dropped fields never leave the server)
-and appends it to a bounded buffer; everything else (Arrow columns, Parquet, the
+Capture must never slow or fail a request. The predict worker turns the sampled
+requests of one predict call into one short JSON line (kept fields only: dropped
+fields never leave the server) and appends it to a bounded buffer, before any of
+their answers is sent; everything else (Arrow columns, Parquet, the
 PUT) happens in the writer process (serving/writer.py), where it cannot hold the
 server's GIL. When S3 is slow or down the writer falls behind, its buffer fills,
 and further records are dropped and counted (``kubeml_capture_dropped_records_total``),
