@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -346,3 +347,50 @@ def test_batch_lines_are_split_and_written_record_by_record() -> None:
     mixed = block_hours([block, other])[5]
     got = pq.read_table(io.BytesIO(encode_block(mixed, spec))).to_pylist()
     assert [r["outputs"]["predict"] for r in got] == [["2"], ["0"], ["1"], ["x"]]
+
+
+def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path: Any) -> None:
+    """Bug: the predict worker's send scheduled the pipe feed with call_later from its
+    own thread, which does not wake a loop waiting in select: an idle server kept a
+    captured line until something else woke it."""
+    import asyncio
+    import time
+
+    from kubeml.serving.writer import WriterProcess
+
+    got = tmp_path / "got"
+    proc = WriterProcess(max_bytes=10_000, argv=["sh", "-c", f"cat > {got}"])
+    proc.channel(b"c", {}, ServerMetrics("iris", "3").capture)
+    loop = asyncio.new_event_loop()
+    proc.start(loop)
+    arrived: asyncio.Future[bool] = loop.create_future()
+
+    def watch() -> None:  # no timer on the loop: only a thread-safe call wakes it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (got.exists() and got.stat().st_size):
+            time.sleep(0.02)
+        ok = got.exists() and got.stat().st_size > 0
+        loop.call_soon_threadsafe(arrived.set_result, ok)
+
+    loop_thread = threading.get_native_id()
+
+    def predict_worker() -> None:
+        # Only once the loop waits in epoll with nothing scheduled (Linux's view of it).
+        wchan = Path(f"/proc/self/task/{loop_thread}/wchan")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "epoll" not in wchan.read_text():
+            time.sleep(0.01)
+        proc.send(b"c", b'{"id": ["r1"]}', 1)
+
+    worker = threading.Thread(target=predict_worker)
+    watcher = threading.Thread(target=watch)
+    try:
+        worker.start()
+        watcher.start()
+        assert loop.run_until_complete(arrived), "the line never reached the writer"
+        assert got.read_bytes() == b'c{"id": ["r1"]}\n'
+    finally:
+        worker.join(5)
+        watcher.join(15)
+        proc.close(5)
+        loop.close()

@@ -425,8 +425,8 @@ class WriterProcess:
 
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the child (it imports pyarrow and boto3 and makes its S3 client at
-        once). ``loop``: the thread that calls ``send``, which schedules the feeds;
-        None (tests) feeds from timer threads."""
+        once). ``loop``: the event loop that feeds the pipe (``send`` may be called
+        from any thread); None (tests) feeds from timer threads."""
         with self._lock:
             self._loop = loop
             if self._proc is None:
@@ -451,8 +451,15 @@ class WriterProcess:
         return True
 
     def _schedule(self) -> None:
-        if self._loop is not None:
-            self._loop.call_later(FEED_SECONDS, self._feed)
+        loop = self._loop
+        if loop is not None:
+            # send runs on the predict worker too: call_later from another thread
+            # would neither be safe nor wake a loop idling in select.
+            try:
+                loop.call_soon_threadsafe(loop.call_later, FEED_SECONDS, self._feed)
+            except RuntimeError:  # the loop is closed: close() writes what is held
+                with self._lock:
+                    self._scheduled = False
         else:
             timer = threading.Timer(FEED_SECONDS, self._feed)
             timer.daemon = True
