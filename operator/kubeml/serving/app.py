@@ -550,7 +550,7 @@ class ModelServer:
         capture = self.capture
         if capture is None:
             return
-        picked = [j for j in jobs if j.capture is not None]
+        picked = [(j, j.capture) for j in jobs if j.capture is not None]
         if not picked:
             return
         try:
@@ -561,10 +561,10 @@ class ModelServer:
                 proba = None if proba is None else proba[mask]
             capture.offer(
                 Batch(
-                    ids=[j.capture[0] for j in picked if j.capture],
-                    protocols=[j.capture[1] for j in picked if j.capture],
-                    ns=[j.n for j in picked],
-                    want_proba=[j.want_proba for j in picked],
+                    ids=[tag[0] for _, tag in picked],
+                    protocols=[tag[1] for _, tag in picked],
+                    ns=[j.n for j, _ in picked],
+                    want_proba=[j.want_proba for j, _ in picked],
                     rows=rows,
                     pred=pred,
                     proba=proba,
