@@ -286,41 +286,39 @@ def test_records_a_dead_writer_process_cannot_take_are_dropped_and_counted() -> 
 
 
 def test_batch_lines_are_split_and_written_record_by_record() -> None:
-    """The server sends one line per predict call; the writer child parses a pipe
-    read's lines in one call and splits them into records: each holds its own inputs
-    (NaN as null), predictions, and probabilities if it asked for them; a line that
-    is not JSON is skipped (the same records, decoded one by one); records of two
-    hours go to two objects."""
-    import orjson
-
-    from kubeml.serving.capture import block_hours, encode_block, parse_block
+    """The server sends one line per predict call; the writer child splits a pipe
+    read's lines into records: each holds its own inputs (NaN as null), predictions,
+    and probabilities if it asked for them; a line that cannot be read is skipped
+    (the others' records unchanged); records of two hours go to two objects."""
+    from kubeml.serving.capture import batch_line, block_hours, encode_block, parse_block
 
     spec = {"kept": ["a", "b"], "modelversion": "m-v1"}
     hour = 3_600_000_000_000
-    batches = [
-        {
-            "id": ["r0", "r4"], "t": 5 * hour, "p": ["v2", "v2"], "n": [1, 1],
-            "x": [[1.0, float("nan")], [9.0, 9.5]], "y": [2, 0],
-            "pp": [[0.0, 1.0], [1.0, 0.0]], "wp": [True, False],
-        },
-        {
-            "id": ["r1"], "t": 6 * hour, "p": ["v1"], "n": [2], "x": [[3.0, 4.0], [5.0, 6.0]],
-            "y": [0, 1], "pp": [[0.5, 0.5], [1.0, 0.0]], "wp": [True],
-        },
-        {
-            "id": ["r2"], "t": 5 * hour + 1, "p": ["v2"], "n": [1], "x": [[7.0, 8.0]], "y": [1],
-            "pp": None, "wp": [False],
-        },
+    m = np.array
+    lines = [
+        batch_line(
+            ["r0", "r4"], 5 * hour, ["v2", "v2"], [1, 1], [True, False],
+            m([[1.0, float("nan")], [9.0, 9.5]]), m([2, 0]), m([[0.0, 1.0], [1.0, 0.0]]),
+        ),
+        batch_line(
+            ["r1"], 6 * hour, ["v1"], [2], [True],
+            m([[3.0, 4.0], [5.0, 6.0]]), m([0, 1]), m([[0.5, 0.5], [1.0, 0.0]]),
+        ),
+        batch_line(["r2"], 5 * hour + 1, ["v2"], [1], [False], m([[7.0, 8.0]]), m([1]), None),
     ]  # fmt: skip
-    lines = [orjson.dumps(b) for b in batches]
     block = parse_block(b"\n".join(lines) + b"\n")
-    slow = parse_block(b"\n".join([lines[0], b"{not json", *lines[1:]]) + b"\n")
-    assert slow.select(block.column_names).to_pylist() == block.to_pylist()
+    assert block.column("id").to_pylist() == ["r0", "r4", "r1", "r2"]
+
+    def stored(table: Any) -> list[dict[str, Any]]:
+        return pq.read_table(io.BytesIO(encode_block(table, spec))).to_pylist()  # NaN: None
+
+    broken = [lines[0][:-40] + b"}", b"{not json", b'{"id": ["r9"], "t": 1}']
+    for bad in broken:
+        skipped = parse_block(b"\n".join([lines[0], bad, *lines[1:]]) + b"\n")
+        assert stored(skipped) == stored(block), bad
     hours = block_hours([block])
     assert list(hours) == [5, 6]  # in order of first appearance
-    written = {
-        h: pq.read_table(io.BytesIO(encode_block(t, spec))).to_pylist() for h, t in hours.items()
-    }
+    written = {h: stored(t) for h, t in hours.items()}
     assert [r["id"] for r in written[5]] == ["r0", "r4", "r2"]
     assert [r["id"] for r in written[6]] == ["r1"]
     r0, r4, r2 = written[5]
@@ -334,19 +332,21 @@ def test_batch_lines_are_split_and_written_record_by_record() -> None:
     assert r2["outputs"] == {"predict": [1], "predict_proba": None}
     assert r0["modelversion"] == "m-v1" and r0["time"].value == 5 * hour
     assert r2["time"].value == 5 * hour + 1
-    # Every batch with probabilities (no Python step per batch): the same records.
-    both = parse_block(b"\n".join(lines[:2]) + b"\n")
-    assert both.to_pylist() == block.slice(0, 3).to_pylist()
-    # Predictions of another kind in a later block: all written as strings.
-    other = parse_block(
-        orjson.dumps(
-            {"id": ["r3"], "t": 5 * hour, "p": ["v2"], "n": [1], "x": [[0, 0]], "y": ["x"],
-             "pp": None, "wp": [False]}
-        ) + b"\n"
-    )  # fmt: skip
-    mixed = block_hours([block, other])[5]
-    got = pq.read_table(io.BytesIO(encode_block(mixed, spec))).to_pylist()
-    assert [r["outputs"]["predict"] for r in got] == [["2"], ["0"], ["1"], ["x"]]
+    # The line without probabilities first: the others' probabilities in their place.
+    reordered = parse_block(b"\n".join([lines[2], lines[0], lines[1]]) + b"\n")
+    assert sorted(stored(reordered), key=str) == sorted(stored(block), key=str)
+    # Labels (strings) in a later line: every prediction of the block as a string.
+    labels = batch_line(["r3"], 5 * hour, ["v2"], [1], [False], m([[0.0, 0.0]]), m(["x"]), None)
+    other = parse_block(b"\n".join([*lines, labels]) + b"\n")
+    mixed = block_hours([other])[5]
+    assert [r["outputs"]["predict"] for r in stored(mixed)] == [["2"], ["0"], ["1"], ["x"]]
+    # Floats and booleans keep their type; no inputs kept: no input column.
+    for pred in (m([0.25]), m([True])):
+        line = batch_line(["r5"], hour, ["v2"], [1], [False], np.zeros((1, 0)), pred, None)
+        (rec,) = pq.read_table(
+            io.BytesIO(encode_block(parse_block(line + b"\n"), {**spec, "kept": []}))
+        ).to_pylist()
+        assert rec["outputs"]["predict"] == pred.tolist() and "inputs" not in rec
 
 
 def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path: Any) -> None:

@@ -2,10 +2,10 @@
 as Parquet in batches, partitioned by model, version and hour.
 
 Capture must never slow or fail a request. The predict worker turns the sampled
-requests of one predict call into one short JSON line (kept fields only: dropped
-fields never leave the server) and appends it to a bounded buffer, before any of
-their answers is sent; everything else (Arrow columns, Parquet, the
-PUT) happens in the writer process (serving/writer.py), where it cannot hold the
+requests of one predict call into one line (kept fields only: dropped fields never
+leave the server; the matrices as raw bytes, no number printed) and appends it to a
+bounded buffer, before any of their answers is sent; everything else (Arrow columns,
+Parquet, the PUT) happens in the writer process (serving/writer.py), where it cannot hold the
 server's GIL. When S3 is slow or down the writer falls behind, its buffer fills,
 and further records are dropped and counted (``kubeml_capture_dropped_records_total``),
 never queued without bound. A batch whose PUT fails is dropped and counted too:
@@ -22,7 +22,9 @@ kept feature), outputs (predict, and predict_proba when it was asked for).
 
 from __future__ import annotations
 
+import base64
 import io
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ from .writer import (
     batch_writer,
     offer_records,
 )
+
+log = logging.getLogger("kubeml.serve.capture")
 
 # Values are counted, not bytes: a row of F features holds F values in memory.
 DEFAULT_MAX_BUFFER_VALUES = 2_000_000  # about 16 MB of float64
@@ -203,17 +207,10 @@ class Capture:
         if self.numeric:
             # The whole batch in one line: the writer splits it into records.
             x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
-            doc = {
-                "id": batch.ids,
-                "t": batch.time_ns,
-                "p": batch.protocols,
-                "n": batch.ns,
-                "x": x,
-                "y": batch.pred,
-                "pp": batch.proba,
-                "wp": batch.want_proba,
-            }
-            line = orjson.dumps(doc, default=_plain, option=_NUMPY)
+            line = batch_line(
+                batch.ids, batch.time_ns, batch.protocols, batch.ns, batch.want_proba,
+                x, batch.pred, batch.proba,
+            )  # fmt: skip
             return len(batch.ids) if self.channel.send(line, len(batch.ids)) else 0
         taken = start = 0
         for rid, protocol, n, wants in zip(
@@ -255,6 +252,37 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot capture a {type(value).__name__}")
 
 
+def _b64(values: np.ndarray, dtype: Any) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).data).decode("ascii")
+
+
+def batch_line(
+    ids: Sequence[str],
+    time_ns: int,
+    protocols: Sequence[str],
+    ns: Sequence[int],
+    want_proba: Sequence[bool],
+    x: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+) -> bytes:
+    """One predict call's captured requests of a numeric signature as one line: the
+    per-request fields as JSON, the matrices as their raw bytes in base64 (the writer
+    reads them with numpy: no number is printed here or parsed there). Predictions
+    that are not numbers or booleans (class labels) travel as a JSON list."""
+    doc: dict[str, Any] = {"id": ids, "t": time_ns, "p": protocols, "n": ns, "wp": want_proba}
+    doc["x"] = _b64(x, np.float64)
+    doc["f"] = int(x.shape[1])
+    if pred.dtype.kind in "biuf":
+        little = pred.dtype.newbyteorder("<")
+        doc["y"], doc["yd"] = _b64(pred, little), little.str
+    else:
+        doc["y"] = pred
+    if proba is not None:
+        doc["pp"], doc["c"] = _b64(proba, np.float64), int(proba.shape[1])
+    return orjson.dumps(doc, default=_plain, option=_NUMPY)
+
+
 def partition(model: str, version: int) -> str:
     return f"model={model}/version={version}/"
 
@@ -292,12 +320,12 @@ class _CaptureKind:
         return writer.offer_block(block, costs, lambda b, mask: b.filter(mask))
 
     def warm(self, spec: Spec) -> None:
-        """Import pyarrow's JSON reader and Parquet writer, and encode once."""
+        """Import pyarrow and its Parquet writer, and encode once."""
         width = len(spec["kept"])
         if spec["numeric"]:
-            line = {"id": ["warm-up"], "t": 0, "p": ["v2"], "n": [1], "x": [[0.0] * width]}
-            line |= {"y": [0], "wp": [False]}
-            encode_block(parse_block(orjson.dumps(line) + b"\n"), spec)
+            x, y = np.zeros((1, width)), np.zeros(1, dtype=np.int64)
+            line = batch_line(["warm-up"], 0, ["v2"], [1], [False], x, y, None)
+            encode_block(parse_block(line + b"\n"), spec)
         else:
             rec = {"id": "warm-up", "t": 0, "p": "v2", "n": 1, "y": [0], "pp": None}
             encode([{**rec, "x": [[None] for _ in range(width)]}], spec)
@@ -306,156 +334,113 @@ class _CaptureKind:
 CAPTURE = _CaptureKind()
 
 
-def _record_schema() -> Any:
-    """One captured request (the table the numeric path buffers and encodes)."""
-    import pyarrow as pa
-
-    matrix = pa.list_(pa.list_(pa.float64()))
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("t", pa.int64()),
-            ("p", pa.string()),
-            ("n", pa.int64()),
-            ("x", matrix),
-            ("pp", matrix),
-        ]
-    )
-
-
-def _batch_schema() -> Any:
-    """One line from the server: a predict call's captured requests (Capture.offer).
-    y (predictions) is left to the reader: numbers, booleans or strings, as sent."""
-    import pyarrow as pa
-
-    matrix = pa.list_(pa.list_(pa.float64()))
-    return pa.schema(
-        [
-            ("id", pa.list_(pa.string())),
-            ("t", pa.int64()),
-            ("p", pa.list_(pa.string())),
-            ("n", pa.list_(pa.int64())),
-            ("x", matrix),
-            ("pp", matrix),
-            ("wp", pa.list_(pa.bool_())),
-        ]
-    )
-
-
 def parse_block(lines: bytes) -> Any:
-    """An Arrow table of the records (one row per request) in batch lines of a
-    numeric signature, parsed in one call of pyarrow's C++ JSON reader: no Python
-    object per record. Lines that are not JSON are skipped (and logged), as one by
-    one."""
+    """An Arrow table of the records (one row per request) in the batch lines of a
+    numeric signature (``batch_line``): a JSON decode per line, the matrices read
+    with numpy, the split into requests done in Arrow (no Python object per record).
+    A line that cannot be read is skipped and logged."""
     import pyarrow as pa
 
-    try:
-        return _records(_read_json(lines))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
-        pass
-    # Some line is not JSON, or its predictions differ in kind from the others':
-    # decode one by one, skipping what is not JSON, and build the same table.
-    from .writer import decode_lines
-
-    recs = [r for batch in decode_lines(lines) for r in _split(batch)]
-    try:
-        return _read_json(b"".join(orjson.dumps(r) + b"\n" for r in recs), _record_schema())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        counts = [len(r["y"]) for r in recs]
-        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-        preds = _labels([v for r in recs for v in r["y"]])
-        table = pa.Table.from_pylist(
-            [{k: r.get(k) for k in ("id", "t", "p", "n", "x", "pp")} for r in recs],
-            schema=_record_schema(),
-        )
-        return table.append_column("y", pa.ListArray.from_arrays(offsets, preds))
-
-
-def _split(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A decoded batch line as one dict per record (the slow path)."""
-    out, start = [], 0
-    pp, wants = batch.get("pp"), batch.get("wp") or []
-    for i, (rid, protocol, n) in enumerate(zip(batch["id"], batch["p"], batch["n"], strict=True)):
-        end = start + n
-        keep = i < len(wants) and wants[i]
-        out.append(
-            {
-                "id": rid,
-                "t": batch["t"],
-                "p": protocol,
-                "n": n,
-                "x": batch["x"][start:end],
-                "y": batch["y"][start:end],
-                "pp": pp[start:end] if pp is not None and keep else None,
-            }
-        )
-        start = end
-    return out
-
-
-def _records(batches: Any) -> Any:
-    """Batch lines as parsed, one row per request: the rows split by each request's
-    row count, all in Arrow (a Python step per batch only when some batches have
-    probabilities and others not)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def col(name: str) -> Any:
-        return batches.column(name).combine_chunks()
-
-    per_batch = pc.list_value_length(col("id")).to_numpy(zero_copy_only=False)
-    ns = pc.list_flatten(col("n")).to_numpy(zero_copy_only=False)
-    rows = pc.list_flatten(col("x"))
-    preds = pc.list_flatten(col("y"))
-    if len(rows) != int(ns.sum()) or len(preds) != len(rows):
-        raise ValueError("a captured batch's rows do not match its row counts")
-    offsets = pa.array(np.concatenate([[0], np.cumsum(ns)]).astype(np.int32))
-    pp_type = pa.list_(pa.list_(pa.float64()))
-    pp = col("pp")
-    wants = pc.list_flatten(col("wp"))
-    if pp.null_count == len(pp):
-        proba = pa.nulls(len(ns), pp_type)
-    elif pp.null_count == 0:
-        proba = pa.ListArray.from_arrays(offsets, pc.list_flatten(pp), mask=pc.invert(wants))
-    else:
-        parts, first = [], 0
-        for i, count in enumerate(per_batch.tolist()):
-            mine = ns[first : first + count]
-            if pp[i].is_valid:
-                local = pa.array(np.concatenate([[0], np.cumsum(mine)]).astype(np.int32))
-                mask = pc.invert(wants.slice(first, count))
-                parts.append(pa.ListArray.from_arrays(local, pp[i].values, mask=mask))
+    ids: list[str] = []
+    protocols: list[str] = []
+    ns: list[int] = []
+    wants: list[bool] = []
+    times: list[int] = []
+    per_line: list[int] = []
+    xs: list[np.ndarray] = []
+    ys: list[Any] = []
+    pps: list[np.ndarray] = []
+    has_pp: list[bool] = []
+    width, classes = None, None
+    for line in lines.splitlines():
+        try:
+            doc = orjson.loads(line)
+            t = int(doc["t"])
+            rows = sum(doc["n"])
+            if not (len(doc["id"]) == len(doc["p"]) == len(doc["n"]) == len(doc["wp"])):
+                raise ValueError("its per-request fields differ in length")
+            x = np.frombuffer(base64.b64decode(doc["x"]), dtype="<f8")
+            f = int(doc["f"])
+            if width is not None and f != width:
+                raise ValueError(f"{f} inputs per row where earlier lines have {width}")
+            x = x.reshape(rows, f)
+            if "yd" in doc:
+                y: Any = np.frombuffer(base64.b64decode(doc["y"]), dtype=np.dtype(doc["yd"]))
             else:
-                parts.append(pa.nulls(count, pp_type))
-            first += count
-        proba = pa.concat_arrays(parts)
+                y = list(doc["y"])
+            if len(y) != rows:
+                raise ValueError(f"{len(y)} predictions for {rows} rows")
+            pp = None
+            if doc.get("pp") is not None:
+                c = int(doc["c"])
+                if classes is not None and c != classes:
+                    raise ValueError(
+                        f"{c} probabilities per row where earlier lines have {classes}"
+                    )
+                pp = np.frombuffer(base64.b64decode(doc["pp"]), dtype="<f8").reshape(rows, c)
+                classes = c
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            log.warning("capture writer: a malformed batch line was skipped (%s)", err)
+            continue
+        width = f
+        ids += doc["id"]
+        protocols += doc["p"]
+        ns += doc["n"]
+        wants += doc["wp"]
+        times.append(t)
+        per_line.append(len(doc["id"]))
+        xs.append(x)
+        ys.append(y)
+        if pp is not None:
+            pps.append(pp)
+        has_pp += [pp is not None] * len(doc["id"])
+    counts = np.asarray(ns, dtype=np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    f = width or 0
+    x = np.concatenate(xs) if xs else np.zeros((0, f))
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(len(x) + 1, dtype=np.int32) * f), pa.array(x.ravel(), pa.float64())
+    )
+    pp_type = pa.list_(pa.list_(pa.float64()))
+    if pps:
+        # Rows of lines without probabilities take no room; a request that did not
+        # ask for them (or whose line has none) gets null.
+        c = classes or 0
+        pp_flat = np.concatenate(pps)
+        pp_rows = pa.ListArray.from_arrays(
+            pa.array(np.arange(len(pp_flat) + 1, dtype=np.int32) * c),
+            pa.array(pp_flat.ravel(), pa.float64()),
+        )
+        room = np.where(has_pp, counts, 0)
+        pp_offsets = pa.array(np.concatenate([[0], np.cumsum(room)]).astype(np.int32))
+        keep = np.asarray(wants, dtype=bool) & np.asarray(has_pp, dtype=bool)
+        proba = pa.ListArray.from_arrays(pp_offsets, pp_rows, mask=pa.array(~keep))
+    else:
+        proba = pa.nulls(len(ids), pp_type)
     return pa.table(
         {
-            "id": pc.list_flatten(col("id")),
-            "t": pa.array(np.repeat(col("t").to_numpy(), per_batch), pa.int64()),
-            "p": pc.list_flatten(col("p")),
-            "n": pa.array(ns, pa.int64()),
-            "x": pa.ListArray.from_arrays(offsets, rows),
+            "id": pa.array(ids, pa.string()),
+            "t": pa.array(np.repeat(np.asarray(times, dtype=np.int64), per_line), pa.int64()),
+            "p": pa.array(protocols, pa.string()),
+            "n": pa.array(counts, pa.int64()),
+            "x": pa.ListArray.from_arrays(offsets, inner),
             "pp": proba,
-            "y": pa.ListArray.from_arrays(offsets, preds),
+            "y": pa.ListArray.from_arrays(offsets, _predictions(ys)),
         }
     )
 
 
-def _read_json(lines: bytes, schema: Any = None) -> Any:
+def _predictions(parts: list[Any]) -> Any:
+    """The lines' predictions as one Arrow array: numbers or booleans as they are
+    when every line has the same kind, else labels (strings)."""
     import pyarrow as pa
-    import pyarrow.json as pj
 
-    return pj.read_json(
-        pa.BufferReader(lines),
-        # One block for the whole input (a record may be larger than the default
-        # block), on this thread: the writer is background work.
-        read_options=pj.ReadOptions(use_threads=False, block_size=max(len(lines) + 1, 1 << 16)),
-        parse_options=pj.ParseOptions(
-            explicit_schema=schema if schema is not None else _batch_schema(),
-            unexpected_field_behavior="infer",
-        ),
-    )
+    arrays = [p for p in parts if isinstance(p, np.ndarray)]
+    if len(arrays) == len(parts) and len({a.dtype for a in arrays}) <= 1:
+        if not arrays:
+            return pa.array([], pa.int64())
+        return pa.array(np.concatenate(arrays))
+    return _labels([v for p in parts for v in (p.tolist() if isinstance(p, np.ndarray) else p)])
 
 
 def block_hours(blocks: list[Any]) -> dict[int, Any]:
@@ -501,8 +486,7 @@ def encode_block(table: Any, spec: Spec) -> bytes:
     inputs = []
     if kept:
         flat = pc.list_flatten(pc.list_flatten(table.column("x"))).to_numpy(zero_copy_only=False)
-        # NaN and infinities travel as null (JSON has neither): stored as null, as
-        # NaN always was.
+        # NaN (a missing value) is stored as null; infinities never pass validation.
         matrix = np.asarray(flat, dtype=np.float64).reshape(-1, len(kept))
         if matrix.shape[0] != int(counts.sum()):
             raise ValueError("captured inputs do not match their row counts")

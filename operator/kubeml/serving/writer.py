@@ -22,13 +22,14 @@ Guarantees kept:
   writes everything it holds and exits.
 
 The child's share is kept small too: it reads whatever the pipe holds and hands each
-kind's lines over together; captures of numeric signatures are parsed by one call of
-pyarrow's C++ JSON reader into an Arrow table and stay Arrow until written (no Python
-object per record: about 3.5 µs of CPU per one-row record, a third of decoding them
-one by one; bench/writer_cpu.py).
+kind's lines over together; captures of numeric signatures come one line per predict
+call with their matrices as raw bytes (base64), read with numpy into an Arrow table
+that stays Arrow until written (no Python object per record, no number parsed: about
+2.1-2.5 µs of CPU per one-row record; bench/writer_cpu.py).
 
-Wire: server -> child, one line per record, ``c`` (capture) or ``f`` (feedback) then
-the record as JSON; child -> server, one JSON line per outcome
+Wire: server -> child, one line per record (a numeric capture line holds a predict
+call's records), ``c`` (capture) or ``f`` (feedback) then the record as JSON;
+child -> server, one JSON line per outcome
 (``{"k": "c", "ok": n, "bytes": b}`` or ``{"k": "c", "drop": reason, "n": n}``),
 which the server counts in its metrics.
 
@@ -657,8 +658,8 @@ def pump(stream: Readable, writers: Writers) -> None:
     """Every record line of ``stream`` to its kind's writer, until end of input.
 
     Whatever the pipe holds is read at once and each kind's lines are handed over
-    together: a kind decodes them in one call (captures with pyarrow's JSON reader),
-    not one Python object per record."""
+    together: a kind decodes them at once (numeric captures into Arrow columns), not
+    one Python object per record."""
     rest = b""
     while chunk := stream.read1(PIPE_BYTES):
         data = rest + chunk if rest else chunk
