@@ -312,7 +312,13 @@ def test_batch_lines_are_split_and_written_record_by_record() -> None:
     def stored(table: Any) -> list[dict[str, Any]]:
         return pq.read_table(io.BytesIO(encode_block(table, spec))).to_pylist()  # NaN: None
 
-    broken = [lines[0][:-40] + b"}", b"{not json", b'{"id": ["r9"], "t": 1}']
+    broken = [
+        lines[0][:-40] + b"}",  # cut short
+        b"{not json",
+        b'{"id": ["r9"], "t": 1}',  # fields missing
+        lines[0].replace(b'"r0"', b"7"),  # an id that is not a string
+        lines[0].replace(b'"n":[1,1]', b'"n":[1,2]'),  # rows that do not add up
+    ]
     for bad in broken:
         skipped = parse_block(b"\n".join([lines[0], bad, *lines[1:]]) + b"\n")
         assert stored(skipped) == stored(block), bad

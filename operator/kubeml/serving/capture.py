@@ -359,6 +359,8 @@ def parse_block(lines: bytes) -> Any:
             rows = sum(doc["n"])
             if not (len(doc["id"]) == len(doc["p"]) == len(doc["n"]) == len(doc["wp"])):
                 raise ValueError("its per-request fields differ in length")
+            if not all(type(v) is str for v in doc["id"] + doc["p"]):
+                raise ValueError("an id or protocol is not a string")
             x = np.frombuffer(base64.b64decode(doc["x"]), dtype="<f8")
             f = int(doc["f"])
             if width is not None and f != width:
