@@ -400,3 +400,102 @@ def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path:
         watcher.join(15)
         proc.close(5)
         loop.close()
+
+
+def test_batches_held_until_a_feed_become_one_line_with_the_same_records() -> None:
+    """The server holds each predict call's batch as it is and makes one line of all
+    it holds when it feeds the pipe (the writer's cost is per line): the records
+    written are those of one line per batch, each with its own batch's time, and
+    probabilities only for requests that asked, also beside batches that computed none."""
+    from kubeml.serving.capture import batch_line, encode_block, held_line, parse_block
+
+    spec = {"kept": ["a", "b"], "modelversion": "m-v1"}
+    m = np.array
+    batches = [
+        Batch(["r0", "r1"], ["v2", "v1"], [1, 2], [True, False],
+              m([[1.0, float("nan")], [2.0, 3.0], [4.0, 5.0]]), m([2, 0, 1]),
+              m([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), 100),
+        Batch(["r2"], ["v2"], [1], [False], m([[6.0, 7.0]]), m([1]), None, 200),
+        Batch(["r3", "r4"], ["v2", "v2"], [1, 1], [False, True], m([[8.0, 9.0], [1.5, 2.5]]),
+              m([0, 0]), m([[1.0, 0.0], [0.6, 0.4]]), 300),
+    ]  # fmt: skip
+
+    def stored(lines: list[bytes]) -> list[dict[str, Any]]:
+        table = encode_block(parse_block(b"\n".join(lines) + b"\n"), spec)
+        return pq.read_table(io.BytesIO(table)).to_pylist()
+
+    one_per_batch = [
+        batch_line(b.ids, b.time_ns, b.protocols, b.ns, b.want_proba, b.rows, b.pred, b.proba)
+        for b in batches
+    ]
+    merged = stored([held_line(batches)])
+    assert merged == stored(one_per_batch)
+    assert [r["id"] for r in merged] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [r["time"].value for r in merged] == [100, 100, 200, 300, 300]
+    probas = [r["outputs"]["predict_proba"] for r in merged]
+    assert probas == [[[0.1, 0.9]], None, None, None, [[0.6, 0.4]]]
+    assert merged[1]["inputs"] == {"a": [2.0, 4.0], "b": [3.0, 5.0]}
+    assert merged[0]["inputs"] == {"a": [1.0], "b": [None]}
+    # Class labels in some batches, numbers in others: every prediction as a label.
+    labelled = Batch(["r5"], ["v2"], [1], [False], m([[0.0, 0.0]]), m(["x"]), None, 400)
+    mixed = stored([held_line([batches[1], labelled])])
+    assert [r["outputs"]["predict"] for r in mixed] == [["1"], ["x"]]
+    # Per-request times that do not fit the line: the line is skipped, not misread.
+    line = held_line(batches[:2])
+    for bad in (b'"t":[100,100]', b'"t":[100,"x",200]', b'"t":[100,100,%d]' % 2**70, b'"t":1.5'):
+        broken = line.replace(b'"t":[100,100,200]', bad)
+        assert broken != line
+        assert stored([broken, one_per_batch[2]]) == stored([one_per_batch[2]])
+
+
+def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
+    tmp_path: Any,
+) -> None:
+    """What the server holds counts against its buffer's bound, goes to the pipe as one
+    line per feed, and is counted as dropped when the child cannot take it."""
+    from kubeml.serving.capture import parse_block
+    from kubeml.serving.writer import WriterProcess
+
+    def capture(proc: WriterProcess, metrics: ServerMetrics) -> Capture:
+        return Capture(
+            CaptureConfig(prefix_uri=PREFIX),
+            model="iris",
+            version=3,
+            modelversion="iris-v3",
+            features=FEATURES,
+            dtypes=["number"] * 4,
+            classes=None,
+            stats=metrics.capture,
+            process=proc,
+        )
+
+    def batch(i: int, rows: int = 1) -> Batch:
+        x = np.full((rows, 4), float(i))
+        return Batch([f"r{i}"], ["v2"], [rows], [False], x, np.zeros(rows, np.int64), None, i)
+
+    got = tmp_path / "got"
+    metrics = ServerMetrics("iris", "3")
+    proc = WriterProcess(max_bytes=2_000, argv=["sh", "-c", f"cat > {got}"])
+    cap = capture(proc, metrics)
+    proc.start(None)
+    assert [cap.offer(batch(i)) for i in range(3)] == [1, 1, 1]
+    assert cap.offer(batch(9, rows=100)) == 0  # 100 rows of 4 floats: over the bound
+    assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 1
+    proc.flush()
+    assert proc.close(10)
+    lines = got.read_bytes().splitlines()
+    assert len(lines) == 1 and lines[0][:1] == b"c"
+    block = parse_block(lines[0][1:] + b"\n")
+    assert block.column("id").to_pylist() == ["r0", "r1", "r2"]
+    assert block.column("t").to_pylist() == [0, 1, 2]
+
+    dead = WriterProcess(max_bytes=10_000, argv=[sys.executable, "-c", "raise SystemExit(3)"])
+    lost = ServerMetrics("iris", "3")
+    cap = capture(dead, lost)
+    dead.start(None)
+    assert dead._proc is not None
+    dead._proc.wait(30)
+    assert [cap.offer(batch(i)) for i in range(4)] == [1, 1, 1, 1]
+    dead.flush()
+    assert sample("kubeml_capture_dropped_records_total", lost, reason="write_failed") == 4
+    assert not dead.close(5)

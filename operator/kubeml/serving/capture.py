@@ -205,13 +205,13 @@ class Capture:
         by orjson in C): the records that were accepted (the rest were dropped and
         counted)."""
         if self.numeric:
-            # The whole batch in one line: the writer splits it into records.
+            # Held as it is (kept inputs only) until the next feed of the writer's pipe,
+            # where the batches held become one line (``held_line``).
             x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
-            line = batch_line(
-                batch.ids, batch.time_ns, batch.protocols, batch.ns, batch.want_proba,
-                x, batch.pred, batch.proba,
-            )  # fmt: skip
-            return len(batch.ids) if self.channel.send(line, len(batch.ids)) else 0
+            n = len(batch.ids)
+            size = x.nbytes + batch.pred.nbytes + (0 if batch.proba is None else batch.proba.nbytes)
+            held = self.channel.hold(batch._replace(rows=x), n, size * 4 // 3 + 48 * n, held_line)
+            return n if held else 0
         taken = start = 0
         for rid, protocol, n, wants in zip(
             batch.ids, batch.protocols, batch.ns, batch.want_proba, strict=True
@@ -256,9 +256,44 @@ def _b64(values: np.ndarray, dtype: Any) -> str:
     return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).data).decode("ascii")
 
 
+def held_line(batches: Sequence[Batch]) -> bytes:
+    """The batches held since the last feed (kept inputs only) as one batch line:
+    their requests in order, each with its batch's time. Probabilities of batches
+    that computed none are zeros, never read: none of their requests asked."""
+    if len(batches) == 1:
+        b = batches[0]
+        return batch_line(
+            b.ids, b.time_ns, b.protocols, b.ns, b.want_proba, b.rows, b.pred, b.proba
+        )
+    x = np.concatenate([np.asarray(b.rows, dtype=np.float64) for b in batches])
+    try:
+        pred = np.concatenate([b.pred for b in batches])
+    except (TypeError, ValueError):  # predictions of different kinds: as labels
+        pred = np.array([v for b in batches for v in b.pred.tolist()], dtype=object)
+    proba = None
+    widths = {b.proba.shape[1] for b in batches if b.proba is not None}
+    if len(widths) > 1:
+        raise ValueError(f"batches with {sorted(widths)} probabilities per row")
+    if widths:
+        c = widths.pop()
+        proba = np.concatenate(
+            [b.proba if b.proba is not None else np.zeros((len(b.pred), c)) for b in batches]
+        )
+    return batch_line(
+        [i for b in batches for i in b.ids],
+        [b.time_ns for b in batches for _ in b.ids],
+        [p for b in batches for p in b.protocols],
+        [n for b in batches for n in b.ns],
+        [w for b in batches for w in b.want_proba],
+        x,
+        pred,
+        proba,
+    )
+
+
 def batch_line(
     ids: Sequence[str],
-    time_ns: int,
+    time_ns: int | Sequence[int],  # one for all, or one per request
     protocols: Sequence[str],
     ns: Sequence[int],
     want_proba: Sequence[bool],
@@ -266,7 +301,7 @@ def batch_line(
     pred: np.ndarray,
     proba: np.ndarray | None,
 ) -> bytes:
-    """One predict call's captured requests of a numeric signature as one line: the
+    """Captured requests of a numeric signature as one line: the
     per-request fields as JSON, the matrices as their raw bytes in base64 (the writer
     reads them with numpy: no number is printed here or parsed there). Predictions
     that are not numbers or booleans (class labels) travel as a JSON list."""
@@ -345,8 +380,7 @@ def parse_block(lines: bytes) -> Any:
     protocols: list[str] = []
     ns: list[int] = []
     wants: list[bool] = []
-    times: list[int] = []
-    per_line: list[int] = []
+    times: list[np.ndarray] = []
     xs: list[np.ndarray] = []
     ys: list[Any] = []
     pps: list[np.ndarray] = []
@@ -355,9 +389,11 @@ def parse_block(lines: bytes) -> Any:
     for line in lines.splitlines():
         try:
             doc = orjson.loads(line)
-            t = int(doc["t"])
+            k = len(doc["id"])
+            t = doc["t"]  # one time for the line, or one per request
+            ts = np.full(k, t, dtype=np.int64) if type(t) is int else np.asarray(t, np.int64)
             rows = sum(doc["n"])
-            if not (len(doc["id"]) == len(doc["p"]) == len(doc["n"]) == len(doc["wp"])):
+            if ts.shape != (k,) or not len(doc["p"]) == len(doc["n"]) == len(doc["wp"]) == k:
                 raise ValueError("its per-request fields differ in length")
             if not all(type(v) is str for v in doc["id"] + doc["p"]):
                 raise ValueError("an id or protocol is not a string")
@@ -381,7 +417,9 @@ def parse_block(lines: bytes) -> Any:
                     )
                 pp = np.frombuffer(base64.b64decode(doc["pp"]), dtype="<f8").reshape(rows, c)
                 classes = c
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        except (
+            orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError
+        ) as err:  # fmt: skip
             log.warning("capture writer: a malformed batch line was skipped (%s)", err)
             continue
         width = f
@@ -389,8 +427,7 @@ def parse_block(lines: bytes) -> Any:
         protocols += doc["p"]
         ns += doc["n"]
         wants += doc["wp"]
-        times.append(t)
-        per_line.append(len(doc["id"]))
+        times.append(ts)
         xs.append(x)
         ys.append(y)
         if pp is not None:
@@ -422,7 +459,7 @@ def parse_block(lines: bytes) -> Any:
     return pa.table(
         {
             "id": pa.array(ids, pa.string()),
-            "t": pa.array(np.repeat(np.asarray(times, dtype=np.int64), per_line), pa.int64()),
+            "t": pa.array(np.concatenate(times) if times else np.zeros(0, np.int64), pa.int64()),
             "p": pa.array(protocols, pa.string()),
             "n": pa.array(counts, pa.int64()),
             "x": pa.ListArray.from_arrays(offsets, inner),

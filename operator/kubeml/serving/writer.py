@@ -6,10 +6,10 @@ signed PUT is a few hundred milliseconds of CPU, most of it holding the GIL. In 
 server's process that work froze the event loop in slices of up to the switch
 interval for its whole duration, and every request answered meanwhile waited: the
 capture benchmark's p99 was 3.3x capture off on a quiet machine. Here the server's
-share is one ``orjson.dumps`` per captured request (kept fields only, so dropped
-fields never leave the server) appended to a list; a feeder thread hands the joined
-bytes to the child through a pipe every ``FEED_SECONDS`` (``os.write`` releases the
-GIL). boto3 and pyarrow never enter the server's memory.
+share is small: a predict call's captured batch is held as it is (kept fields only,
+so dropped fields never leave the server), and every ``FEED_SECONDS`` the event
+loop makes all it holds one line and writes it to the child's pipe (non-blocking).
+boto3 and pyarrow never enter the server's memory.
 
 Guarantees kept:
 - a request never waits: the server's buffer is bounded (bytes), and a full one
@@ -22,13 +22,13 @@ Guarantees kept:
   writes everything it holds and exits.
 
 The child's share is kept small too: it reads whatever the pipe holds and hands each
-kind's lines over together; captures of numeric signatures come one line per predict
-call with their matrices as raw bytes (base64), read with numpy into an Arrow table
-that stays Arrow until written (no Python object per record, no number parsed: about
-2.1-2.5 µs of CPU per one-row record; bench/writer_cpu.py).
+kind's lines over together; captures of numeric signatures come one line per feed
+(not per predict call: the child's cost is mostly per line) with their matrices as
+raw bytes (base64), read with numpy into an Arrow table that stays Arrow until
+written (no Python object per record, no number parsed; bench/writer_cpu.py).
 
-Wire: server -> child, one line per record (a numeric capture line holds a predict
-call's records), ``c`` (capture) or ``f`` (feedback) then the record as JSON;
+Wire: server -> child, one line per record (a numeric capture line holds every
+record held since the last feed), ``c`` (capture) or ``f`` (feedback) then the record as JSON;
 child -> server, one JSON line per outcome
 (``{"k": "c", "ok": n, "bytes": b}`` or ``{"k": "c", "drop": reason, "n": n}``),
 which the server counts in its metrics.
@@ -350,10 +350,15 @@ def batch_writer(
 # -- the server's side ------------------------------------------------------------------
 
 
+# Items held by the server until the next feed, to one line.
+Encode = Callable[[list[Any]], bytes]
+
+
 class Channel(Protocol):
     """Where a kind of record goes once the server has made it a JSON line."""
 
     def send(self, line: bytes, records: int = 1) -> bool: ...
+    def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool: ...
     def flush(self) -> None: ...
     def close(self, timeout: float) -> bool: ...
 
@@ -368,6 +373,9 @@ class LocalChannel:
 
     def send(self, line: bytes, records: int = 1) -> bool:
         return self.kind.take(self.writer, self.spec, line + b"\n") > 0
+
+    def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
+        return self.send(encode([item]), records)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -387,6 +395,9 @@ class PipeChannel:
 
     def send(self, line: bytes, records: int = 1) -> bool:
         return self.proc.send(self.kind, line, records)
+
+    def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
+        return self.proc.hold(self.kind, item, records, nbytes, encode)
 
     def flush(self) -> None:
         self.proc.flush()
@@ -411,6 +422,10 @@ class WriterProcess:
         self.stats: dict[bytes, Stats] = {}
         self._lock = threading.Lock()
         self._buf = bytearray()
+        # Per kind: items held as they are (no encoding per predict call), their
+        # records, and how they become one line when the pipe is fed.
+        self._held: dict[bytes, tuple[list[Any], list[int], Encode]] = {}
+        self._held_bytes = 0
         self._scheduled = False
         self._closing = False
         self._result: bool | None = None
@@ -451,6 +466,44 @@ class WriterProcess:
             self._schedule()
         return True
 
+    def hold(self, kind: bytes, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
+        """Keep ``item`` as it is (``nbytes``: about its size as a line) until the next
+        feed, where every item held of a kind becomes one line (``encode``): the
+        writer's cost is mostly per line, and one line per predict call of a few
+        requests made it several times the cost per record of one line per feed.
+        False (and counted) when the buffer is full."""
+        with self._lock:
+            full = self._closing or len(self._buf) + self._held_bytes + nbytes > self.max_bytes
+            if not full:
+                held = self._held.get(kind)
+                if held is None:
+                    held = self._held[kind] = ([], [], encode)
+                held[0].append(item)
+                held[1].append(records)
+                self._held_bytes += nbytes
+                schedule = not self._scheduled
+                self._scheduled = True
+        if full:
+            self.stats[kind].dropped("buffer_full", records)
+            return False
+        if schedule:
+            self._schedule()
+        return True
+
+    def _encode_held(self) -> None:
+        """Every held item into the buffer, one line per kind (under the lock)."""
+        held, self._held, self._held_bytes = self._held, {}, 0
+        for kind, (items, records, encode) in held.items():
+            try:
+                line = encode(items)
+            except Exception:  # a bug in an encoder must not stop the server's feeding
+                log.exception("capture: %d held records could not be encoded", sum(records))
+                self.stats[kind].dropped("write_failed", sum(records))
+                continue
+            self._buf += kind
+            self._buf += line
+            self._buf += b"\n"
+
     def _schedule(self) -> None:
         loop = self._loop
         if loop is not None:
@@ -472,12 +525,14 @@ class WriterProcess:
                 return
             self._write_some()
             # A full pipe (the child behind) leaves the rest for the next feed.
-            self._scheduled = bool(self._buf)
+            self._scheduled = bool(self._buf or self._held)
         if self._scheduled:
             self._schedule()
 
     def _write_some(self) -> None:
         """Write what the pipe takes now (under the lock)."""
+        if self._held:
+            self._encode_held()
         proc = self._proc
         if proc is None or proc.poll() is not None:
             self._lost("the writer process is not running")
@@ -495,10 +550,13 @@ class WriterProcess:
 
     def _lost(self, why: str) -> None:
         """Count what the buffer holds as not written, and forget it."""
-        if not self._buf:
-            return
         counts: dict[bytes, int] = {}
-        for line in bytes(self._buf).split(b"\n"):
+        for kind, (_, records, _) in self._held.items():
+            counts[kind] = sum(records)
+        self._held, self._held_bytes = {}, 0
+        if not self._buf and not counts:
+            return
+        for line in bytes(self._buf).split(b"\n") if self._buf else ():
             kind = line[:1]
             if kind in self.stats:
                 counts[kind] = counts.get(kind, 0) + _records_in(line[1:])
@@ -560,7 +618,7 @@ class WriterProcess:
         while True:
             with self._lock:
                 self._write_some()
-                if not self._buf or time.monotonic() > deadline:
+                if not (self._buf or self._held) or time.monotonic() > deadline:
                     return
             time.sleep(0.01)  # the pipe is full: the child is reading
 
