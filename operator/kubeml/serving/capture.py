@@ -1,14 +1,15 @@
 """Request capture: a sampled share of requests and their responses, written to S3
 as Parquet in batches, partitioned by model, version and hour.
 
-Capture must never slow or fail a request. The predict worker turns the sampled
-requests of one predict call into one line (kept fields only: dropped fields never
-leave the server; the matrices as raw bytes, no number printed) and appends it to a
-bounded buffer, before any of their answers is sent; everything else (Arrow columns,
-Parquet, the PUT) happens in the writer process (serving/writer.py), where it cannot hold the
-server's GIL. When S3 is slow or down the writer falls behind, its buffer fills,
-and further records are dropped and counted (``kubeml_capture_dropped_records_total``),
-never queued without bound. A batch whose PUT fails is dropped and counted too:
+Capture must never slow or fail a request. The predict worker holds the sampled
+requests of one predict call as they are (kept fields only: dropped fields never
+leave the server) in a bounded buffer, before any of their answers is sent; each
+feed of the writer's pipe makes one line of all that is held (the matrices as raw
+bytes, no number printed); everything else (Arrow columns, Parquet, the PUT) happens
+in the writer process (serving/writer.py), where it cannot hold the server's GIL.
+When S3 is slow or down the writer falls behind, its buffer fills, and further
+records are dropped and counted (``kubeml_capture_dropped_records_total``), never
+queued without bound. A batch whose PUT fails is dropped and counted too:
 retrying it would keep its memory while newer records wait. ``close`` flushes what
 is held (SIGTERM), so a record whose response was sent is in S3 unless S3 failed.
 
@@ -434,7 +435,7 @@ def parse_block(lines: bytes) -> Any:
             pps.append(pp)
         has_pp += [pp is not None] * len(doc["id"])
     counts = np.asarray(ns, dtype=np.int64)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    offsets = _offsets(counts)
     f = width or 0
     x = np.concatenate(xs) if xs else np.zeros((0, f))
     inner = pa.ListArray.from_arrays(
@@ -451,7 +452,7 @@ def parse_block(lines: bytes) -> Any:
             pa.array(pp_flat.ravel(), pa.float64()),
         )
         room = np.where(has_pp, counts, 0)
-        pp_offsets = pa.array(np.concatenate([[0], np.cumsum(room)]).astype(np.int32))
+        pp_offsets = _offsets(room)
         keep = np.asarray(wants, dtype=bool) & np.asarray(has_pp, dtype=bool)
         proba = pa.ListArray.from_arrays(pp_offsets, pp_rows, mask=pa.array(~keep))
     else:
@@ -467,6 +468,13 @@ def parse_block(lines: bytes) -> Any:
             "y": pa.ListArray.from_arrays(offsets, _predictions(ys)),
         }
     )
+
+
+def _offsets(counts: Any) -> Any:
+    """Arrow list offsets of lists ``counts`` long."""
+    import pyarrow as pa
+
+    return pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
 
 
 def _predictions(parts: list[Any]) -> Any:
@@ -516,7 +524,7 @@ def encode_block(table: Any, spec: Spec) -> bytes:
 
     table = table.combine_chunks()
     counts = table.column("n").to_numpy().astype(np.int32)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    offsets = _offsets(counts)
 
     def listed(values: Any) -> Any:
         return pa.ListArray.from_arrays(offsets, values)
@@ -557,7 +565,7 @@ def encode(recs: Sequence[Mapping[str, Any]], spec: Spec) -> bytes:
     import pyarrow as pa
 
     counts = np.array([r["n"] for r in recs], dtype=np.int32)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    offsets = _offsets(counts)
 
     def listed(values: Any) -> Any:
         return pa.ListArray.from_arrays(offsets, values)
