@@ -72,6 +72,21 @@ def capturing(model: Any, sink: ListSink, **capture: Any) -> tuple[Harness, Capt
     return h, cap, server.metrics
 
 
+def iris_capture(metrics: ServerMetrics, **where: Any) -> Capture:
+    """Capture of the four-feature iris signature; ``where``: its sink or process."""
+    return Capture(
+        CaptureConfig(prefix_uri=PREFIX),
+        model="iris",
+        version=3,
+        modelversion="iris-v3",
+        features=FEATURES,
+        dtypes=["number"] * 4,
+        classes=None,
+        stats=metrics.capture,
+        **where,
+    )
+
+
 def sample(name: str, metrics: ServerMetrics, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, {"model": "iris", "version": "3", **labels})
     return value or 0.0
@@ -222,19 +237,8 @@ def test_a_failing_store_drops_its_batch_and_capture_resumes(
 
 
 def test_offer_after_close_is_dropped() -> None:
-    sink = ListSink()
     metrics = ServerMetrics("iris", "3")
-    cap = Capture(
-        CaptureConfig(prefix_uri=PREFIX),
-        model="iris",
-        version=3,
-        modelversion="iris-v3",
-        features=FEATURES,
-        dtypes=["number"] * 4,
-        classes=None,
-        sink=sink,
-        stats=metrics.capture,
-    )
+    cap = iris_capture(metrics, sink=ListSink())
     assert cap.close(5)
     batch = Batch(["a", "b"], ["v2", "v1"], [2, 1], [False, False], ROWS, np.arange(3), None, 0)
     assert cap.offer(batch) == 0
@@ -456,19 +460,6 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     from kubeml.serving.capture import parse_block
     from kubeml.serving.writer import WriterProcess
 
-    def capture(proc: WriterProcess, metrics: ServerMetrics) -> Capture:
-        return Capture(
-            CaptureConfig(prefix_uri=PREFIX),
-            model="iris",
-            version=3,
-            modelversion="iris-v3",
-            features=FEATURES,
-            dtypes=["number"] * 4,
-            classes=None,
-            stats=metrics.capture,
-            process=proc,
-        )
-
     def batch(i: int, rows: int = 1) -> Batch:
         x = np.full((rows, 4), float(i))
         return Batch([f"r{i}"], ["v2"], [rows], [False], x, np.zeros(rows, np.int64), None, i)
@@ -476,7 +467,7 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     got = tmp_path / "got"
     metrics = ServerMetrics("iris", "3")
     proc = WriterProcess(max_bytes=2_000, argv=["sh", "-c", f"cat > {got}"])
-    cap = capture(proc, metrics)
+    cap = iris_capture(metrics, process=proc)
     proc.start(None)
     assert [cap.offer(batch(i)) for i in range(3)] == [1, 1, 1]
     assert cap.offer(batch(9, rows=100)) == 0  # 100 rows of 4 floats: over the bound
@@ -491,7 +482,7 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
 
     dead = WriterProcess(max_bytes=10_000, argv=[sys.executable, "-c", "raise SystemExit(3)"])
     lost = ServerMetrics("iris", "3")
-    cap = capture(dead, lost)
+    cap = iris_capture(lost, process=dead)
     dead.start(None)
     assert dead._proc is not None
     dead._proc.wait(30)

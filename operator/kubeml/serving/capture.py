@@ -211,7 +211,8 @@ class Capture:
             x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
             n = len(batch.ids)
             size = x.nbytes + batch.pred.nbytes + (0 if batch.proba is None else batch.proba.nbytes)
-            held = self.channel.hold(batch._replace(rows=x), n, size * 4 // 3 + 48 * n, held_line)
+            item = batch if self._all_kept else batch._replace(rows=x)
+            held = self.channel.hold(item, n, size * 4 // 3 + 48 * n, held_line)
             return n if held else 0
         taken = start = 0
         for rid, protocol, n, wants in zip(
@@ -261,11 +262,6 @@ def held_line(batches: Sequence[Batch]) -> bytes:
     """The batches held since the last feed (kept inputs only) as one batch line:
     their requests in order, each with its batch's time. Probabilities of batches
     that computed none are zeros, never read: none of their requests asked."""
-    if len(batches) == 1:
-        b = batches[0]
-        return batch_line(
-            b.ids, b.time_ns, b.protocols, b.ns, b.want_proba, b.rows, b.pred, b.proba
-        )
     x = np.concatenate([np.asarray(b.rows, dtype=np.float64) for b in batches])
     try:
         pred = np.concatenate([b.pred for b in batches])

@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Sized
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Generic, Protocol, TypeVar
 
@@ -354,6 +355,15 @@ def batch_writer(
 Encode = Callable[[list[Any]], bytes]
 
 
+@dataclass
+class _Held:
+    """A kind's items held since the last feed, and how they become one line."""
+
+    encode: Encode
+    items: list[Any] = field(default_factory=list)
+    records: int = 0
+
+
 class Channel(Protocol):
     """Where a kind of record goes once the server has made it a JSON line."""
 
@@ -422,9 +432,9 @@ class WriterProcess:
         self.stats: dict[bytes, Stats] = {}
         self._lock = threading.Lock()
         self._buf = bytearray()
-        # Per kind: items held as they are (no encoding per predict call), their
-        # records, and how they become one line when the pipe is fed.
-        self._held: dict[bytes, tuple[list[Any], list[int], Encode]] = {}
+        # Per kind: items held as they are (no encoding per predict call) until the
+        # pipe is fed.
+        self._held: dict[bytes, _Held] = {}
         self._held_bytes = 0
         self._scheduled = False
         self._closing = False
@@ -451,20 +461,11 @@ class WriterProcess:
     def send(self, kind: bytes, line: bytes, records: int = 1) -> bool:
         """One append (a line may hold several records), or a counted drop. Called from
         the predict worker and the loop thread."""
-        with self._lock:
-            full = self._closing or len(self._buf) + len(line) + 2 > self.max_bytes
-            if not full:
-                self._buf += kind
-                self._buf += line
-                self._buf += b"\n"
-                schedule = not self._scheduled
-                self._scheduled = True
-        if full:
-            self.stats[kind].dropped("buffer_full", records)
-            return False
-        if schedule:
-            self._schedule()
-        return True
+
+        def add() -> None:
+            self._append(kind, line)
+
+        return self._admit(kind, records, len(line) + 2, add)
 
     def hold(self, kind: bytes, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
         """Keep ``item`` as it is (``nbytes``: about its size as a line) until the next
@@ -472,15 +473,25 @@ class WriterProcess:
         writer's cost is mostly per line, and one line per predict call of a few
         requests made it several times the cost per record of one line per feed.
         False (and counted) when the buffer is full."""
+
+        def add() -> None:
+            held = self._held.get(kind)
+            if held is None:
+                held = self._held[kind] = _Held(encode)
+            held.items.append(item)
+            held.records += records
+            self._held_bytes += nbytes
+
+        return self._admit(kind, records, nbytes, add)
+
+    def _admit(self, kind: bytes, records: int, nbytes: int, add: Callable[[], None]) -> bool:
+        """``add`` under the lock if the buffer (lines and held items) has room for
+        ``nbytes`` more, and a feed scheduled; else the records are counted dropped."""
         with self._lock:
-            full = self._closing or len(self._buf) + self._held_bytes + nbytes > self.max_bytes
+            used = len(self._buf) + self._held_bytes
+            full = self._closing or used + nbytes > self.max_bytes
             if not full:
-                held = self._held.get(kind)
-                if held is None:
-                    held = self._held[kind] = ([], [], encode)
-                held[0].append(item)
-                held[1].append(records)
-                self._held_bytes += nbytes
+                add()
                 schedule = not self._scheduled
                 self._scheduled = True
         if full:
@@ -490,19 +501,22 @@ class WriterProcess:
             self._schedule()
         return True
 
+    def _append(self, kind: bytes, line: bytes) -> None:
+        self._buf += kind
+        self._buf += line
+        self._buf += b"\n"
+
     def _encode_held(self) -> None:
         """Every held item into the buffer, one line per kind (under the lock)."""
         held, self._held, self._held_bytes = self._held, {}, 0
-        for kind, (items, records, encode) in held.items():
+        for kind, h in held.items():
             try:
-                line = encode(items)
+                line = h.encode(h.items)
             except Exception:  # a bug in an encoder must not stop the server's feeding
-                log.exception("capture: %d held records could not be encoded", sum(records))
-                self.stats[kind].dropped("write_failed", sum(records))
+                log.exception("capture: %d held records could not be encoded", h.records)
+                self.stats[kind].dropped("write_failed", h.records)
                 continue
-            self._buf += kind
-            self._buf += line
-            self._buf += b"\n"
+            self._append(kind, line)
 
     def _schedule(self) -> None:
         loop = self._loop
@@ -550,13 +564,11 @@ class WriterProcess:
 
     def _lost(self, why: str) -> None:
         """Count what the buffer holds as not written, and forget it."""
-        counts: dict[bytes, int] = {}
-        for kind, (_, records, _) in self._held.items():
-            counts[kind] = sum(records)
+        counts = {kind: h.records for kind, h in self._held.items()}
         self._held, self._held_bytes = {}, 0
         if not self._buf and not counts:
             return
-        for line in bytes(self._buf).split(b"\n") if self._buf else ():
+        for line in bytes(self._buf).split(b"\n"):
             kind = line[:1]
             if kind in self.stats:
                 counts[kind] = counts.get(kind, 0) + _records_in(line[1:])
