@@ -472,6 +472,9 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     assert [cap.offer(batch(i)) for i in range(3)] == [1, 1, 1]
     assert cap.offer(batch(9, rows=100)) == 0  # 100 rows of 4 floats: over the bound
     assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 1
+    # A plain line finds the room the held batches take: 1,800 bytes do not fit beside them.
+    assert not proc.send(b"c", b"x" * 1800)
+    assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 2
     proc.flush()
     assert proc.close(10)
     lines = got.read_bytes().splitlines()
