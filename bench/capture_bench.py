@@ -98,6 +98,8 @@ def main() -> int:
     args = p.parse_args()
     if args.instances < 2:
         p.error("--instances must be at least 2 (two capture-off servers give the noise floor)")
+    if args.rounds < 2:
+        p.error("--rounds must be at least 2 (the rounds' ratios give the spread)")
     wrk = serving.ensure_wrk()
     serving.WORK.mkdir(parents=True, exist_ok=True)
     model = serving.train()
@@ -215,7 +217,7 @@ def main() -> int:
     ]
     # The spread says how far one run can be trusted: the host's speed drifts from
     # round to round far more than capture costs.
-    q1, paired, q3 = statistics.quantiles(per_round, n=4) if args.rounds > 1 else per_round * 3
+    q1, paired, q3 = statistics.quantiles(per_round, n=4)
     print(f"p99 on/off, median of the rounds' ratios: {paired:.3f}x (quartiles {q1:.3f}-{q3:.3f})")
     thr = b["rps"] / a["rps"]
     p99 = b["p99_ms"] / a["p99_ms"]
