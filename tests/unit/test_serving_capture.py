@@ -452,6 +452,62 @@ def test_batches_held_until_a_feed_become_one_line_with_the_same_records() -> No
         assert stored([broken, one_per_batch[2]]) == stored([one_per_batch[2]])
 
 
+def test_predict_calls_feed_the_writer_once_a_feed_is_due(
+    forest: RandomForestClassifier, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The predict worker feeds the pipe as a predict call starts (its clients wait,
+    a core is free for the child), once FEED_SECONDS have passed since the last feed:
+    everything earlier calls held goes as one line. What no predict call feeds (an
+    idle server) the loop feeds."""
+    import asyncio
+    import time
+    import types
+
+    from kubeml.serving import writer
+    from kubeml.serving.capture import parse_block
+
+    now = [1000.0]
+    clock = types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep)
+    monkeypatch.setattr(writer, "time", clock)
+    got = tmp_path / "got"
+    proc = writer.WriterProcess(max_bytes=100_000, argv=["sh", "-c", f"cat > {got}"])
+    cfg = config(capture=CaptureConfig(prefix_uri=PREFIX))
+    server = ModelServer(cfg)
+    server.capture = iris_capture(server.metrics, process=proc)
+    server.writer = proc
+    h = Harness(server)
+    server.set_loaded(Loaded(Predictor(forest, cfg.signature), None))
+    proc.start(h.loop)
+
+    def lines(n: int) -> list[list[str]]:
+        """The ids of each line the child has read, once it has read ``n`` lines."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = got.read_bytes() if got.exists() else b""
+            if data.count(b"\n") >= n:
+                break
+            h.loop.run_until_complete(asyncio.sleep(0.02))  # the loop's timers run
+        return [
+            parse_block(line[1:] + b"\n").column("id").to_pylist()
+            for line in got.read_bytes().splitlines()
+        ]
+
+    try:
+        for rid, at in (("r1", 1000.0), ("r2", 1000.0 + writer.FEED_SECONDS * 0.8)):
+            now[0] = at
+            assert h.call("POST", INFER, v2(ROWS, id=rid)).status == 200
+        now[0] = 1000.0 + writer.FEED_SECONDS * 1.2
+        assert h.call("POST", INFER, v2(ROWS, id="r3")).status == 200
+        # r2's call came too early to feed r1: both in the line r3's call fed.
+        assert lines(1) == [["r1", "r2"]]
+        # No predict call after r3: the loop feeds it.
+        now[0] += 3 * writer.FEED_SECONDS
+        assert lines(2) == [["r1", "r2"], ["r3"]]
+    finally:
+        assert proc.close(10)
+        h.close()
+
+
 def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     tmp_path: Any,
 ) -> None:

@@ -38,6 +38,7 @@ from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import ServerMetrics
 from .shadow import Shadow
 from .signature import V2_DATATYPE
+from .writer import WriterProcess
 
 if TYPE_CHECKING:  # the loader pulls in scikit-learn: not before the port is open
     from .loader import Loaded
@@ -104,6 +105,8 @@ class ModelServer:
         # Set by the runner when spec.capture is on, before the model loads.
         self.capture: Capture | None = None
         self.feedback: Feedback | None = None
+        # Their writer child's pipe, fed as predict calls start (``run_batch``).
+        self.writer: WriterProcess | None = None
         # Request ids need only be unique across servers: a random prefix and a
         # counter cost far less than a uuid4 per request.
         self._id_prefix = os.urandom(6).hex()
@@ -518,6 +521,7 @@ class ModelServer:
         """Predict all jobs' rows in one call and split the results back, in order."""
         loaded = self.loaded
         assert loaded is not None
+        self._feed_writer()
         try:
             rows = concat([j.rows for j in jobs])
             pred, proba = loaded.predictor.predict(rows, any(j.want_proba for j in jobs))
@@ -539,6 +543,17 @@ class ModelServer:
             out.append(Prediction(pred[start:end], None if proba is None else proba[start:end]))
             start = end
         return out
+
+    def _feed_writer(self) -> None:
+        """Earlier calls' captures to the writer child, when a feed is due: now, while
+        this batch's clients wait, a core is free for the child to read them."""
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            writer.feed_due()
+        except Exception:  # capture must never fail a prediction
+            log.exception("feeding the capture writer failed")
 
     def _capture(
         self, jobs: Sequence[Job], rows: Any, pred: np.ndarray, proba: np.ndarray | None

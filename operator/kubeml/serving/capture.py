@@ -29,6 +29,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -276,12 +277,14 @@ def held_line(batches: Sequence[Batch]) -> bytes:
         proba = np.concatenate(
             [b.proba if b.proba is not None else np.zeros((len(b.pred), c)) for b in batches]
         )
+    flat = chain.from_iterable
     return batch_line(
-        [i for b in batches for i in b.ids],
-        [b.time_ns for b in batches for _ in b.ids],
-        [p for b in batches for p in b.protocols],
-        [n for b in batches for n in b.ns],
-        [w for b in batches for w in b.want_proba],
+        list(flat(b.ids for b in batches)),
+        # Serialized by orjson from the array, in C.
+        np.repeat(np.array([b.time_ns for b in batches], np.int64), [len(b.ids) for b in batches]),
+        list(flat(b.protocols for b in batches)),
+        list(flat(b.ns for b in batches)),
+        list(flat(b.want_proba for b in batches)),
         x,
         pred,
         proba,
@@ -290,7 +293,7 @@ def held_line(batches: Sequence[Batch]) -> bytes:
 
 def batch_line(
     ids: Sequence[str],
-    time_ns: int | Sequence[int],  # one for all, or one per request
+    time_ns: int | Sequence[int] | np.ndarray,  # one for all, or one per request
     protocols: Sequence[str],
     ns: Sequence[int],
     want_proba: Sequence[bool],

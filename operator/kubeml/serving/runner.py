@@ -103,6 +103,7 @@ class Runner:
             # About as many bytes as the writer holds float64 values: a JSON value is
             # a few bytes more, and this buffer only bridges a feed interval.
             self.writer = WriterProcess(max_bytes=8 * limit)
+        self.server.writer = self.writer
         self.capture = self._capture(cfg)
         self.server.capture = self.capture
         self.feedback = self._feedback(cfg)
