@@ -187,6 +187,24 @@ def test_regression_targets_and_errors() -> None:
 def test_remembered_predictions_are_bounded_by_rows() -> None:
     recent = Recent(max_rows=5)
     for i in range(4):
-        recent.remember(f"r{i}", np.zeros(2))
+        recent.remember([f"r{i}"], [2], np.zeros(2))
     assert recent.rows <= 5 and len(recent) == 2
     assert recent.get("r0") is None and recent.get("r3") is not None
+
+
+def test_a_predict_calls_requests_are_remembered_together_and_an_id_reused_keeps_its_latest() -> (
+    None
+):
+    recent = Recent(max_rows=6)
+    recent.remember(["a", "b", "c"], [1, 2, 1], np.array([10, 20, 21, 30]))
+    assert recent.get("a").tolist() == [10]  # type: ignore[union-attr]
+    assert recent.get("b").tolist() == [20, 21]  # type: ignore[union-attr]
+    recent.remember(["b"], [1], np.array([99]))  # b again, in a later call
+    recent.forget("c")
+    assert recent.get("c") is None
+    # The first call is forgotten (4 + 1 + 2 rows > 6); b's latest prediction stays.
+    recent.remember(["d"], [2], np.array([40, 41]))
+    assert recent.get("a") is None and recent.rows == 3
+    assert recent.get("b").tolist() == [99]  # type: ignore[union-attr]
+    assert recent.get("d").tolist() == [40, 41]  # type: ignore[union-attr]
+    assert len(recent) == 2

@@ -476,17 +476,14 @@ class ModelServer:
             req.id = self.next_id()
         self.inflight += 1
         capture = self.capture
-        feedback = self.feedback
         # Sampled before predict: the decision is per request, not per outcome.
         tag = (req.id, protocol) if capture is not None and capture.sampled() else None
 
         def finished(outcome: Any) -> None:
             self.inflight -= 1
-            if feedback is not None and isinstance(outcome, Prediction):
-                feedback.recent.remember(req.id or "", outcome.pred)
             done(outcome)
 
-        batcher.submit(Job(req.rows, req.n, req.want_proba, finished, tag))
+        batcher.submit(Job(req.rows, req.n, req.want_proba, finished, tag, req.id))
 
     def _deliver(
         self, protocol: str, req: InferRequest, start: float, respond: Respond, outcome: Any
@@ -535,6 +532,7 @@ class ModelServer:
             log.exception("predict failed on a request of %d rows", jobs[0].n)
             return [err]
         self._observe(loaded, rows, pred)
+        self._remember(jobs, pred)
         self._capture(jobs, rows, pred, proba)
         out: list[Any] = []
         start = 0
@@ -554,6 +552,16 @@ class ModelServer:
             writer.feed_due()
         except Exception:  # capture must never fail a prediction
             log.exception("feeding the capture writer failed")
+
+    def _remember(self, jobs: Sequence[Job], pred: np.ndarray) -> None:
+        """The batch's predictions by request id, for the feedback that may follow."""
+        feedback = self.feedback
+        if feedback is None:
+            return
+        try:
+            feedback.recent.remember([j.id for j in jobs], [j.n for j in jobs], pred)
+        except Exception:  # feedback must never fail a prediction
+            log.exception("remembering a batch of %d requests for feedback failed", len(jobs))
 
     def _capture(
         self, jobs: Sequence[Job], rows: Any, pred: np.ndarray, proba: np.ndarray | None

@@ -53,6 +53,7 @@ class Job:
     # (request id, protocol) when this request is captured: its batch's predict
     # captures it before any answer leaves.
     capture: tuple[str, str] | None = None
+    id: str = ""  # the request's id (feedback finds its prediction by it)
 
 
 RunBatch = Callable[[Sequence[Job]], list[Any]]
