@@ -456,8 +456,8 @@ class WriterProcess:
 
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the child (it imports pyarrow and boto3 and makes its S3 client at
-        once). ``loop``: the event loop that feeds the pipe (``send`` may be called
-        from any thread); None (tests) feeds from timer threads."""
+        once). ``loop``: the event loop that feeds what no predict call fed (``send``
+        may be called from any thread); None (tests): timer threads do."""
         with self._lock:
             self._loop = loop
             if self._proc is None:
