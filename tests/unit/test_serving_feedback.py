@@ -208,3 +208,42 @@ def test_a_predict_calls_requests_are_remembered_together_and_an_id_reused_keeps
     assert recent.get("b").tolist() == [99]  # type: ignore[union-attr]
     assert recent.get("d").tolist() == [40, 41]  # type: ignore[union-attr]
     assert len(recent) == 2
+    # A prediction looked up before its id was reused: forgetting it keeps the new one.
+    seen = recent.get("d")
+    recent.remember(["d"], [1], np.array([50]))
+    recent.forget("d", seen)
+    assert recent.get("d").tolist() == [50]  # type: ignore[union-attr]
+    recent.forget("d", recent.get("d"))
+    assert recent.get("d") is None
+    # A call larger than the bound is held (alone): its requests can be labelled.
+    recent.remember(["big"], [8], np.arange(8))
+    assert len(recent.get("big")) == 8 and recent.rows == 8  # type: ignore[arg-type]
+
+
+def test_requests_predicted_together_are_each_scored_against_their_own_rows(
+    forest: RandomForestClassifier, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Requests of 1, 3 and 2 rows answered by one predict call: each one's truth is
+    checked against, and scored on, its own rows."""
+    X, _ = iris
+    h, fb = with_feedback(forest, ListSink())
+    try:
+        parts = [X[0:1], X[50:53], X[100:102]]
+        calls = h.server.batcher.batches if h.server.batcher else 0
+        answers = [doc(r) for r in h.many([("POST", INFER, v2(p), None) for p in parts])]
+        assert h.server.batcher is not None and h.server.batcher.batches == calls + 1
+        preds = [a["outputs"][0]["data"] for a in answers]
+        assert [len(p) for p in preds] == [1, 3, 2]
+        short = h.call("POST", FEEDBACK, {"id": answers[1]["id"], "truth": preds[1][:2]})
+        assert short.status == 400 and "had 3 rows" in doc(short)["error"]
+        wrong = [(v + 1) % 3 for v in preds[2]]  # every row of the last one wrong
+        batch = [
+            {"id": answers[0]["id"], "truth": preds[0]},
+            {"id": answers[1]["id"], "truth": preds[1]},
+            {"id": answers[2]["id"], "truth": wrong},
+        ]
+        assert doc(h.call("POST", FEEDBACK, {"feedback": batch}))["scored"] == 3
+        assert gauge(h, "kubeml_live_accuracy") == pytest.approx(4 / 6)
+        assert fb.close(10)
+    finally:
+        h.close()

@@ -137,7 +137,9 @@ class Recent:
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.rows = 0  # rows of the predict calls held
+        # Rows of the predict calls held (their memory): a labelled request's rows go
+        # with its call. The newest call is always held, even when larger.
+        self.rows = 0
         self._lock = threading.Lock()
         self._where: dict[str, tuple[np.ndarray, int, int]] = {}
         self._calls: deque[tuple[Sequence[str], np.ndarray]] = deque()
@@ -153,7 +155,7 @@ class Recent:
                 start += n
             self._calls.append((ids, pred))
             self.rows += len(pred)
-            while self.rows > self.max_rows and self._calls:
+            while self.rows > self.max_rows and len(self._calls) > 1:
                 old_ids, old = self._calls.popleft()
                 self.rows -= len(old)
                 for rid in old_ids:
@@ -169,9 +171,16 @@ class Recent:
         pred, start, end = entry
         return pred[start:end]
 
-    def forget(self, rid: str) -> None:
+    def forget(self, rid: str, pred: np.ndarray | None = None) -> None:
+        """Forget ``rid``; with ``pred`` (what ``get`` gave), only if that is still its
+        prediction: a client may have reused the id since."""
         with self._lock:
-            self._where.pop(rid, None)
+            entry = self._where.get(rid)
+            if entry is None:
+                return
+            call, start, end = entry
+            if pred is None or np.may_share_memory(pred, call[start:end]):
+                del self._where[rid]
 
     def __len__(self) -> int:
         return len(self._where)
@@ -323,7 +332,7 @@ class Feedback:
             else:
                 self.live.add(pred, e.truth)
                 # Labelled once: a second feedback for it is reported, not scored again.
-                self.recent.forget(e.id)
+                self.recent.forget(e.id, pred)
             scored = pred is not None
             self.channel.send(
                 orjson.dumps({"id": e.id, "t": now_ns, "truth": e.truth, "scored": scored})
