@@ -477,7 +477,7 @@ class ModelServer:
         self.inflight += 1
         capture = self.capture
         # Sampled before predict: the decision is per request, not per outcome.
-        tag = (req.id, protocol) if capture is not None and capture.sampled() else None
+        tag = protocol if capture is not None and capture.sampled() else None
 
         def finished(outcome: Any) -> None:
             self.inflight -= 1
@@ -573,7 +573,7 @@ class ModelServer:
         capture = self.capture
         if capture is None:
             return
-        picked = [(j, j.capture) for j in jobs if j.capture is not None]
+        picked = [j for j in jobs if j.capture is not None]
         if not picked:
             return
         try:
@@ -584,10 +584,10 @@ class ModelServer:
                 proba = None if proba is None else proba[mask]
             capture.offer(
                 Batch(
-                    ids=[tag[0] for _, tag in picked],
-                    protocols=[tag[1] for _, tag in picked],
-                    ns=[j.n for j, _ in picked],
-                    want_proba=[j.want_proba for j, _ in picked],
+                    ids=[j.id for j in picked],
+                    protocols=[j.capture for j in picked if j.capture is not None],
+                    ns=[j.n for j in picked],
+                    want_proba=[j.want_proba for j in picked],
                     rows=rows,
                     pred=pred,
                     proba=proba,

@@ -50,9 +50,9 @@ class Job:
     n: int
     want_proba: bool
     done: Callable[[Any], None]
-    # (request id, protocol) when this request is captured: its batch's predict
-    # captures it before any answer leaves.
-    capture: tuple[str, str] | None = None
+    # The request's protocol when it is captured: its batch's predict captures it
+    # before any answer leaves.
+    capture: str | None = None
     id: str = ""  # the request's id (feedback finds its prediction by it)
 
 

@@ -553,7 +553,6 @@ class WriterProcess:
         with self._lock:
             if not self._closing:
                 self._write_some()
-                self._fed = time.monotonic()
 
     def _feed(self) -> None:
         """The loop's feed, for what no predict call has fed (under load the predict
@@ -563,7 +562,6 @@ class WriterProcess:
                 return
             if time.monotonic() - self._fed >= 2 * FEED_SECONDS:
                 self._write_some()
-                self._fed = time.monotonic()
             # A full pipe (the child behind) leaves the rest for the next feed.
             self._scheduled = bool(self._buf or self._held)
         if self._scheduled:
@@ -571,6 +569,7 @@ class WriterProcess:
 
     def _write_some(self) -> None:
         """Write what the pipe takes now (under the lock)."""
+        self._fed = time.monotonic()
         if self._held:
             self._encode_held()
         proc = self._proc
