@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -129,11 +130,18 @@ class Recent:
 
     The predict worker remembers a predict call's requests together, before their
     answers leave (feedback sent the moment an answer arrives finds it); the loop
-    looks them up and forgets them, hence the lock. A request costs one dict entry
-    pointing into its call's predictions: remembered one by one on the loop (an
-    ordered-dict move and a view of its predictions each), requests cost about
-    2 µs of the loop's time apiece, the largest part of the server's own capture
-    cost at 32 connections."""
+    looks them up and forgets them, hence the lock. Remembered one by one on the loop
+    (an ordered-dict move and a view of its predictions each), requests cost about
+    2 µs of the loop's time apiece, the largest part of the server's own capture cost
+    at 32 connections.
+
+    Out of the garbage collector's sight: at the default bound this holds 200,000
+    requests, and a dict of tuples (or calls holding lists) is walked, entry by entry,
+    by every full collection, which then held the GIL for up to 12 ms at 32
+    connections, and made collections twice as frequent. An id maps to an int (its
+    call's number and its place in the call), which the collector never tracks, and a
+    call is a tuple of untracked things (ids as a tuple of strings, numpy arrays),
+    which the collector stops tracking at its first pass."""
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
@@ -141,49 +149,66 @@ class Recent:
         # with its call. The newest call is always held, even when larger.
         self.rows = 0
         self._lock = threading.Lock()
-        self._where: dict[str, tuple[np.ndarray, int, int]] = {}
-        self._calls: deque[tuple[Sequence[str], np.ndarray]] = deque()
+        # id -> call number << 32 | the request's place in its call
+        self._where: dict[str, int] = {}
+        # (ids, predictions, row bounds: request i is rows bounds[i]:bounds[i + 1]);
+        # _calls[k] is call number _first + k
+        self._calls: deque[tuple[tuple[str, ...], np.ndarray, tuple[int, ...]]] = deque()
+        self._first = 0
 
     def remember(self, ids: Sequence[str], ns: Sequence[int], pred: np.ndarray) -> None:
         """One predict call's requests: ``ids[i]`` was answered the next ``ns[i]`` rows
         of ``pred``. A client reusing its id: the latest prediction counts."""
+        ids = tuple(ids)
+        bounds = tuple(accumulate(ns, initial=0))
+        if len(bounds) != len(ids) + 1:
+            raise ValueError(f"{len(ids)} ids for {len(bounds) - 1} row counts")
         with self._lock:
             where = self._where
-            start = 0
-            for rid, n in zip(ids, ns, strict=True):
-                where[rid] = (pred, start, start + n)
-                start += n
-            self._calls.append((ids, pred))
+            base = (self._first + len(self._calls)) << _CALL_SHIFT
+            for i, rid in enumerate(ids):
+                where[rid] = base | i
+            self._calls.append((ids, pred, bounds))
             self.rows += len(pred)
             while self.rows > self.max_rows and len(self._calls) > 1:
-                old_ids, old = self._calls.popleft()
+                old_ids, old, _ = self._calls.popleft()
+                old_call = self._first
+                self._first += 1
                 self.rows -= len(old)
                 for rid in old_ids:
-                    entry = where.get(rid)
-                    if entry is not None and entry[0] is old:  # not since reused
+                    code = where.get(rid)
+                    if code is not None and code >> _CALL_SHIFT == old_call:  # not reused
                         del where[rid]
+
+    def _lookup(self, rid: str) -> np.ndarray | None:
+        """(under the lock)"""
+        code = self._where.get(rid)
+        if code is None:
+            return None
+        _, pred, bounds = self._calls[(code >> _CALL_SHIFT) - self._first]
+        i = code & _PLACE
+        return pred[bounds[i] : bounds[i + 1]]
 
     def get(self, rid: str) -> np.ndarray | None:
         with self._lock:
-            entry = self._where.get(rid)
-        if entry is None:
-            return None
-        pred, start, end = entry
-        return pred[start:end]
+            return self._lookup(rid)
 
     def forget(self, rid: str, pred: np.ndarray | None = None) -> None:
         """Forget ``rid``; with ``pred`` (what ``get`` gave), only if that is still its
         prediction: a client may have reused the id since."""
         with self._lock:
-            entry = self._where.get(rid)
-            if entry is None:
+            now = self._lookup(rid)
+            if now is None:
                 return
-            call, start, end = entry
-            if pred is None or np.may_share_memory(pred, call[start:end]):
+            if pred is None or np.may_share_memory(pred, now):
                 del self._where[rid]
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+_CALL_SHIFT = 32
+_PLACE = (1 << _CALL_SHIFT) - 1
 
 
 class LiveQuality:
