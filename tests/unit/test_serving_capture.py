@@ -549,3 +549,67 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     dead.flush()
     assert sample("kubeml_capture_dropped_records_total", lost, reason="write_failed") == 4
     assert not dead.close(5)
+
+
+def test_the_writer_child_pauses_after_a_short_read_and_reads_on_after_a_long_one() -> None:
+    """The child sleeps between short reads (woken by every feed it ran cold: 4x the
+    CPU per record), but a pipe filling faster than the pause empties it is read at
+    once, and every line reaches its kind, the last one at the end of input."""
+    from kubeml.serving import writer
+
+    class Kind:
+        def __init__(self) -> None:
+            self.lines: list[bytes] = []
+
+        def take(self, w: Any, spec: Any, lines: bytes) -> int:
+            self.lines += lines.splitlines()
+            return 0
+
+    line = b"c" + b"x" * 98 + b"\n"  # 100 bytes
+    # What each read finds: short, short, a full pipe, more than half, short, a cut line.
+    reads = [line, line * 3, line * 10, line * 6, line[:40], line[40:] + line[:-1]]
+    stream = iter(reads)
+    events: list[str] = []
+
+    class Stream:
+        def read1(self, size: int = -1, /) -> bytes:
+            assert size == 1000
+            chunk = next(stream, b"")
+            events.append(f"read {len(chunk)}")
+            return chunk
+
+    kind = Kind()
+    writer.pump(
+        Stream(),
+        {b"c": (None, kind, {})},  # type: ignore[dict-item]
+        capacity=1000,
+        pause=0.5,
+        sleep=lambda s: events.append(f"sleep {s}"),
+    )
+    assert events == [
+        "read 100", "sleep 0.5",
+        "read 300", "sleep 0.5",
+        "read 1000",  # the pipe was full: read on
+        "read 600",  # half full: read on
+        "read 40", "sleep 0.5",
+        "read 159", "sleep 0.5",
+        "read 0",
+    ]  # fmt: skip
+    assert kind.lines == [b"x" * 98] * 22
+
+
+def test_the_pipes_size_is_what_the_kernel_gave() -> None:
+    import fcntl
+    import os
+
+    from kubeml.serving import writer
+
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 17)
+        assert writer.pipe_bytes(r) == 1 << 17
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(__file__, "rb") as f:  # not a pipe
+        assert writer.pipe_bytes(f.fileno()) == 1 << 16
