@@ -544,12 +544,13 @@ class WriterProcess:
     def feed_due(self) -> None:
         """Feed the pipe if ``FEED_SECONDS`` have passed since the last feed; the predict
         worker calls this as it starts a predict call. Why then: every client of the
-        batch waits for it, so the loop and the clients are idle and the child, woken to
-        read its line, finds a free core. Fed by a timer of the loop instead, the feed
-        fell anywhere, most often as the loop answered a batch and the clients sent the
-        next: the child's read competed with both for two cores, and a predict cycle
-        overlapping a feed took 1.4 ms longer than the others (8.5 against 7.1 ms at 32
-        connections, bench/capture_bench.py); fed here, 0.8 ms."""
+        batch waits for it, so the loop and the clients are idle. Fed by a timer of the
+        loop instead, the feed fell anywhere, most often as the loop answered a batch
+        and the clients sent the next, and the child, woken to read the line, competed
+        with both for two cores: a predict cycle overlapping a feed took 1.4 ms longer
+        than the others (8.5 against 7.1 ms at 32 connections, bench/capture_bench.py);
+        fed here, 0.8 ms. The child now reads on its own time (``pump``), not woken by
+        a feed."""
         # Read without the lock: a stale view only moves the feed to the next call.
         if not (self._buf or self._held) or time.monotonic() - self._fed < FEED_SECONDS:
             return
