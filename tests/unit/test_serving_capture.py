@@ -551,10 +551,11 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     assert not dead.close(5)
 
 
-def test_the_writer_child_pauses_after_a_short_read_and_reads_on_after_a_long_one() -> None:
-    """The child sleeps between short reads (woken by every feed it ran cold: 4x the
-    CPU per record), but a pipe filling faster than the pause empties it is read at
-    once, and every line reaches its kind, the last one at the end of input."""
+def test_the_writer_child_pauses_between_reads_no_longer_than_half_the_pipe_takes() -> None:
+    """The child sleeps between reads (woken by every feed it ran cold: 4x the CPU per
+    record), at most ``pause``, never longer than the last read's rate takes to fill
+    half the pipe, and not at all after a read of half the pipe or more; every line
+    reaches its kind, the last one at the end of input."""
     from kubeml.serving import writer
 
     class Kind:
@@ -566,17 +567,30 @@ def test_the_writer_child_pauses_after_a_short_read_and_reads_on_after_a_long_on
             return 0
 
     line = b"c" + b"x" * 98 + b"\n"  # 100 bytes
-    # What each read finds: short, short, a full pipe, more than half, short, a cut line.
-    reads = [line, line * 3, line * 10, line * 6, line[:40], line[40:] + line[:-1]]
-    stream = iter(reads)
+    now = [0.0]
+    # (seconds the read waits for input, what it finds)
+    reads = iter([
+        (1.0, line),  # 100 B/s: the full pause
+        (0.0, line * 3),  # 600 B/s over the pause: half the pipe takes 0.83 s
+        (0.0, line * 10),  # a full pipe: read on
+        (0.0, line * 6),  # half full: read on
+        (0.1, line * 4),  # 4,000 B/s: half the pipe takes 0.125 s
+        (0.0, line[:40]),  # a cut line
+        (0.0, line[40:] + line[:-1]),  # and one without its newline at the end
+    ])  # fmt: skip
     events: list[str] = []
 
     class Stream:
         def read1(self, size: int = -1, /) -> bytes:
             assert size == 1000
-            chunk = next(stream, b"")
+            wait, chunk = next(reads, (0.0, b""))
+            now[0] += wait
             events.append(f"read {len(chunk)}")
             return chunk
+
+    def sleep(seconds: float) -> None:
+        events.append(f"sleep {seconds:.3f}")
+        now[0] += seconds
 
     kind = Kind()
     writer.pump(
@@ -584,18 +598,20 @@ def test_the_writer_child_pauses_after_a_short_read_and_reads_on_after_a_long_on
         {b"c": (None, kind, {})},  # type: ignore[dict-item]
         capacity=1000,
         pause=0.5,
-        sleep=lambda s: events.append(f"sleep {s}"),
+        sleep=sleep,
+        clock=lambda: now[0],
     )
     assert events == [
-        "read 100", "sleep 0.5",
-        "read 300", "sleep 0.5",
-        "read 1000",  # the pipe was full: read on
-        "read 600",  # half full: read on
-        "read 40", "sleep 0.5",
-        "read 159", "sleep 0.5",
+        "read 100", "sleep 0.500",
+        "read 300", "sleep 0.500",
+        "read 1000",
+        "read 600",
+        "read 400", "sleep 0.125",
+        "read 40", "sleep 0.500",
+        "read 159", "sleep 0.500",
         "read 0",
     ]  # fmt: skip
-    assert kind.lines == [b"x" * 98] * 22
+    assert kind.lines == [b"x" * 98] * 26
 
 
 def test_the_pipes_size_is_what_the_kernel_gave() -> None:

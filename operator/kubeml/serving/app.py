@@ -543,8 +543,8 @@ class ModelServer:
         return out
 
     def _feed_writer(self) -> None:
-        """Earlier calls' captures to the writer child, when a feed is due: now, while
-        this batch's clients wait, a core is free for the child to read them."""
+        """Earlier calls' captures to the writer child's pipe, when a feed is due: now,
+        while this batch's clients wait and the loop is idle."""
         writer = self.writer
         if writer is None:
             return

@@ -23,8 +23,8 @@ Guarantees kept:
   writes everything it holds and exits.
 
 The child's share is kept small too: it reads whatever the pipe holds at most every
-``READ_SECONDS`` (at once when the pipe is half full) and hands each kind's lines
-over together; captures of numeric signatures come one line per feed
+``READ_SECONDS`` (sooner when the pipe would be half full by then) and hands each
+kind's lines over together; captures of numeric signatures come one line per feed
 (not per predict call: the child's cost is mostly per line) with their matrices as
 raw bytes (base64), read with numpy into an Arrow table that stays Arrow until
 written (no Python object per record, no number parsed; bench/writer_cpu.py).
@@ -70,7 +70,7 @@ RESPAWN_SECONDS = 5.0
 SPECS_ENV = "KUBEML_WRITER_SPECS"
 # Below the server: the writer is background work, requests come first for the CPU.
 NICENESS = 10
-# The child reads the pipe at most this often (unless a read finds it half full).
+# The child reads the pipe at most this often (sooner when it would be half full).
 READ_SECONDS = 0.5
 
 
@@ -759,6 +759,7 @@ def pump(
     capacity: int = PIPE_BYTES,
     pause: float = READ_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Every record line of ``stream`` to its kind's writer, until end of input.
 
@@ -766,24 +767,30 @@ def pump(
     together: a kind decodes them at once (numeric captures into Arrow columns), not
     one Python object per record.
 
-    After a read the child sleeps ``pause`` seconds, unless the read took half the
-    pipe's ``capacity`` or more (then it reads on at once: the pause never limits what
-    it can take, a fuller pipe only makes reads larger). Why: woken by every feed (20
-    a second at 32 connections) it spent 1.1 ms of CPU per feed, 4.8 µs per captured
-    request, although decoding a feed's line takes 0.22 ms when warm; a process that
-    runs in short bursts between sleeps runs cold. Reading ten feeds at a time costs
-    2.4-2.8 µs per request (bench/README.md), and the child no longer wakes as the
-    predict worker feeds it. The lines wait in the pipe meanwhile; close ends the
-    input, and the child reads what is left at its next read."""
+    Between reads the child sleeps up to ``pause`` seconds: no longer than the rate
+    of the last read takes to fill half the pipe's ``capacity``, and not at all after
+    a read that took half of it or more, so the pipe does not fill and the server's
+    buffer is not needed. Why: woken by every feed (20 a second at 32 connections)
+    it spent 1.1 ms of CPU per feed, 4.8 µs per captured request, although decoding a
+    feed's line takes 0.22 ms when warm; a process that runs in short bursts between
+    sleeps runs cold. Reading ten feeds at a time costs 2.4-2.8 µs per request
+    (bench/README.md), and the child no longer wakes as the predict worker feeds it.
+    At the end of input (the server's close) a sleeping child reads what is left
+    when it wakes."""
     rest = b""
+    last = clock()
     while chunk := stream.read1(capacity):
+        now = clock()
+        # Bytes a second since the last read: what the pipe must hold while we sleep.
+        rate = len(chunk) / max(now - last, 1e-3)
+        last = now
         data = rest + chunk if rest else chunk
         end = data.rfind(b"\n") + 1
         rest = data[end:]
         if end:
             dispatch(data[:end] if end < len(data) else data, writers)
         if len(chunk) < capacity // 2:
-            sleep(pause)
+            sleep(min(pause, capacity / 2 / rate))
     if rest:  # a last line without its newline (the server never sends one)
         dispatch(rest + b"\n", writers)
 
