@@ -1,7 +1,7 @@
 """CPU per captured record, measured in CPU time (not wall time, so a busy machine
 changes it little): the server's share (``Capture.offer`` holding each predict
-call's batch, and the feed making one line of what is held) and the
-writer child's share (reading the lines from its pipe, splitting them into records,
+call's batch, and the feed making one frame of what is held) and the
+writer child's share (reading the frames from its pipe, splitting them into records,
 buffering, Parquet encoding),
 the latter with the child's own code (``kubeml.serving.writer.pump``) fed in
 pipe-sized chunks, a sink that keeps nothing, and everything flushed at the end.
@@ -33,8 +33,8 @@ FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 class Collect:
-    """The writer process as Capture sees it: what is held becomes a line every
-    ``per_feed`` records, as a feed of the pipe does; the lines are kept."""
+    """The writer process as Capture sees it: what is held becomes a frame every
+    ``per_feed`` records, as a feed of the pipe does; the frames are kept."""
 
     def __init__(self, per_feed: int) -> None:
         self.per_feed = per_feed
@@ -83,7 +83,7 @@ class NullSink:
 
 
 class Chunks(io.RawIOBase):
-    """A pipe that hands out ``per_feed`` lines per read, as the server's feeds do."""
+    """A pipe that hands out ``per_feed`` frames per read, as the server's feeds do."""
 
     def __init__(self, lines: list[bytes], per_feed: int) -> None:
         self.parts = [b"".join(lines[i : i + per_feed]) for i in range(0, len(lines), per_feed)]
@@ -108,7 +108,7 @@ class Chunks(io.RawIOBase):
 def server_side(
     n: int, rows: int, batch: int, per_feed: int, data: str = "iris"
 ) -> tuple[float, list[bytes], dict[str, Any]]:
-    from kubeml.serving.capture import Batch, Capture, CaptureConfig, held_line
+    from kubeml.serving.capture import Batch, Capture, CaptureConfig, held_frame
 
     sink = Collect(per_feed)
     cap = Capture(
@@ -148,7 +148,7 @@ def server_side(
     start = time.process_time()
     for i in range(0, n, batch):
         cap.offer(predicted(i))
-    sink.feed(held_line)
+    sink.feed(held_frame)
     # The offers' (and feeds') share: the same loop without them subtracted.
     return time.process_time() - start - making, sink.lines, sink.spec
 
@@ -157,13 +157,13 @@ def writer_side(
     lines: list[bytes], spec: dict[str, Any], per_feed: int, records: int
 ) -> tuple[float, int]:
     from kubeml.serving.capture import CAPTURE
-    from kubeml.serving.writer import pump
+    from kubeml.serving.writer import frame, pump
 
     sink, stats = NullSink(), NullStats()
     spec = {**spec, "flush_seconds": 3600.0}
     writer = CAPTURE.writer(spec, sink, stats)
     CAPTURE.warm(spec)
-    stream = io.BufferedReader(Chunks([b"c" + line + b"\n" for line in lines], per_feed))
+    stream = io.BufferedReader(Chunks([frame(b"c", line) for line in lines], per_feed))
     gc.collect()
     start = time.process_time()  # every thread of this process: the writer thread too
     pump(stream, {b"c": (writer, CAPTURE, spec)})

@@ -289,43 +289,65 @@ def test_records_a_dead_writer_process_cannot_take_are_dropped_and_counted() -> 
     assert not proc.close(5)  # it did not exit cleanly
 
 
-def test_batch_lines_are_split_and_written_record_by_record() -> None:
-    """The server sends one line per predict call; the writer child splits a pipe
-    read's lines into records: each holds its own inputs (NaN as null), predictions,
-    and probabilities if it asked for them; a line that cannot be read is skipped
-    (the others' records unchanged); records of two hours go to two objects."""
-    from kubeml.serving.capture import batch_line, block_hours, encode_block, parse_block
+def test_frames_are_split_and_written_record_by_record() -> None:
+    """The server sends one frame per feed; the writer child splits a pipe read's
+    frames into records: each holds its own inputs (NaN as null), predictions, and
+    probabilities if it asked for them; a frame that cannot be read is skipped (the
+    others' records unchanged); records of two hours go to two objects."""
+    from kubeml.serving.capture import block_hours, encode_block, held_frame, parse_frames
 
     spec = {"kept": ["a", "b"], "modelversion": "m-v1"}
     hour = 3_600_000_000_000
     m = np.array
-    lines = [
-        batch_line(
-            ["r0", "r4"], 5 * hour, ["v2", "v2"], [1, 1], [True, False],
+    frames = [
+        held_frame([Batch(
+            ["r0", "r4"], ["v2", "v2"], [1, 1], [True, False],
             m([[1.0, float("nan")], [9.0, 9.5]]), m([2, 0]), m([[0.0, 1.0], [1.0, 0.0]]),
-        ),
-        batch_line(
-            ["r1"], 6 * hour, ["v1"], [2], [True],
-            m([[3.0, 4.0], [5.0, 6.0]]), m([0, 1]), m([[0.5, 0.5], [1.0, 0.0]]),
-        ),
-        batch_line(["r2"], 5 * hour + 1, ["v2"], [1], [False], m([[7.0, 8.0]]), m([1]), None),
+            5 * hour,
+        )]),
+        held_frame([Batch(
+            ["r1"], ["v1"], [2], [True],
+            m([[3.0, 4.0], [5.0, 6.0]]), m([0, 1]), m([[0.5, 0.5], [1.0, 0.0]]), 6 * hour,
+        )]),
+        held_frame([
+            Batch(["r2"], ["v2"], [1], [False], m([[7.0, 8.0]]), m([1]), None, 5 * hour + 1)
+        ]),
     ]  # fmt: skip
-    block = parse_block(b"\n".join(lines) + b"\n")
+    block = parse_frames(frames)
     assert block.column("id").to_pylist() == ["r0", "r4", "r1", "r2"]
 
     def stored(table: Any) -> list[dict[str, Any]]:
         return pq.read_table(io.BytesIO(encode_block(table, spec))).to_pylist()  # NaN: None
 
+    def header(frame: bytes, old: bytes, new: bytes) -> bytes:
+        """``frame`` with ``old`` replaced by ``new`` in its header (its length kept right)."""
+        size = int.from_bytes(frame[:4], "little")
+        head = frame[4 : 4 + size]
+        assert old in head, (old, head)
+        head = head.replace(old, new)
+        return len(head).to_bytes(4, "little") + head + frame[4 + size :]
+
     broken = [
-        lines[0][:-40] + b"}",  # cut short
-        b"{not json",
-        b'{"id": ["r9"], "t": 1}',  # fields missing
-        lines[0].replace(b'"r0"', b"7"),  # an id that is not a string
-        lines[0].replace(b'"n":[1,1]', b'"n":[1,2]'),  # rows that do not add up
+        frames[0][:-8],  # cut short
+        frames[0] + b"\0" * 8,  # longer than its header says
+        b"\x09\0\0\0{not json",
+        header(frames[0], b'"r0"', b"7"),  # an id that is not a string
+        header(frames[0], b'"n":[[1,1]]', b'"n":[[1,2]]'),  # rows the bytes do not hold
+        header(frames[0], b'"n":[[1,1]]', b'"n":[[1]]'),  # fields of different lengths
+        header(frames[0], b'"n":[[1,1]]', b'"n":[[3,-1]]'),  # a negative count
+        header(frames[0], b'"f":2', b'"f":-2'),  # a negative width
+        header(frames[0], b'"f":2', b'"f":3'),  # a width earlier frames do not have
+        header(frames[0], b'"yd":"<i8"', b'"yd":"|O"'),  # predictions that are not numbers
+        header(frames[0], b'"wp":[[true,false]]', b'"wp":[[1,0]]'),  # flags not booleans
+        header(frames[0], b'"pb":[true]', b'"pb":[true,false]'),  # flags of other batches
+        header(frames[0], b'"c":2', b'"c":-1'),
+        header(frames[0], b'"id":', b'"ids":'),  # a field missing
     ]
     for bad in broken:
-        skipped = parse_block(b"\n".join([lines[0], bad, *lines[1:]]) + b"\n")
-        assert stored(skipped) == stored(block), bad
+        skipped = parse_frames([frames[1], bad, frames[0], frames[2]])
+        ordered = parse_frames([frames[1], frames[0], frames[2]])
+        assert stored(skipped) == stored(ordered), bad
+    assert len(parse_frames(broken).column("id")) == 0
     hours = block_hours([block])
     assert list(hours) == [5, 6]  # in order of first appearance
     written = {h: stored(t) for h, t in hours.items()}
@@ -342,19 +364,23 @@ def test_batch_lines_are_split_and_written_record_by_record() -> None:
     assert r2["outputs"] == {"predict": [1], "predict_proba": None}
     assert r0["modelversion"] == "m-v1" and r0["time"].value == 5 * hour
     assert r2["time"].value == 5 * hour + 1
-    # The line without probabilities first: the others' probabilities in their place.
-    reordered = parse_block(b"\n".join([lines[2], lines[0], lines[1]]) + b"\n")
+    # The frame without probabilities first: the others' probabilities in their place.
+    reordered = parse_frames([frames[2], frames[0], frames[1]])
     assert sorted(stored(reordered), key=str) == sorted(stored(block), key=str)
-    # Labels (strings) in a later line: every prediction of the block as a string.
-    labels = batch_line(["r3"], 5 * hour, ["v2"], [1], [False], m([[0.0, 0.0]]), m(["x"]), None)
-    other = parse_block(b"\n".join([*lines, labels]) + b"\n")
+    # Labels (strings) in a later frame: every prediction of the block as a string.
+    labels = held_frame(
+        [Batch(["r3"], ["v2"], [1], [False], m([[0.0, 0.0]]), m(["x"]), None, 5 * hour)]
+    )
+    other = parse_frames([*frames, labels])
     mixed = block_hours([other])[5]
     assert [r["outputs"]["predict"] for r in stored(mixed)] == [["2"], ["0"], ["1"], ["x"]]
     # Floats and booleans keep their type; no inputs kept: no input column.
     for pred in (m([0.25]), m([True])):
-        line = batch_line(["r5"], hour, ["v2"], [1], [False], np.zeros((1, 0)), pred, None)
+        frame = held_frame(
+            [Batch(["r5"], ["v2"], [1], [False], np.zeros((1, 0)), pred, None, hour)]
+        )
         (rec,) = pq.read_table(
-            io.BytesIO(encode_block(parse_block(line + b"\n"), {**spec, "kept": []}))
+            io.BytesIO(encode_block(parse_frames([frame]), {**spec, "kept": []}))
         ).to_pylist()
         assert rec["outputs"]["predict"] == pred.tolist() and "inputs" not in rec
 
@@ -366,7 +392,7 @@ def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path:
     import asyncio
     import time
 
-    from kubeml.serving.writer import WriterProcess
+    from kubeml.serving.writer import WriterProcess, frame
 
     got = tmp_path / "got"
     proc = WriterProcess(max_bytes=10_000, argv=["sh", "-c", f"cat > {got}"])
@@ -398,7 +424,7 @@ def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path:
         worker.start()
         watcher.start()
         assert loop.run_until_complete(arrived), "the line never reached the writer"
-        assert got.read_bytes() == b'c{"id": ["r1"]}\n'
+        assert got.read_bytes() == frame(b"c", b'{"id": ["r1"]}')
     finally:
         worker.join(5)
         watcher.join(15)
@@ -406,12 +432,12 @@ def test_a_line_sent_by_the_predict_worker_is_fed_while_the_loop_idles(tmp_path:
         loop.close()
 
 
-def test_batches_held_until_a_feed_become_one_line_with_the_same_records() -> None:
-    """The server holds each predict call's batch as it is and makes one line of all
-    it holds when it feeds the pipe (the writer's cost is per line): the records
-    written are those of one line per batch, each with its own batch's time, and
+def test_batches_held_until_a_feed_become_one_frame_with_the_same_records() -> None:
+    """The server holds each predict call's batch as it is and makes one frame of all
+    it holds when it feeds the pipe (the writer's cost is per frame): the records
+    written are those of one frame per batch, each with its own batch's time, and
     probabilities only for requests that asked, also beside batches that computed none."""
-    from kubeml.serving.capture import batch_line, encode_block, held_line, parse_block
+    from kubeml.serving.capture import encode_block, held_frame, parse_frames
 
     spec = {"kept": ["a", "b"], "modelversion": "m-v1"}
     m = np.array
@@ -424,15 +450,12 @@ def test_batches_held_until_a_feed_become_one_line_with_the_same_records() -> No
               m([0, 0]), m([[1.0, 0.0], [0.6, 0.4]]), 300),
     ]  # fmt: skip
 
-    def stored(lines: list[bytes]) -> list[dict[str, Any]]:
-        table = encode_block(parse_block(b"\n".join(lines) + b"\n"), spec)
+    def stored(frames: list[bytes]) -> list[dict[str, Any]]:
+        table = encode_block(parse_frames(frames), spec)
         return pq.read_table(io.BytesIO(table)).to_pylist()
 
-    one_per_batch = [
-        batch_line(b.ids, b.time_ns, b.protocols, b.ns, b.want_proba, b.rows, b.pred, b.proba)
-        for b in batches
-    ]
-    merged = stored([held_line(batches)])
+    one_per_batch = [held_frame([b]) for b in batches]
+    merged = stored([held_frame(batches)])
     assert merged == stored(one_per_batch)
     assert [r["id"] for r in merged] == ["r0", "r1", "r2", "r3", "r4"]
     assert [r["time"].value for r in merged] == [100, 100, 200, 300, 300]
@@ -442,13 +465,23 @@ def test_batches_held_until_a_feed_become_one_line_with_the_same_records() -> No
     assert merged[0]["inputs"] == {"a": [1.0], "b": [None]}
     # Class labels in some batches, numbers in others: every prediction as a label.
     labelled = Batch(["r5"], ["v2"], [1], [False], m([[0.0, 0.0]]), m(["x"]), None, 400)
-    mixed = stored([held_line([batches[1], labelled])])
+    mixed = stored([held_frame([batches[1], labelled])])
     assert [r["outputs"]["predict"] for r in mixed] == [["1"], ["x"]]
-    # Per-request times that do not fit the line: the line is skipped, not misread.
-    line = held_line(batches[:2])
-    for bad in (b'"t":[100,100]', b'"t":[100,"x",200]', b'"t":[100,100,%d]' % 2**70, b'"t":1.5'):
-        broken = line.replace(b'"t":[100,100,200]', bad)
-        assert broken != line
+    # Predictions of a byte order or width other than the first batch's: as they were.
+    other = Batch(["r6"], ["v2"], [1], [False], m([[0.0, 0.0]]), m([7], ">i4"), None, 500)
+    assert [r["outputs"]["predict"] for r in stored([held_frame([other])])] == [[7]]
+    # Batches the writer could not read as one: an error, not a frame misread later.
+    with pytest.raises(ValueError, match="inputs per row"):
+        held_frame([batches[0], batches[1]._replace(rows=m([[1.0, 2.0, 3.0]]))])
+    with pytest.raises(ValueError, match="probabilities per row"):
+        held_frame([batches[0], batches[2]._replace(proba=m([[1.0, 0.0, 0.0]] * 2))])
+    # Times that do not fit the frame: the frame is skipped, not misread.
+    frame = held_frame(batches[:2])
+    size = int.from_bytes(frame[:4], "little")
+    for bad in (b'"t":[100]', b'"t":[100,"x"]', b'"t":[100,%d]' % 2**70, b'"t":[100,1.5]'):
+        head = frame[4 : 4 + size].replace(b'"t":[100,200]', bad)
+        broken = len(head).to_bytes(4, "little") + head + frame[4 + size :]
+        assert broken != frame
         assert stored([broken, one_per_batch[2]]) == stored([one_per_batch[2]])
 
 
@@ -457,14 +490,14 @@ def test_predict_calls_feed_the_writer_once_a_feed_is_due(
 ) -> None:
     """The predict worker feeds the pipe as a predict call starts (its clients wait,
     a core is free for the child), once FEED_SECONDS have passed since the last feed:
-    everything earlier calls held goes as one line. What no predict call feeds (an
+    everything earlier calls held goes as one frame. What no predict call feeds (an
     idle server) the loop feeds."""
     import asyncio
     import time
     import types
 
     from kubeml.serving import writer
-    from kubeml.serving.capture import parse_block
+    from kubeml.serving.capture import parse_frames
 
     now = [1000.0]
     clock = types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep)
@@ -479,18 +512,18 @@ def test_predict_calls_feed_the_writer_once_a_feed_is_due(
     server.set_loaded(Loaded(Predictor(forest, cfg.signature), None))
     proc.start(h.loop)
 
-    def lines(n: int) -> list[list[str]]:
-        """The ids of each line the child has read, once it has read ``n`` lines."""
+    def frames(n: int) -> list[list[str]]:
+        """The ids of each frame the child has read, once it has read ``n`` frames."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             data = got.read_bytes() if got.exists() else b""
-            if data.count(b"\n") >= n:
+            if len(writer.split_frames(data)[0]) >= n:
                 break
             h.loop.run_until_complete(asyncio.sleep(0.02))  # the loop's timers run
-        return [
-            parse_block(line[1:] + b"\n").column("id").to_pylist()
-            for line in got.read_bytes().splitlines()
-        ]
+        read, end = writer.split_frames(got.read_bytes())
+        assert end == got.stat().st_size
+        assert {kind for kind, _ in read} == {b"c"}
+        return [parse_frames([payload]).column("id").to_pylist() for _, payload in read]
 
     try:
         for rid, at in (("r1", 1000.0), ("r2", 1000.0 + writer.FEED_SECONDS * 0.8)):
@@ -498,23 +531,23 @@ def test_predict_calls_feed_the_writer_once_a_feed_is_due(
             assert h.call("POST", INFER, v2(ROWS, id=rid)).status == 200
         now[0] = 1000.0 + writer.FEED_SECONDS * 1.2
         assert h.call("POST", INFER, v2(ROWS, id="r3")).status == 200
-        # r2's call came too early to feed r1: both in the line r3's call fed.
-        assert lines(1) == [["r1", "r2"]]
+        # r2's call came too early to feed r1: both in the frame r3's call fed.
+        assert frames(1) == [["r1", "r2"]]
         # No predict call after r3: the loop feeds it.
         now[0] += 3 * writer.FEED_SECONDS
-        assert lines(2) == [["r1", "r2"], ["r3"]]
+        assert frames(2) == [["r1", "r2"], ["r3"]]
     finally:
         assert proc.close(10)
         h.close()
 
 
-def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
+def test_held_batches_reach_the_writer_process_as_one_frame_and_are_bounded(
     tmp_path: Any,
 ) -> None:
     """What the server holds counts against its buffer's bound, goes to the pipe as one
-    line per feed, and is counted as dropped when the child cannot take it."""
-    from kubeml.serving.capture import parse_block
-    from kubeml.serving.writer import WriterProcess
+    frame per feed, and is counted as dropped when the child cannot take it."""
+    from kubeml.serving.capture import parse_frames
+    from kubeml.serving.writer import WriterProcess, split_frames
 
     def batch(i: int, rows: int = 1) -> Batch:
         x = np.full((rows, 4), float(i))
@@ -528,14 +561,14 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     assert [cap.offer(batch(i)) for i in range(3)] == [1, 1, 1]
     assert cap.offer(batch(9, rows=100)) == 0  # 100 rows of 4 floats: over the bound
     assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 1
-    # A plain line finds the room the held batches take: 1,800 bytes do not fit beside them.
+    # A plain record finds the room the held batches take: 1,800 bytes do not fit beside them.
     assert not proc.send(b"c", b"x" * 1800)
     assert sample("kubeml_capture_dropped_records_total", metrics, reason="buffer_full") == 2
     proc.flush()
     assert proc.close(10)
-    lines = got.read_bytes().splitlines()
-    assert len(lines) == 1 and lines[0][:1] == b"c"
-    block = parse_block(lines[0][1:] + b"\n")
+    [(kind, payload)], end = split_frames(got.read_bytes())
+    assert kind == b"c" and end == got.stat().st_size
+    block = parse_frames([payload])
     assert block.column("id").to_pylist() == ["r0", "r1", "r2"]
     assert block.column("t").to_pylist() == [0, 1, 2]
 
@@ -551,22 +584,59 @@ def test_held_batches_reach_the_writer_process_as_one_line_and_are_bounded(
     assert not dead.close(5)
 
 
+def test_frames_the_child_did_not_take_whole_are_counted_lost(tmp_path: Any) -> None:
+    """The pipe full (the child not reading), a frame can be half written: when the
+    child dies, what the pipe did not take is dropped and counted, the half-written
+    frame with it (the child drops a frame cut short), each frame by its own records."""
+    import array
+    import fcntl
+    import termios
+    import time
+
+    from kubeml.serving.writer import HEADER, WriterProcess
+
+    metrics = ServerMetrics("iris", "3")
+    proc = WriterProcess(max_bytes=4_000_000, argv=["sleep", "600"])
+    proc.channel(b"c", {}, metrics.capture)
+    proc.start(None)
+    assert proc._proc is not None and proc._proc.stdin is not None
+    sizes = [300_000, 300_000, 300_000, 300_000, 300_000]
+    for i, size in enumerate(sizes):
+        assert proc.send(b"c", b"x" * size, records=i + 1)
+    proc.flush(timeout=0.2)  # as much as the pipe takes
+    queued = array.array("i", [0])
+    fcntl.ioctl(proc._proc.stdin.fileno(), termios.FIONREAD, queued)
+    assert 0 < queued[0] < sum(sizes)
+    ends = np.cumsum([HEADER + size for size in sizes])
+    lost = sum(i + 1 for i, end in enumerate(ends) if end > queued[0])
+    proc._proc.kill()
+    deadline = time.monotonic() + 10
+    while not proc._gone.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc._gone.is_set(), "the reader never saw the child's output end"
+    proc.flush(timeout=0)
+    assert sample("kubeml_capture_dropped_records_total", metrics, reason="write_failed") == lost
+    assert not proc.close(5)
+
+
 def test_the_writer_child_pauses_between_reads_no_longer_than_half_the_pipe_takes() -> None:
     """The child sleeps between reads (woken by every feed it ran cold: 4x the CPU per
     record), at most ``pause``, never longer than the last read's rate takes to fill
-    half the pipe, and not at all after a read of half the pipe or more; every line
-    reaches its kind, the last one at the end of input."""
+    half the pipe, and not at all after a read of half the pipe or more; every whole
+    frame reaches its kind, also one split between reads; one cut short by the end
+    of input is dropped."""
     from kubeml.serving import writer
 
     class Kind:
         def __init__(self) -> None:
-            self.lines: list[bytes] = []
+            self.payloads: list[bytes] = []
 
-        def take(self, w: Any, spec: Any, lines: bytes) -> int:
-            self.lines += lines.splitlines()
+        def take(self, w: Any, spec: Any, payloads: list[bytes]) -> int:
+            self.payloads += payloads
             return 0
 
-    line = b"c" + b"x" * 98 + b"\n"  # 100 bytes
+    line = writer.frame(b"c", b"x" * 95)  # 100 bytes
+    assert len(line) == 100
     now = [0.0]
     # (seconds the read waits for input, what it finds)
     reads = iter([
@@ -575,8 +645,8 @@ def test_the_writer_child_pauses_between_reads_no_longer_than_half_the_pipe_take
         (0.0, line * 10),  # a full pipe: read on
         (0.0, line * 6),  # half full: read on
         (0.1, line * 4),  # 4,000 B/s: half the pipe takes 0.125 s
-        (0.0, line[:40]),  # a cut line
-        (0.0, line[40:] + line[:-1]),  # and one without its newline at the end
+        (0.0, line[:40]),  # a frame split between two reads
+        (0.0, line[40:] + line[:-1]),  # and one cut short by the end of input
     ])  # fmt: skip
     events: list[str] = []
 
@@ -611,7 +681,7 @@ def test_the_writer_child_pauses_between_reads_no_longer_than_half_the_pipe_take
         "read 159", "sleep 0.500",
         "read 0",
     ]  # fmt: skip
-    assert kind.lines == [b"x" * 98] * 26
+    assert kind.payloads == [b"x" * 95] * 25
 
 
 def test_the_pipes_size_is_what_the_kernel_gave() -> None:
@@ -629,3 +699,30 @@ def test_the_pipes_size_is_what_the_kernel_gave() -> None:
         os.close(w)
     with open(__file__, "rb") as f:  # not a pipe
         assert writer.pipe_bytes(f.fileno()) == 1 << 16
+
+
+def test_each_kinds_frames_reach_its_writer_in_order() -> None:
+    """Captures and feedback share the pipe: a read's frames go to their kinds, in
+    order within each kind; a kind no writer has is ignored."""
+    from kubeml.serving import writer
+
+    class Kind:
+        def __init__(self) -> None:
+            self.calls: list[list[bytes]] = []
+
+        def take(self, w: Any, spec: Any, payloads: list[bytes]) -> int:
+            self.calls.append(list(payloads))
+            return 0
+
+    data = b"".join(
+        writer.frame(kind, payload)
+        for kind, payload in [
+            (b"c", b"c1"), (b"f", b"f1"), (b"z", b"z1"), (b"c", b""), (b"f", b"f2\n"),
+        ]
+    ) + writer.frame(b"c", b"c3")[:-1]  # fmt: skip
+    frames, end = writer.split_frames(data)
+    assert end == len(data) - len(writer.frame(b"c", b"c3")) + 1
+    capture, feedback = Kind(), Kind()
+    writer.dispatch(frames, {b"c": (None, capture, {}), b"f": (None, feedback, {})})  # type: ignore[dict-item]
+    assert capture.calls == [[b"c1", b""]]
+    assert feedback.calls == [[b"f1", b"f2\n"]]

@@ -4,7 +4,7 @@ as Parquet in batches, partitioned by model, version and hour.
 Capture must never slow or fail a request. The predict worker holds the sampled
 requests of one predict call as they are (kept fields only: dropped fields never
 leave the server) in a bounded buffer, before any of their answers is sent; each
-feed of the writer's pipe makes one line of all that is held (the matrices as raw
+feed of the writer's pipe makes one frame of all that is held (the matrices as raw
 bytes, no number printed); everything else (Arrow columns, Parquet, the PUT) happens
 in the writer process (serving/writer.py), where it cannot hold the server's GIL.
 When S3 is slow or down the writer falls behind, its buffer fills, and further
@@ -23,7 +23,6 @@ kept feature), outputs (predict, and predict_proba when it was asked for).
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import random
@@ -208,12 +207,13 @@ class Capture:
         counted)."""
         if self.numeric:
             # Held as it is (kept inputs only) until the next feed of the writer's pipe,
-            # where the batches held become one line (``held_line``).
+            # where the batches held become one frame (``held_frame``): the matrices'
+            # bytes and about 64 bytes of header per request.
             x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
             n = len(batch.ids)
             size = x.nbytes + batch.pred.nbytes + (0 if batch.proba is None else batch.proba.nbytes)
             item = batch if self._all_kept else batch._replace(rows=x)
-            held = self.channel.hold(item, n, size * 4 // 3 + 48 * n, held_line)
+            held = self.channel.hold(item, n, size + 64 * n, held_frame)
             return n if held else 0
         taken = start = 0
         for rid, protocol, n, wants in zip(
@@ -255,67 +255,49 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot capture a {type(value).__name__}")
 
 
-def _b64(values: np.ndarray, dtype: Any) -> str:
-    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).data).decode("ascii")
+def held_frame(batches: Sequence[Batch]) -> bytes:
+    """The batches held since the last feed (kept inputs only) as one frame for the
+    writer: a JSON header with the per-request fields as one list per batch (ids,
+    protocols, rows, whether probabilities were asked for; one time per batch), then
+    the matrices' raw bytes one after another (inputs, then predictions, then the
+    probabilities of the batches that computed them), as numpy holds them.
 
-
-def held_line(batches: Sequence[Batch]) -> bytes:
-    """The batches held since the last feed (kept inputs only) as one batch line:
-    their requests in order, each with its batch's time. Probabilities of batches
-    that computed none are zeros, never read: none of their requests asked."""
-    x = np.concatenate([np.asarray(b.rows, dtype=np.float64) for b in batches])
-    try:
-        pred = np.concatenate([b.pred for b in batches])
-    except (TypeError, ValueError):  # predictions of different kinds: as labels
-        pred = np.array([v for b in batches for v in b.pred.tolist()], dtype=object)
-    proba = None
+    Why not one JSON document: the feed runs on the predict worker while a batch's
+    clients wait for it, and every microsecond it takes is in their latency. Made
+    one JSON line (flattened lists, concatenated matrices in base64) a feed of about
+    500 records took 165 µs in the server; this is a third of that, and 45% fewer
+    bytes through the pipe (bench/README.md). Class labels (predictions that are not
+    numbers or booleans) travel in the header, as JSON lists."""
+    xs = [np.ascontiguousarray(b.rows, dtype=np.float64) for b in batches]
+    widths = {x.shape[1] for x in xs}
+    if len(widths) != 1:
+        raise ValueError(f"batches with {sorted(widths)} inputs per row")
+    head: dict[str, Any] = {
+        "id": [b.ids for b in batches],
+        "p": [b.protocols for b in batches],
+        "n": [b.ns for b in batches],
+        "wp": [b.want_proba for b in batches],
+        "t": [b.time_ns for b in batches],
+        "f": widths.pop(),
+    }
+    parts: list[Any] = xs
+    preds = [b.pred for b in batches]
+    kinds = {p.dtype for p in preds}
+    if len(kinds) == 1 and preds[0].dtype.kind in "biuf":
+        little = preds[0].dtype.newbyteorder("<")
+        head["yd"] = little.str
+        parts += [np.ascontiguousarray(p, dtype=little) for p in preds]
+    else:  # labels, or numbers in some batches and labels in others: as labels
+        head["y"] = preds
     widths = {b.proba.shape[1] for b in batches if b.proba is not None}
     if len(widths) > 1:
         raise ValueError(f"batches with {sorted(widths)} probabilities per row")
     if widths:
-        c = widths.pop()
-        proba = np.concatenate(
-            [b.proba if b.proba is not None else np.zeros((len(b.pred), c)) for b in batches]
-        )
-    flat = chain.from_iterable
-    return batch_line(
-        list(flat(b.ids for b in batches)),
-        # Serialized by orjson from the array, in C.
-        np.repeat(np.array([b.time_ns for b in batches], np.int64), [len(b.ids) for b in batches]),
-        list(flat(b.protocols for b in batches)),
-        list(flat(b.ns for b in batches)),
-        list(flat(b.want_proba for b in batches)),
-        x,
-        pred,
-        proba,
-    )
-
-
-def batch_line(
-    ids: Sequence[str],
-    time_ns: int | Sequence[int] | np.ndarray,  # one for all, or one per request
-    protocols: Sequence[str],
-    ns: Sequence[int],
-    want_proba: Sequence[bool],
-    x: np.ndarray,
-    pred: np.ndarray,
-    proba: np.ndarray | None,
-) -> bytes:
-    """Captured requests of a numeric signature as one line: the
-    per-request fields as JSON, the matrices as their raw bytes in base64 (the writer
-    reads them with numpy: no number is printed here or parsed there). Predictions
-    that are not numbers or booleans (class labels) travel as a JSON list."""
-    doc: dict[str, Any] = {"id": ids, "t": time_ns, "p": protocols, "n": ns, "wp": want_proba}
-    doc["x"] = _b64(x, np.float64)
-    doc["f"] = int(x.shape[1])
-    if pred.dtype.kind in "biuf":
-        little = pred.dtype.newbyteorder("<")
-        doc["y"], doc["yd"] = _b64(pred, little), little.str
-    else:
-        doc["y"] = pred
-    if proba is not None:
-        doc["pp"], doc["c"] = _b64(proba, np.float64), int(proba.shape[1])
-    return orjson.dumps(doc, default=_plain, option=_NUMPY)
+        head["c"] = widths.pop()
+        head["pb"] = [b.proba is not None for b in batches]
+        parts += [np.ascontiguousarray(b.proba, np.float64) for b in batches if b.proba is not None]
+    encoded = orjson.dumps(head, default=_plain, option=_NUMPY)
+    return b"".join([len(encoded).to_bytes(4, "little"), encoded, *parts])
 
 
 def partition(model: str, version: int) -> str:
@@ -343,11 +325,11 @@ class _CaptureKind:
             )
         return batch_writer("capture", spec, sink, stats, lambda recs: encode(recs, spec))
 
-    def take(self, writer: BatchWriter[Any], spec: Spec, lines: bytes) -> int:
+    def take(self, writer: BatchWriter[Any], spec: Spec, payloads: Sequence[bytes]) -> int:
         width = int(spec["width"])
         if not spec["numeric"]:
-            return offer_records(writer, lines, lambda rec: int(rec["n"]) * width)
-        block = parse_block(lines)
+            return offer_records(writer, payloads, lambda rec: int(rec["n"]) * width)
+        block = parse_frames(payloads)
         if block.num_rows == 0:
             return 0
         # A buffered request costs the values it held when it arrived.
@@ -359,8 +341,8 @@ class _CaptureKind:
         width = len(spec["kept"])
         if spec["numeric"]:
             x, y = np.zeros((1, width)), np.zeros(1, dtype=np.int64)
-            line = batch_line(["warm-up"], 0, ["v2"], [1], [False], x, y, None)
-            encode_block(parse_block(line + b"\n"), spec)
+            frame = held_frame([Batch(["warm-up"], ["v2"], [1], [False], x, y, None, 0)])
+            encode_block(parse_frames([frame]), spec)
         else:
             rec = {"id": "warm-up", "t": 0, "p": "v2", "n": 1, "y": [0], "pp": None}
             encode([{**rec, "x": [[None] for _ in range(width)]}], spec)
@@ -369,102 +351,146 @@ class _CaptureKind:
 CAPTURE = _CaptureKind()
 
 
-def parse_block(lines: bytes) -> Any:
-    """An Arrow table of the records (one row per request) in the batch lines of a
-    numeric signature (``batch_line``): a JSON decode per line, the matrices read
-    with numpy, the split into requests done in Arrow (no Python object per record).
-    A line that cannot be read is skipped and logged."""
+class _Frame(NamedTuple):
+    """One frame's records, read and checked."""
+
+    ids: list[str]
+    protocols: list[str]
+    ns: list[int]
+    wants: list[bool]
+    times: np.ndarray
+    x: np.ndarray
+    y: Any  # an array of numbers or booleans, or a list of labels
+    pp: np.ndarray | None
+    has_pp: np.ndarray  # per request
+
+
+def _read_frame(frame: bytes, width: int | None, classes: int | None) -> _Frame:
+    """A ``held_frame``, checked: every length agrees with every other and with the
+    frame's size (ValueError and friends otherwise)."""
+    size = int.from_bytes(frame[:4], "little")
+    head = orjson.loads(frame[4 : 4 + size])
+    pos = 4 + size
+    ids_b, prot_b, ns_b, wp_b, t_b = (head[k] for k in ("id", "p", "n", "wp", "t"))
+    per_batch = [len(i) for i in ids_b]
+    batches = len(per_batch)
+    if not len(prot_b) == len(ns_b) == len(wp_b) == len(t_b) == batches:
+        raise ValueError("its per-batch fields differ in length")
+    for fields in (prot_b, ns_b, wp_b):
+        if [len(v) for v in fields] != per_batch:
+            raise ValueError("its per-request fields differ in length")
+    ids, protocols = list(chain.from_iterable(ids_b)), list(chain.from_iterable(prot_b))
+    ns, wants = list(chain.from_iterable(ns_b)), list(chain.from_iterable(wp_b))
+    if not all(type(v) is str for v in chain(ids, protocols)):
+        raise ValueError("an id or protocol is not a string")
+    if not all(type(v) is int and v >= 0 for v in chain(ns, t_b)):
+        raise ValueError("a row count or time is not a whole number")
+    if not all(type(v) is bool for v in wants):
+        raise ValueError("a want-probabilities flag is not a boolean")
+    batch_rows = [sum(n) for n in ns_b]
+    rows = sum(batch_rows)
+    f = int(head["f"])
+    if f < 0:
+        raise ValueError(f"{f} inputs per row")
+    if width is not None and f != width:
+        raise ValueError(f"{f} inputs per row where earlier frames have {width}")
+    x = np.frombuffer(frame, "<f8", rows * f, pos).reshape(rows, f)
+    pos += x.nbytes
+    y: Any
+    if "yd" in head:
+        dtype = np.dtype(head["yd"])
+        if dtype.kind not in "biuf":
+            raise ValueError(f"predictions of type {dtype} are not numbers")
+        y = np.frombuffer(frame, dtype, rows, pos)
+        pos += y.nbytes
+    else:
+        y = list(chain.from_iterable(head["y"]))
+        if len(y) != rows:
+            raise ValueError(f"{len(y)} predictions for {rows} rows")
+    pp = None
+    pb = [False] * batches
+    if "c" in head:
+        c, pb = int(head["c"]), head["pb"]
+        if c < 0:
+            raise ValueError(f"{c} probabilities per row")
+        if classes is not None and c != classes:
+            raise ValueError(f"{c} probabilities per row where earlier frames have {classes}")
+        if len(pb) != batches or not all(type(v) is bool for v in pb):
+            raise ValueError("its per-batch probability flags do not match its batches")
+        pp_rows = sum(r for r, has in zip(batch_rows, pb, strict=True) if has)
+        pp = np.frombuffer(frame, "<f8", pp_rows * c, pos).reshape(pp_rows, c)
+        pos += pp.nbytes
+    if pos != len(frame):
+        raise ValueError(f"it is {len(frame)} bytes where its header describes {pos}")
+    return _Frame(
+        ids=ids,
+        protocols=protocols,
+        ns=ns,
+        wants=wants,
+        times=np.repeat(np.asarray(t_b, np.int64), per_batch),
+        x=x,
+        y=y,
+        pp=pp,
+        has_pp=np.repeat(np.asarray(pb, dtype=bool), per_batch),
+    )
+
+
+def parse_frames(frames: Sequence[bytes]) -> Any:
+    """An Arrow table of the records (one row per request) in the frames of a numeric
+    signature (``held_frame``): a JSON decode of each header, the matrices read with
+    numpy in place, the split into requests done in Arrow (no Python object per
+    record). A frame that cannot be read is skipped and logged."""
     import pyarrow as pa
 
-    ids: list[str] = []
-    protocols: list[str] = []
-    ns: list[int] = []
-    wants: list[bool] = []
-    times: list[np.ndarray] = []
-    xs: list[np.ndarray] = []
-    ys: list[Any] = []
-    pps: list[np.ndarray] = []
-    has_pp: list[bool] = []
+    read: list[_Frame] = []
     width, classes = None, None
-    for line in lines.splitlines():
+    for frame in frames:
         try:
-            doc = orjson.loads(line)
-            k = len(doc["id"])
-            t = doc["t"]  # one time for the line, or one per request
-            ts = np.full(k, t, dtype=np.int64) if type(t) is int else np.asarray(t, np.int64)
-            rows = sum(doc["n"])
-            if ts.shape != (k,) or not len(doc["p"]) == len(doc["n"]) == len(doc["wp"]) == k:
-                raise ValueError("its per-request fields differ in length")
-            if not all(type(v) is str for v in doc["id"] + doc["p"]):
-                raise ValueError("an id or protocol is not a string")
-            x = np.frombuffer(base64.b64decode(doc["x"]), dtype="<f8")
-            f = int(doc["f"])
-            if width is not None and f != width:
-                raise ValueError(f"{f} inputs per row where earlier lines have {width}")
-            x = x.reshape(rows, f)
-            if "yd" in doc:
-                y: Any = np.frombuffer(base64.b64decode(doc["y"]), dtype=np.dtype(doc["yd"]))
-            else:
-                y = list(doc["y"])
-            if len(y) != rows:
-                raise ValueError(f"{len(y)} predictions for {rows} rows")
-            pp = None
-            if doc.get("pp") is not None:
-                c = int(doc["c"])
-                if classes is not None and c != classes:
-                    raise ValueError(
-                        f"{c} probabilities per row where earlier lines have {classes}"
-                    )
-                pp = np.frombuffer(base64.b64decode(doc["pp"]), dtype="<f8").reshape(rows, c)
-                classes = c
+            got = _read_frame(frame, width, classes)
         except (
             orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError
         ) as err:  # fmt: skip
-            log.warning("capture writer: a malformed batch line was skipped (%s)", err)
+            log.warning("capture writer: a malformed frame was skipped (%s)", err)
             continue
-        width = f
-        ids += doc["id"]
-        protocols += doc["p"]
-        ns += doc["n"]
-        wants += doc["wp"]
-        times.append(ts)
-        xs.append(x)
-        ys.append(y)
-        if pp is not None:
-            pps.append(pp)
-        has_pp += [pp is not None] * len(doc["id"])
-    counts = np.asarray(ns, dtype=np.int64)
+        read.append(got)
+        width = got.x.shape[1]
+        if got.pp is not None:
+            classes = got.pp.shape[1]
+    ids = list(chain.from_iterable(r.ids for r in read))
+    counts = np.fromiter(chain.from_iterable(r.ns for r in read), dtype=np.int64)
     offsets = _offsets(counts)
     f = width or 0
-    x = np.concatenate(xs) if xs else np.zeros((0, f))
+    x = np.concatenate([r.x for r in read]) if read else np.zeros((0, f))
     inner = pa.ListArray.from_arrays(
         pa.array(np.arange(len(x) + 1, dtype=np.int32) * f), pa.array(x.ravel(), pa.float64())
     )
     pp_type = pa.list_(pa.list_(pa.float64()))
+    pps = [r.pp for r in read if r.pp is not None]
     if pps:
-        # Rows of lines without probabilities take no room; a request that did not
-        # ask for them (or whose line has none) gets null.
+        # Rows of batches without probabilities take no room; a request that did not
+        # ask for them (or whose batch has none) gets null.
         c = classes or 0
         pp_flat = np.concatenate(pps)
         pp_rows = pa.ListArray.from_arrays(
             pa.array(np.arange(len(pp_flat) + 1, dtype=np.int32) * c),
             pa.array(pp_flat.ravel(), pa.float64()),
         )
-        room = np.where(has_pp, counts, 0)
-        pp_offsets = _offsets(room)
-        keep = np.asarray(wants, dtype=bool) & np.asarray(has_pp, dtype=bool)
-        proba = pa.ListArray.from_arrays(pp_offsets, pp_rows, mask=pa.array(~keep))
+        has_pp = np.concatenate([r.has_pp for r in read])
+        pp_offsets = _offsets(np.where(has_pp, counts, 0))
+        wants = np.fromiter(chain.from_iterable(r.wants for r in read), dtype=bool)
+        proba = pa.ListArray.from_arrays(pp_offsets, pp_rows, mask=pa.array(~(wants & has_pp)))
     else:
         proba = pa.nulls(len(ids), pp_type)
+    times = np.concatenate([r.times for r in read]) if read else np.zeros(0, np.int64)
     return pa.table(
         {
             "id": pa.array(ids, pa.string()),
-            "t": pa.array(np.concatenate(times) if times else np.zeros(0, np.int64), pa.int64()),
-            "p": pa.array(protocols, pa.string()),
+            "t": pa.array(times, pa.int64()),
+            "p": pa.array(list(chain.from_iterable(r.protocols for r in read)), pa.string()),
             "n": pa.array(counts, pa.int64()),
             "x": pa.ListArray.from_arrays(offsets, inner),
             "pp": proba,
-            "y": pa.ListArray.from_arrays(offsets, _predictions(ys)),
+            "y": pa.ListArray.from_arrays(offsets, _predictions([r.y for r in read])),
         }
     )
 

@@ -281,10 +281,10 @@ class _FeedbackKind:
         task = spec["task"]
         return batch_writer("feedback", spec, sink, stats, lambda recs: encode(recs, task))
 
-    def take(self, writer: Any, spec: Mapping[str, Any], lines: bytes) -> int:
+    def take(self, writer: Any, spec: Mapping[str, Any], payloads: Sequence[bytes]) -> int:
         from .writer import offer_records
 
-        return offer_records(writer, lines, lambda rec: len(rec["truth"]))
+        return offer_records(writer, payloads, lambda rec: len(rec["truth"]))
 
     def warm(self, spec: Mapping[str, Any]) -> None:
         encode([{"id": "warm-up", "t": 0, "truth": [], "scored": False}], spec["task"])

@@ -8,7 +8,7 @@ interval for its whole duration, and every request answered meanwhile waited: th
 capture benchmark's p99 was 3.3x capture off on a quiet machine. Here the server's
 share is small: a predict call's captured batch is held as it is (kept fields only,
 so dropped fields never leave the server), and every ``FEED_SECONDS`` the predict
-worker, as it starts a predict call, makes all it holds one line and writes it to the
+worker, as it starts a predict call, makes all it holds one frame and writes it to the
 child's pipe (non-blocking); when no predict call comes, the event loop does.
 boto3 and pyarrow never enter the server's memory.
 
@@ -24,13 +24,14 @@ Guarantees kept:
 
 The child's share is kept small too: it reads whatever the pipe holds at most every
 ``READ_SECONDS`` (sooner when the pipe would be half full by then) and hands each
-kind's lines over together; captures of numeric signatures come one line per feed
-(not per predict call: the child's cost is mostly per line) with their matrices as
-raw bytes (base64), read with numpy into an Arrow table that stays Arrow until
-written (no Python object per record, no number parsed; bench/writer_cpu.py).
+kind's frames over together; captures of numeric signatures come one frame per feed
+(not per predict call: the child's cost is mostly per frame) with their matrices as
+raw bytes, read with numpy into an Arrow table that stays Arrow until written (no
+Python object per record, no number parsed; bench/writer_cpu.py).
 
-Wire: server -> child, one line per record (a numeric capture line holds every
-record held since the last feed), ``c`` (capture) or ``f`` (feedback) then the record as JSON;
+Wire: server -> child, frames: a kind byte, ``c`` (capture) or ``f`` (feedback), the
+payload's length (4 bytes, little-endian), the payload: a record as JSON, or a numeric
+capture frame holding every record held since the last feed (``capture.held_frame``);
 child -> server, one JSON line per outcome
 (``{"k": "c", "ok": n, "bytes": b}`` or ``{"k": "c", "drop": reason, "n": n}``),
 which the server counts in its metrics.
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,7 +101,7 @@ class BatchWriter(Generic[T]):
     (and in-process in unit tests).
 
     An item is one record, or a block of records (``offer_block``: an Arrow table
-    parsed from many lines at once). ``group`` splits a flushed batch of items into
+    parsed from many frames at once). ``group`` splits a flushed batch of items into
     hours (numbered since the epoch; in order of first appearance), ``encode`` turns
     one hour's part (anything with a ``len``: its records) into a Parquet object."""
 
@@ -291,41 +293,49 @@ Spec = Mapping[str, Any]
 
 class Kind(Protocol):
     def writer(self, spec: Spec, sink: Sink, stats: Stats) -> BatchWriter[Any]: ...
-    def take(self, writer: BatchWriter[Any], spec: Spec, lines: bytes) -> int:
-        """Offer the records of ``lines`` (JSON lines, each ending in a newline);
+    def take(self, writer: BatchWriter[Any], spec: Spec, payloads: Sequence[bytes]) -> int:
+        """Offer the records of ``payloads`` (one frame's payload each, in order);
         returns how many the writer holds."""
         ...
 
     def warm(self, spec: Spec) -> None: ...
 
 
-def offer_records(writer: BatchWriter[Any], lines: bytes, cost: Callable[[Any], int]) -> int:
-    """One record per line, decoded here (a line that is not JSON is skipped)."""
+def offer_records(
+    writer: BatchWriter[Any], payloads: Sequence[bytes], cost: Callable[[Any], int]
+) -> int:
+    """One JSON record per payload, decoded here (one that is not JSON is skipped)."""
     held = 0
-    for rec in decode_lines(lines):
+    for payload in payloads:
+        try:
+            rec = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("capture writer: a malformed record was skipped")
+            continue
         held += writer.offer(rec, cost(rec))
     return held
 
 
-def decode_lines(lines: bytes) -> list[Any]:
-    """The records of JSON lines; a line that is not JSON is skipped (and logged)."""
+HEADER = 5  # a frame's kind byte and payload length
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    """One frame of the pipe (tests, benchmarks; the server appends in place)."""
+    return kind + len(payload).to_bytes(4, "little") + payload
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The whole frames at the start of ``data`` as (kind, payload), and where the
+    first incomplete one starts."""
     out = []
-    for line in lines.splitlines():
-        try:
-            out.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            log.warning("capture writer: a malformed record line was skipped")
-    return out
-
-
-def _records_in(line: bytes) -> int:
-    """Records one line holds: a batch line lists its ids (a line cut short by a
-    partial write counts as one)."""
-    try:
-        ids = orjson.loads(line).get("id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return 1
-    return len(ids) if isinstance(ids, list) else 1
+    pos, size = 0, len(data)
+    while pos + HEADER <= size:
+        end = pos + HEADER + int.from_bytes(data[pos + 1 : pos + HEADER], "little")
+        if end > size:
+            break
+        out.append((data[pos : pos + 1], data[pos + HEADER : end]))
+        pos = end
+    return out, pos
 
 
 def kinds() -> dict[bytes, Kind]:
@@ -357,13 +367,13 @@ def batch_writer(
 # -- the server's side ------------------------------------------------------------------
 
 
-# Items held by the server until the next feed, to one line.
+# Items held by the server until the next feed, to one frame's payload.
 Encode = Callable[[list[Any]], bytes]
 
 
 @dataclass
 class _Held:
-    """A kind's items held since the last feed, and how they become one line."""
+    """A kind's items held since the last feed, and how they become one frame."""
 
     encode: Encode
     items: list[Any] = field(default_factory=list)
@@ -371,7 +381,7 @@ class _Held:
 
 
 class Channel(Protocol):
-    """Where a kind of record goes once the server has made it a JSON line."""
+    """Where a kind of record goes once the server has made it a JSON record."""
 
     def send(self, line: bytes, records: int = 1) -> bool: ...
     def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool: ...
@@ -380,7 +390,7 @@ class Channel(Protocol):
 
 
 class LocalChannel:
-    """A BatchWriter in this process (unit tests): the same lines, decoded here."""
+    """A BatchWriter in this process (unit tests): the same payloads, decoded here."""
 
     def __init__(self, kind: bytes, spec: Spec, sink: Sink, stats: Stats) -> None:
         self.kind = kinds()[kind]
@@ -388,7 +398,7 @@ class LocalChannel:
         self.writer = self.kind.writer(spec, sink, stats)
 
     def send(self, line: bytes, records: int = 1) -> bool:
-        return self.kind.take(self.writer, self.spec, line + b"\n") > 0
+        return self.kind.take(self.writer, self.spec, [line]) > 0
 
     def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
         return self.send(encode([item]), records)
@@ -426,7 +436,7 @@ class PipeChannel:
 
 
 class WriterProcess:
-    """The server's end of the writer child: a bounded buffer of lines, written to the
+    """The server's end of the writer child: a bounded buffer of frames, written to the
     child's stdin (non-blocking, once per ``FEED_SECONDS``) by the predict worker as a
     predict call starts (``feed_due``) or, when none comes, by the event loop, and a
     reader thread counting the outcomes the child reports. No thread of this process
@@ -439,6 +449,10 @@ class WriterProcess:
         self.stats: dict[bytes, Stats] = {}
         self._lock = threading.Lock()
         self._buf = bytearray()
+        # (kind, records, bytes) of each frame in _buf, and how much of the first the
+        # pipe has taken: what is lost when the child is, without reading _buf again.
+        self._frames: deque[tuple[bytes, int, int]] = deque()
+        self._taken = 0
         # Per kind: items held as they are (no encoding per predict call) until the
         # pipe is fed.
         self._held: dict[bytes, _Held] = {}
@@ -450,6 +464,9 @@ class WriterProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        # Set by the reader thread at the end of the child's output: the child is gone
+        # (asking the process at every feed took 9 µs of the predict worker's time).
+        self._gone = threading.Event()
         self._spawned = -RESPAWN_SECONDS
 
     def channel(self, kind: bytes, spec: Spec, stats: Stats) -> PipeChannel:
@@ -467,19 +484,19 @@ class WriterProcess:
                 self._spawn()
 
     def send(self, kind: bytes, line: bytes, records: int = 1) -> bool:
-        """One append (a line may hold several records), or a counted drop. Called from
+        """One frame (it may hold several records), or a counted drop. Called from
         the predict worker and the loop thread."""
 
         def add() -> None:
-            self._append(kind, line)
+            self._append(kind, line, records)
 
-        return self._admit(kind, records, len(line) + 2, add)
+        return self._admit(kind, records, len(line) + HEADER, add)
 
     def hold(self, kind: bytes, item: Any, records: int, nbytes: int, encode: Encode) -> bool:
-        """Keep ``item`` as it is (``nbytes``: about its size as a line) until the next
-        feed, where every item held of a kind becomes one line (``encode``): the
-        writer's cost is mostly per line, and one line per predict call of a few
-        requests made it several times the cost per record of one line per feed.
+        """Keep ``item`` as it is (``nbytes``: about its size in a frame) until the next
+        feed, where every item held of a kind becomes one frame (``encode``): the
+        writer's cost is mostly per frame, and one per predict call of a few
+        requests made it several times the cost per record of one per feed.
         False (and counted) when the buffer is full."""
 
         def add() -> None:
@@ -493,7 +510,7 @@ class WriterProcess:
         return self._admit(kind, records, nbytes, add)
 
     def _admit(self, kind: bytes, records: int, nbytes: int, add: Callable[[], None]) -> bool:
-        """``add`` under the lock if the buffer (lines and held items) has room for
+        """``add`` under the lock if the buffer (frames and held items) has room for
         ``nbytes`` more, and a feed scheduled; else the records are counted dropped."""
         with self._lock:
             used = len(self._buf) + self._held_bytes
@@ -509,22 +526,23 @@ class WriterProcess:
             self._schedule()
         return True
 
-    def _append(self, kind: bytes, line: bytes) -> None:
+    def _append(self, kind: bytes, payload: bytes, records: int) -> None:
         self._buf += kind
-        self._buf += line
-        self._buf += b"\n"
+        self._buf += len(payload).to_bytes(4, "little")
+        self._buf += payload
+        self._frames.append((kind, records, HEADER + len(payload)))
 
     def _encode_held(self) -> None:
-        """Every held item into the buffer, one line per kind (under the lock)."""
+        """Every held item into the buffer, one frame per kind (under the lock)."""
         held, self._held, self._held_bytes = self._held, {}, 0
         for kind, h in held.items():
             try:
-                line = h.encode(h.items)
+                payload = h.encode(h.items)
             except Exception:  # a bug in an encoder must not stop the server's feeding
                 log.exception("capture: %d held records could not be encoded", h.records)
                 self.stats[kind].dropped("write_failed", h.records)
                 continue
-            self._append(kind, line)
+            self._append(kind, payload, h.records)
 
     def _schedule(self) -> None:
         loop = self._loop
@@ -546,7 +564,7 @@ class WriterProcess:
         worker calls this as it starts a predict call. Why then: every client of the
         batch waits for it, so the loop and the clients are idle. Fed by a timer of the
         loop instead, the feed fell anywhere, most often as the loop answered a batch
-        and the clients sent the next, and the child, woken to read the line, competed
+        and the clients sent the next, and the child, woken to read the frame, competed
         with both for two cores: a predict cycle overlapping a feed took 1.4 ms longer
         than the others (8.5 against 7.1 ms at 32 connections, bench/capture_bench.py);
         fed here, 0.8 ms. The child now reads on its own time (``pump``), not woken by
@@ -577,9 +595,9 @@ class WriterProcess:
         if self._held:
             self._encode_held()
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or self._gone.is_set():
             self._lost("the writer process is not running")
-            proc = self._respawn()
+            self._respawn()
             return
         assert proc.stdin is not None
         try:
@@ -590,21 +608,26 @@ class WriterProcess:
             self._lost(str(err))
             return
         del self._buf[:n]
+        self._taken += n
+        frames = self._frames
+        while frames and self._taken >= frames[0][2]:
+            self._taken -= frames.popleft()[2]
 
     def _lost(self, why: str) -> None:
-        """Count what the buffer holds as not written, and forget it."""
+        """Count what the buffer holds as not written, and forget it (a frame the
+        pipe took only part of is lost too: the child drops it at the end of input)."""
         counts = {kind: h.records for kind, h in self._held.items()}
         self._held, self._held_bytes = {}, 0
-        if not self._buf and not counts:
+        for kind, records, _ in self._frames:
+            counts[kind] = counts.get(kind, 0) + records
+        self._frames.clear()
+        self._taken = 0
+        self._buf.clear()
+        if not counts:
             return
-        for line in bytes(self._buf).split(b"\n"):
-            kind = line[:1]
-            if kind in self.stats:
-                counts[kind] = counts.get(kind, 0) + _records_in(line[1:])
         for kind, n in counts.items():
             self.stats[kind].dropped("write_failed", n)
         log.error("capture writer unreachable (%s): %s records dropped", why, counts)
-        self._buf.clear()
 
     def _respawn(self) -> subprocess.Popen[bytes] | None:
         if time.monotonic() - self._spawned < RESPAWN_SECONDS:
@@ -612,7 +635,7 @@ class WriterProcess:
         old = self._proc
         log.error(
             "capture writer process exited (%s); starting another",
-            None if old is None else old.returncode,
+            None if old is None else old.poll(),
         )
         self._spawn()
         return self._proc
@@ -634,12 +657,19 @@ class WriterProcess:
             # A larger pipe rides out a slow moment of the child (Linux only).
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._proc = proc
+        self._gone = gone = threading.Event()
         self._reader = threading.Thread(
-            target=self._read, args=(proc.stdout,), name="kubeml-capture-read", daemon=True
+            target=self._read, args=(proc.stdout, gone), name="kubeml-capture-read", daemon=True
         )
         self._reader.start()
 
-    def _read(self, out: IO[bytes]) -> None:
+    def _read(self, out: IO[bytes], gone: threading.Event) -> None:
+        try:
+            self._count(out)
+        finally:
+            gone.set()  # the child closed its output: it has exited, or is about to
+
+    def _count(self, out: IO[bytes]) -> None:
         for line in out:
             try:
                 msg = orjson.loads(line)
@@ -761,9 +791,9 @@ def pump(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Every record line of ``stream`` to its kind's writer, until end of input.
+    """Every frame of ``stream`` to its kind's writer, until end of input.
 
-    Whatever the pipe holds is read at once and each kind's lines are handed over
+    Whatever the pipe holds is read at once and each kind's frames are handed over
     together: a kind decodes them at once (numeric captures into Arrow columns), not
     one Python object per record.
 
@@ -772,7 +802,7 @@ def pump(
     a read that took half of it or more, so the pipe does not fill and the server's
     buffer is not needed. Why: woken by every feed (20 a second at 32 connections)
     it spent 1.1 ms of CPU per feed, 4.8 µs per captured request, although decoding a
-    feed's line takes 0.22 ms when warm; a process that runs in short bursts between
+    feed's line (JSON then) took 0.22 ms when warm; a process that runs in short bursts between
     sleeps runs cold. Reading ten feeds at a time costs 2.4-2.8 µs per request
     (bench/README.md), and the child no longer wakes as the predict worker feeds it.
     At the end of input (the server's close) a sleeping child reads what is left
@@ -785,14 +815,14 @@ def pump(
         rate = len(chunk) / max(now - last, 1e-3)
         last = now
         data = rest + chunk if rest else chunk
-        end = data.rfind(b"\n") + 1
+        frames, end = split_frames(data)
         rest = data[end:]
-        if end:
-            dispatch(data[:end] if end < len(data) else data, writers)
+        if frames:
+            dispatch(frames, writers)
         if len(chunk) < capacity // 2:
             sleep(min(pause, capacity / 2 / rate))
-    if rest:  # a last line without its newline (the server never sends one)
-        dispatch(rest + b"\n", writers)
+    if rest:  # the server counted it lost: it ends only a frame it could not finish
+        log.warning("capture writer: the input ended inside a frame; %d bytes dropped", len(rest))
 
 
 def pipe_bytes(fd: int) -> int:
@@ -804,23 +834,16 @@ def pipe_bytes(fd: int) -> int:
         return 1 << 16
 
 
-def dispatch(data: bytes, writers: Writers) -> None:
-    """Lines of ``data`` (each ``<kind><json>\\n``) to their kinds' writers, in order
-    within each kind."""
-    first = data[:1]
-    lines = data.count(b"\n")
-    if data.count(b"\n" + first) == lines - 1:  # one kind only: the common case
-        parts = {first: data.replace(b"\n" + first, b"\n")[1:]}
-    else:
-        grouped: dict[bytes, list[bytes]] = {}
-        for line in data.splitlines(keepends=True):
-            grouped.setdefault(line[:1], []).append(line[1:])
-        parts = {k: b"".join(v) for k, v in grouped.items()}
-    for key, body in parts.items():
+def dispatch(frames: Sequence[tuple[bytes, bytes]], writers: Writers) -> None:
+    """Frames' payloads to their kinds' writers, in order within each kind."""
+    grouped: dict[bytes, list[bytes]] = {}
+    for key, payload in frames:
+        grouped.setdefault(key, []).append(payload)
+    for key, payloads in grouped.items():
         entry = writers.get(key)
         if entry is not None:
             writer, kind, spec = entry
-            kind.take(writer, spec, body)
+            kind.take(writer, spec, payloads)
 
 
 if __name__ == "__main__":
