@@ -263,11 +263,12 @@ def held_frame(batches: Sequence[Batch]) -> bytes:
     probabilities of the batches that computed them), as numpy holds them.
 
     Why not one JSON document: the feed runs on the predict worker while a batch's
-    clients wait for it, and every microsecond it takes is in their latency. Made
-    one JSON line (flattened lists, concatenated matrices in base64) a feed of about
-    500 records took 165 µs in the server; this is a third of that, and 45% fewer
-    bytes through the pipe (bench/README.md). Class labels (predictions that are not
-    numbers or booleans) travel in the header, as JSON lists."""
+    clients wait for it, and every microsecond it takes is in their latency. With
+    one JSON line per feed (flattened lists, concatenated matrices in base64) a feed
+    of about 240 records took 237-262 µs in the server at 32 connections; with this
+    frame, 147-152 µs (encoding warm: 49 against 17 µs; a quarter fewer bytes;
+    bench/README.md). Class labels (predictions that are not numbers or booleans)
+    travel in the header, as JSON lists."""
     xs = [np.ascontiguousarray(b.rows, dtype=np.float64) for b in batches]
     widths = {x.shape[1] for x in xs}
     if len(widths) != 1:
