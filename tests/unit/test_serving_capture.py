@@ -338,6 +338,9 @@ def test_frames_are_split_and_written_record_by_record() -> None:
         header(frames[0], b'"f":2', b'"f":-2'),  # a negative width
         header(frames[0], b'"f":2', b'"f":3'),  # a width earlier frames do not have
         header(frames[0], b'"yd":"<i8"', b'"yd":"|O"'),  # predictions that are not numbers
+        header(frames[0], b'"yd":"<i8"', b'"yd":"<f16"'),  # a type Arrow does not read
+        header(frames[0], b'"f":2', b'"f":2.0'),  # a width that is not a whole number
+        header(frames[0], b'"f":2', b'"f":true'),
         header(frames[0], b'"wp":[[true,false]]', b'"wp":[[1,0]]'),  # flags not booleans
         header(frames[0], b'"pb":[true]', b'"pb":[true,false]'),  # flags of other batches
         header(frames[0], b'"c":2', b'"c":-1'),
@@ -374,6 +377,17 @@ def test_frames_are_split_and_written_record_by_record() -> None:
     other = parse_frames([*frames, labels])
     mixed = block_hours([other])[5]
     assert [r["outputs"]["predict"] for r in stored(mixed)] == [["2"], ["0"], ["1"], ["x"]]
+    # The writer knows the width it keeps: an empty frame of another width is skipped,
+    # not taken as the width the next frames must have.
+    empty = held_frame([Batch([], [], [], [], np.zeros((0, 7)), m([], np.int64), None, hour)])
+    assert stored(parse_frames([empty, *frames], width=2)) == stored(block)
+    # Floats of types Arrow does not read from numpy travel as float64.
+    for odd in (np.float16, np.longdouble):
+        frame = held_frame(
+            [Batch(["r6"], ["v2"], [1], [False], m([[0.0, 0.0]]), m([0.5], odd), None, hour)]
+        )
+        (rec,) = stored(parse_frames([frame]))
+        assert rec["outputs"]["predict"] == [0.5]
     # Floats and booleans keep their type; no inputs kept: no input column.
     for pred in (m([0.25]), m([True])):
         frame = held_frame(
@@ -726,3 +740,41 @@ def test_each_kinds_frames_reach_its_writer_in_order() -> None:
     writer.dispatch(frames, {b"c": (None, capture, {}), b"f": (None, feedback, {})})  # type: ignore[dict-item]
     assert capture.calls == [[b"c1", b""]]
     assert feedback.calls == [[b"f1", b"f2\n"]]
+
+
+def test_a_writer_child_survives_records_it_cannot_read() -> None:
+    """A record that is JSON but not a record is skipped, and a kind whose reading
+    fails loses that read only: the other kinds' frames are still taken."""
+    from kubeml.serving import writer
+
+    class Writer:
+        name = "feedback"
+
+        def __init__(self) -> None:
+            self.offered: list[Any] = []
+
+        def offer(self, rec: Any, cost: int) -> bool:
+            self.offered.append((rec, cost))
+            return True
+
+    w = Writer()
+    payloads = [b"{}", b"[]", b'"x"', b"{not json", b'{"truth": [1, 2]}']
+    held = writer.offer_records(w, payloads, lambda rec: len(rec["truth"]))  # type: ignore[arg-type]
+    assert held == 1 and w.offered == [({"truth": [1, 2]}, 2)]
+
+    class Broken:
+        def take(self, w: Any, spec: Any, payloads: list[bytes]) -> int:
+            raise RuntimeError("a bug")
+
+    class Kind:
+        def __init__(self) -> None:
+            self.payloads: list[bytes] = []
+
+        def take(self, w: Any, spec: Any, payloads: list[bytes]) -> int:
+            self.payloads = list(payloads)
+            return 0
+
+    kind = Kind()
+    frames = [(b"c", b"1"), (b"f", b"2"), (b"c", b"3")]
+    writer.dispatch(frames, {b"c": (None, Broken(), {}), b"f": (None, kind, {})})  # type: ignore[dict-item]
+    assert kind.payloads == [b"2"]

@@ -208,12 +208,13 @@ class Capture:
         if self.numeric:
             # Held as it is (kept inputs only) until the next feed of the writer's pipe,
             # where the batches held become one frame (``held_frame``): the matrices'
-            # bytes and about 64 bytes of header per request.
+            # bytes, the ids and about 64 bytes of header per request.
             x = batch.rows if self._all_kept else batch.rows[:, self.kept_idx]
             n = len(batch.ids)
             size = x.nbytes + batch.pred.nbytes + (0 if batch.proba is None else batch.proba.nbytes)
             item = batch if self._all_kept else batch._replace(rows=x)
-            held = self.channel.hold(item, n, size + 64 * n, held_frame)
+            size += 64 * n + sum(map(len, batch.ids))
+            held = self.channel.hold(item, n, size, held_frame)
             return n if held else 0
         taken = start = 0
         for rid, protocol, n, wants in zip(
@@ -284,10 +285,10 @@ def held_frame(batches: Sequence[Batch]) -> bytes:
     parts: list[Any] = xs
     preds = [b.pred for b in batches]
     kinds = {p.dtype for p in preds}
-    if len(kinds) == 1 and preds[0].dtype.kind in "biuf":
-        little = preds[0].dtype.newbyteorder("<")
-        head["yd"] = little.str
-        parts += [np.ascontiguousarray(p, dtype=little) for p in preds]
+    wire = _wire_dtype(preds[0].dtype) if len(kinds) == 1 else None
+    if wire is not None:
+        head["yd"] = wire.str
+        parts += [np.ascontiguousarray(p, dtype=wire) for p in preds]
     else:  # labels, or numbers in some batches and labels in others: as labels
         head["y"] = preds
     widths = {b.proba.shape[1] for b in batches if b.proba is not None}
@@ -299,6 +300,24 @@ def held_frame(batches: Sequence[Batch]) -> bytes:
         parts += [np.ascontiguousarray(b.proba, np.float64) for b in batches if b.proba is not None]
     encoded = orjson.dumps(head, default=_plain, option=_NUMPY)
     return b"".join([len(encoded).to_bytes(4, "little"), encoded, *parts])
+
+
+# What predictions travel as raw bytes: the types Arrow reads from numpy as they are.
+_RAW_PREDICTIONS = frozenset(
+    np.dtype(t).newbyteorder("<").str
+    for t in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")
+)
+
+
+def _wire_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The little-endian type predictions of ``dtype`` travel as, raw; None for labels
+    (other floats, such as float16 or longdouble, travel as float64)."""
+    if dtype.kind not in "biuf":
+        return None
+    little = dtype.newbyteorder("<")
+    if little.str in _RAW_PREDICTIONS:
+        return little
+    return np.dtype("<f8") if dtype.kind == "f" else None
 
 
 def partition(model: str, version: int) -> str:
@@ -330,7 +349,7 @@ class _CaptureKind:
         width = int(spec["width"])
         if not spec["numeric"]:
             return offer_records(writer, payloads, lambda rec: int(rec["n"]) * width)
-        block = parse_frames(payloads)
+        block = parse_frames(payloads, len(spec["kept"]))
         if block.num_rows == 0:
             return 0
         # A buffered request costs the values it held when it arrived.
@@ -390,18 +409,18 @@ def _read_frame(frame: bytes, width: int | None, classes: int | None) -> _Frame:
         raise ValueError("a want-probabilities flag is not a boolean")
     batch_rows = [sum(n) for n in ns_b]
     rows = sum(batch_rows)
-    f = int(head["f"])
-    if f < 0:
-        raise ValueError(f"{f} inputs per row")
+    f = head["f"]
+    if type(f) is not int or f < 0:
+        raise ValueError(f"{f!r} inputs per row")
     if width is not None and f != width:
         raise ValueError(f"{f} inputs per row where earlier frames have {width}")
     x = np.frombuffer(frame, "<f8", rows * f, pos).reshape(rows, f)
     pos += x.nbytes
     y: Any
     if "yd" in head:
+        if head["yd"] not in _RAW_PREDICTIONS:
+            raise ValueError(f"predictions of type {head['yd']!r}")
         dtype = np.dtype(head["yd"])
-        if dtype.kind not in "biuf":
-            raise ValueError(f"predictions of type {dtype} are not numbers")
         y = np.frombuffer(frame, dtype, rows, pos)
         pos += y.nbytes
     else:
@@ -411,9 +430,9 @@ def _read_frame(frame: bytes, width: int | None, classes: int | None) -> _Frame:
     pp = None
     pb = [False] * batches
     if "c" in head:
-        c, pb = int(head["c"]), head["pb"]
-        if c < 0:
-            raise ValueError(f"{c} probabilities per row")
+        c, pb = head["c"], head["pb"]
+        if type(c) is not int or c < 0:
+            raise ValueError(f"{c!r} probabilities per row")
         if classes is not None and c != classes:
             raise ValueError(f"{c} probabilities per row where earlier frames have {classes}")
         if len(pb) != batches or not all(type(v) is bool for v in pb):
@@ -436,15 +455,16 @@ def _read_frame(frame: bytes, width: int | None, classes: int | None) -> _Frame:
     )
 
 
-def parse_frames(frames: Sequence[bytes]) -> Any:
+def parse_frames(frames: Sequence[bytes], width: int | None = None) -> Any:
     """An Arrow table of the records (one row per request) in the frames of a numeric
     signature (``held_frame``): a JSON decode of each header, the matrices read with
     numpy in place, the split into requests done in Arrow (no Python object per
-    record). A frame that cannot be read is skipped and logged."""
+    record). ``width``: the inputs per row (the kept features); None takes the first
+    frame's. A frame that cannot be read is skipped and logged."""
     import pyarrow as pa
 
     read: list[_Frame] = []
-    width, classes = None, None
+    classes = None
     for frame in frames:
         try:
             got = _read_frame(frame, width, classes)
@@ -504,8 +524,8 @@ def _offsets(counts: Any) -> Any:
 
 
 def _predictions(parts: list[Any]) -> Any:
-    """The lines' predictions as one Arrow array: numbers or booleans as they are
-    when every line has the same kind, else labels (strings)."""
+    """The frames' predictions as one Arrow array: numbers or booleans as they are
+    when every frame has the same type, else labels (strings)."""
     import pyarrow as pa
 
     arrays = [p for p in parts if isinstance(p, np.ndarray)]

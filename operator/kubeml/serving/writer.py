@@ -309,10 +309,11 @@ def offer_records(
     for payload in payloads:
         try:
             rec = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            log.warning("capture writer: a malformed record was skipped")
+            values = cost(rec)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            log.warning("%s writer: a malformed record was skipped", writer.name)
             continue
-        held += writer.offer(rec, cost(rec))
+        held += writer.offer(rec, values)
     return held
 
 
@@ -381,7 +382,8 @@ class _Held:
 
 
 class Channel(Protocol):
-    """Where a kind of record goes once the server has made it a JSON record."""
+    """Where a kind of record goes: one JSON record at a time (``send``), or items
+    held until the next feed makes them one frame (``hold``)."""
 
     def send(self, line: bytes, records: int = 1) -> bool: ...
     def hold(self, item: Any, records: int, nbytes: int, encode: Encode) -> bool: ...
@@ -606,6 +608,11 @@ class WriterProcess:
             return
         except OSError as err:  # the child died meanwhile
             self._lost(str(err))
+            # A frame may be cut short: nothing more goes to this pipe (the child would
+            # read the next frame as the rest of it); the next feed starts another.
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            self._gone.set()
             return
         del self._buf[:n]
         self._taken += n
@@ -615,7 +622,9 @@ class WriterProcess:
 
     def _lost(self, why: str) -> None:
         """Count what the buffer holds as not written, and forget it (a frame the
-        pipe took only part of is lost too: the child drops it at the end of input)."""
+        pipe took only part of is lost too: the child drops it at the end of input).
+        What the pipe took whole and a dying child had not read yet is not counted
+        here: the server cannot know it."""
         counts = {kind: h.records for kind, h in self._held.items()}
         self._held, self._held_bytes = {}, 0
         for kind, records, _ in self._frames:
@@ -633,6 +642,9 @@ class WriterProcess:
         if time.monotonic() - self._spawned < RESPAWN_SECONDS:
             return None
         old = self._proc
+        if old is not None and old.stdin is not None:
+            with contextlib.suppress(OSError):
+                old.stdin.close()  # a child still running ends at the end of its input
         log.error(
             "capture writer process exited (%s); starting another",
             None if old is None else old.poll(),
@@ -843,7 +855,10 @@ def dispatch(frames: Sequence[tuple[bytes, bytes]], writers: Writers) -> None:
         entry = writers.get(key)
         if entry is not None:
             writer, kind, spec = entry
-            kind.take(writer, spec, payloads)
+            try:
+                kind.take(writer, spec, payloads)
+            except Exception:  # one kind's unreadable input must not stop the child
+                log.exception("writer of kind %r: %d frames not read", key, len(payloads))
 
 
 if __name__ == "__main__":
